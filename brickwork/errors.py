@@ -1,0 +1,154 @@
+"""The errors brickwork raises, one small tree under `BrickworkError`.
+
+```
+BrickworkError
+├── ConfigError                 malformed configuration or unknown names
+│   └── UnknownModelError       a logical model name no endpoint serves
+├── MissingDependencyError      an optional extra is not installed (names the extra)
+├── ModelFolderError            a model folder is missing, corrupt or cannot be built
+├── SkillError                  a skill definition or its data files are invalid
+├── ToolError                   a tool call went wrong (never a crash: agents turn these into signals)
+│   ├── UnknownToolError        the model named a tool the registry does not have
+│   ├── ToolArgumentsError      arguments fail the tool's JSON schema / types
+│   ├── ToolExecutionError      the tool itself raised
+│   └── ToolTimeoutError        the tool did not return in time
+├── SQLError                    anything about generated SQL
+│   ├── UnsafeSQLError          not one read-only SELECT over known tables/columns
+│   ├── SQLExecutionError       the database refused or failed the query
+│   └── SQLTimeoutError         the query ran past its time limit
+└── ServingError                anything about model servers and calls to them
+    ├── PortInUseError          the port a server should bind is taken
+    ├── ServerStartError        a launched server died or never became ready
+    ├── EndpointUnavailableError  every endpoint for a model is down or its circuit is open
+    ├── ModelCallError          the server answered with an error (status code kept)
+    └── ModelTimeoutError       no answer within the read timeout, after retries
+```
+
+Messages quote the offending value with `!r` and say what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrickworkError",
+    "ConfigError",
+    "EndpointUnavailableError",
+    "MissingDependencyError",
+    "ModelCallError",
+    "ModelFolderError",
+    "ModelTimeoutError",
+    "PortInUseError",
+    "SQLError",
+    "SQLExecutionError",
+    "SQLTimeoutError",
+    "ServerStartError",
+    "ServingError",
+    "SkillError",
+    "ToolArgumentsError",
+    "ToolError",
+    "ToolExecutionError",
+    "ToolTimeoutError",
+    "UnknownModelError",
+    "UnknownToolError",
+    "UnsafeSQLError",
+]
+
+
+class BrickworkError(Exception):
+    """Base class of every error brickwork raises on purpose."""
+
+
+class ConfigError(BrickworkError):
+    """Configuration is malformed or refers to something that does not exist."""
+
+
+class UnknownModelError(ConfigError):
+    """A logical model name that no endpoint in the pool serves."""
+
+
+class MissingDependencyError(BrickworkError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{module!r} is not installed; it is needed for {purpose}. "
+            f"Install it with: pip install 'brickwork[{extra}]'"
+        )
+
+
+class ModelFolderError(BrickworkError):
+    """A model folder is missing, half-written or fails its manifest check."""
+
+
+class SkillError(BrickworkError):
+    """A skill definition or one of its data files is invalid."""
+
+
+class ToolError(BrickworkError):
+    """A tool call failed; `tool` names the tool when known."""
+
+    def __init__(self, message: str, *, tool: str | None = None) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class UnknownToolError(ToolError):
+    """The model named a tool that is not in the registry."""
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments do not satisfy the tool's schema."""
+
+
+class ToolExecutionError(ToolError):
+    """The tool function raised an exception."""
+
+
+class ToolTimeoutError(ToolError):
+    """The tool function did not return within its timeout."""
+
+
+class SQLError(BrickworkError):
+    """Generated SQL was rejected or failed."""
+
+
+class UnsafeSQLError(SQLError):
+    """The SQL is not a single read-only query over the known schema."""
+
+
+class SQLExecutionError(SQLError):
+    """The database raised an error running the query (message kept for repair)."""
+
+
+class SQLTimeoutError(SQLError):
+    """The query ran past its time limit and was cancelled."""
+
+
+class ServingError(BrickworkError):
+    """A model server could not be started or a call to one failed."""
+
+
+class PortInUseError(ServingError):
+    """The port a server should listen on is already taken."""
+
+
+class ServerStartError(ServingError):
+    """A launched server exited or did not become ready in time."""
+
+
+class EndpointUnavailableError(ServingError):
+    """No endpoint for a logical model can take a request right now."""
+
+
+class ModelCallError(ServingError):
+    """The model server answered a request with an error."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class ModelTimeoutError(ServingError):
+    """The model server did not answer within the timeout (after retries)."""

@@ -1,0 +1,475 @@
+"""Launch and supervise vLLM OpenAI-compatible servers as child processes.
+
+Each `VLLMServer` owns one `python -m vllm.entrypoints.openai.api_server` child in its own
+process group, started by a monitor thread that also restarts it with exponential backoff when
+it dies unexpectedly. `stop()` sends SIGTERM to the whole group, then SIGKILL after a grace
+period, so no engine process is left behind. The child gets `PR_SET_PDEATHSIG`, so even a
+parent killed with SIGKILL takes its servers with it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import httpx
+
+from brickwork._settings import cache_dir
+from brickwork.errors import (
+    MissingDependencyError,
+    ModelFolderError,
+    PortInUseError,
+    ServerStartError,
+)
+
+__all__ = [
+    "RestartPolicy",
+    "ServerSpec",
+    "ServerStatus",
+    "VLLMServer",
+    "free_port",
+    "port_in_use",
+]
+
+ServerStatus = Literal["new", "starting", "ready", "restarting", "stopped", "failed"]
+
+_API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+_LIVE_SERVERS: set[VLLMServer] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What one vLLM instance serves and how it is started.
+
+    Attributes:
+        model: A Hugging Face model folder (config.json, weights, tokenizer).
+        served_name: The name clients put in `model` to reach the base model.
+        lora_modules: Adapter name -> adapter folder; clients reach each by its name.
+        dtype: Weights dtype; float32 is needed for the embedded SmolLM2 on the CPU.
+        host: Interface to bind; loopback unless you mean to expose it.
+        port: Port to bind, or None to pick a free one.
+        max_model_len: Context length to allocate for.
+        max_lora_rank: Largest adapter rank the server accepts.
+        max_loras: Adapters that may be active in one batch.
+        enforce_eager: Skip graph compilation (start-up about 25 s instead of 150 s on CPU).
+        kv_cache_gib: `VLLM_CPU_KVCACHE_SPACE` for the CPU build.
+        extra_args: Appended to the command line as given.
+        extra_env: Added to the child's environment.
+        python: Interpreter that runs vLLM.
+    """
+
+    model: Path
+    served_name: str
+    lora_modules: Mapping[str, Path] = field(default_factory=dict)
+    dtype: str = "float32"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    max_model_len: int | None = 4096
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    enforce_eager: bool = True
+    kv_cache_gib: int = 2
+    extra_args: Sequence[str] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+
+    def command(self, port: int) -> list[str]:
+        """The full command line for this spec on `port`."""
+        cmd = [
+            self.python,
+            "-m",
+            _API_SERVER_MODULE,
+            "--model",
+            str(self.model),
+            "--served-model-name",
+            self.served_name,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--dtype",
+            self.dtype,
+        ]
+        if self.max_model_len is not None:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        if self.lora_modules:
+            cmd += [
+                "--enable-lora",
+                "--max-lora-rank",
+                str(self.max_lora_rank),
+                "--max-loras",
+                str(self.max_loras),
+                "--lora-modules",
+                *(f"{name}={path}" for name, path in sorted(self.lora_modules.items())),
+            ]
+        cmd += list(self.extra_args)
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        """The child's environment: ours, offline, plus the spec's additions."""
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every name the server answers to: the base and each adapter."""
+        return (self.served_name, *sorted(self.lora_modules))
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How a server that dies unexpectedly is brought back.
+
+    Attributes:
+        max_restarts: Give up (status "failed") after this many restarts in a row.
+        backoff_s: First wait before a restart; doubles each time up to `max_backoff_s`.
+        max_backoff_s: Longest wait between restarts.
+    """
+
+    max_restarts: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before restart number `attempt` (1-based)."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(0, attempt - 1)))
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on (host, port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM the child when the thread that spawned it exits."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+class VLLMServer:
+    """One supervised vLLM server process.
+
+    Use it as a context manager, or call `start()` and `stop()`:
+
+        with VLLMServer(spec) as server:
+            print(server.base_url)
+    """
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        *,
+        log_dir: Path | None = None,
+        ready_timeout_s: float = 300.0,
+        restart: RestartPolicy | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.ready_timeout_s = ready_timeout_s
+        self.restart_policy = restart or RestartPolicy()
+        self.progress = progress
+        self.port = spec.port if spec.port is not None else 0
+        self.log_dir = log_dir or cache_dir() / "logs"
+        self.log_path = self.log_dir / f"vllm-{spec.served_name.replace('/', '_')}.log"
+        self.status: ServerStatus = "new"
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.ready_after_s: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._monitor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._state_changed = threading.Condition()
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible base URL, ending in /v1."""
+        return f"http://{self.spec.host}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the current child (also its process group id)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> Self:
+        """Start the server and block until it is ready.
+
+        Raises:
+            MissingDependencyError: vLLM is not importable by `spec.python`.
+            ModelFolderError: `spec.model` or an adapter folder is missing.
+            PortInUseError: the requested port is taken.
+            ServerStartError: the process exited or was not ready within the timeout.
+        """
+        if self.status not in ("new", "stopped", "failed"):
+            raise ServerStartError(f"server {self.spec.served_name!r} is already {self.status}")
+        self._preflight()
+        self._stopping.clear()
+        self._ready.clear()
+        self._start_error = None
+        self.restarts = 0
+        self._set_status("starting")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with _LIVE_LOCK:
+            _LIVE_SERVERS.add(self)
+        self._monitor = threading.Thread(
+            target=self._run, name=f"vllm-{self.spec.served_name}", daemon=True
+        )
+        self._monitor.start()
+        self._wait_first_ready()
+        return self
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Terminate the process group: SIGTERM, then SIGKILL after `grace_s`."""
+        self._stopping.set()
+        proc = self._proc
+        if proc is not None:
+            _terminate_group(proc, grace_s)
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=grace_s + 5)
+        self._set_status("stopped")
+        with _LIVE_LOCK:
+            _LIVE_SERVERS.discard(self)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until the server is ready (e.g. after a restart); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._state_changed:
+            while self.status != "ready":
+                left = deadline - time.monotonic()
+                if left <= 0 or self.status in ("stopped", "failed"):
+                    return False
+                self._state_changed.wait(min(left, 0.5))
+        return True
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last lines of the server's log."""
+        return _tail(self.log_path, lines)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"VLLMServer({self.spec.served_name!r}, port={self.port}, status={self.status!r})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _preflight(self) -> None:
+        spec = self.spec
+        if not _vllm_importable(spec.python):
+            raise MissingDependencyError("vllm", "cpu", "serving models locally (or 'gpu')")
+        if not (spec.model / "config.json").is_file():
+            raise ModelFolderError(
+                f"model folder {str(spec.model)!r} is missing or has no config.json; build it "
+                "with brickwork.serving.ensure_embedded_model() or point to a Hugging Face folder"
+            )
+        for name, path in spec.lora_modules.items():
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise ModelFolderError(
+                    f"adapter {name!r} folder {str(path)!r} has no adapter_config.json"
+                )
+        if spec.port is not None and port_in_use(spec.host, spec.port):
+            raise PortInUseError(
+                f"port {spec.port!r} on {spec.host} is already in use; stop what holds it "
+                "(e.g. `ss -ltnp`) or pick another port"
+            )
+
+    def _set_status(self, status: ServerStatus) -> None:
+        with self._state_changed:
+            self.status = status
+            self._state_changed.notify_all()
+
+    def _spawn(self) -> None:
+        if self.spec.port is None:
+            self.port = free_port(self.spec.host)
+        log = self.log_path.open("ab")
+        try:
+            log.write(f"\n=== brickwork: starting on port {self.port} ===\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.spec.command(self.port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.spec.environment(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks touched
+            )
+        finally:
+            log.close()
+        self.started_at = time.monotonic()
+
+    def _wait_http_ready(self) -> None:
+        """Poll /health and /v1/models until both answer; raise on exit or timeout."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        root = f"http://{self.spec.host}:{self.port}"
+        with httpx.Client(timeout=httpx.Timeout(2.0)) as http:
+            while True:
+                if self._stopping.is_set():
+                    raise ServerStartError(f"server {self.spec.served_name!r} was stopped")
+                code = self._proc.poll()
+                if code is not None:
+                    raise ServerStartError(
+                        f"vLLM server {self.spec.served_name!r} exited with code {code} before "
+                        f"it was ready. Log {str(self.log_path)!r} ends with:\n"
+                        f"{self.log_tail()}"
+                    )
+                if _answers(http, root, self.spec.model_names):
+                    self.ready_after_s = time.monotonic() - (self.started_at or 0.0)
+                    return
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"vLLM server {self.spec.served_name!r} was not ready after "
+                        f"{self.ready_timeout_s:.0f} s (raise ready_timeout_s if the machine is "
+                        f"slow). Log {str(self.log_path)!r} ends with:\n{self.log_tail()}"
+                    )
+                self._stopping.wait(0.5)
+
+    def _run(self) -> None:
+        """Monitor thread: spawn, wait ready, watch, restart with backoff."""
+        while not self._stopping.is_set():
+            try:
+                self._spawn()
+                self._wait_http_ready()
+            except BaseException as exc:  # noqa: BLE001 - reported to the starter or retried
+                if self._proc is not None:
+                    _terminate_group(self._proc, 5.0)
+                if not self._ready.is_set():
+                    self._start_error = exc
+                    self._set_status("failed")
+                    self._ready.set()
+                    return
+            else:
+                self._set_status("ready")
+                self._ready.set()
+                assert self._proc is not None
+                self._proc.wait()
+                # Reap the rest of the group (engine workers) so nothing outlives the server.
+                _terminate_group(self._proc, 5.0)
+            if self._stopping.is_set():
+                return
+            self.restarts += 1
+            if self.restarts > self.restart_policy.max_restarts:
+                self._set_status("failed")
+                return
+            self._set_status("restarting")
+            if self._stopping.wait(self.restart_policy.delay(self.restarts)):
+                return
+
+    def _wait_first_ready(self) -> None:
+        if not self.progress:
+            self._ready.wait()
+        else:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+            with Progress(*columns, transient=True) as bar:
+                task = bar.add_task(f"Starting vLLM ({self.spec.served_name})", total=None)
+                while not self._ready.wait(0.5):
+                    last = self.log_tail(1).strip()[:70]
+                    bar.update(task, description=f"Starting vLLM ({self.spec.served_name}): {last}")
+        if self._start_error is not None:
+            self.stop()
+            raise self._start_error
+
+
+def _answers(http: httpx.Client, root: str, names: Sequence[str]) -> bool:
+    try:
+        if http.get(f"{root}/health").status_code != 200:
+            return False
+        listed = {m.get("id") for m in http.get(f"{root}/v1/models").json().get("data", [])}
+    except (httpx.HTTPError, ValueError):
+        return False
+    return all(name in listed for name in names)
+
+
+def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `grace_s`."""
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    # Children of the group may outlive the leader; make sure they are gone.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _vllm_importable(python: str) -> bool:
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        return importlib.util.find_spec("vllm") is not None
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    return probe.returncode == 0
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE_SERVERS)
+    for server in servers:
+        server.stop(grace_s=5.0)

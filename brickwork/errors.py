@@ -7,7 +7,7 @@ BrickworkError
 ├── MissingDependencyError      an optional extra is not installed (names the extra)
 ├── ModelFolderError            a model folder is missing, corrupt or cannot be built
 ├── SkillError                  a skill definition or its data files are invalid
-├── ToolError                   a tool call went wrong (never a crash: agents turn these into signals)
+├── ToolError                   a tool call went wrong (agents turn these into signals)
 │   ├── UnknownToolError        the model named a tool the registry does not have
 │   ├── ToolArgumentsError      arguments fail the tool's JSON schema / types
 │   ├── ToolExecutionError      the tool itself raised

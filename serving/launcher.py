@@ -48,6 +48,7 @@ __all__ = [
 ServerStatus = Literal["new", "starting", "ready", "restarting", "stopped", "failed"]
 
 _API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+_VLLM_PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
 _LIVE_SERVERS: set[VLLMServer] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -348,7 +349,7 @@ class VLLMServer:
                 stdin=subprocess.DEVNULL,
                 env=self.spec.environment(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks touched
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -387,7 +388,7 @@ class VLLMServer:
             try:
                 self._spawn()
                 self._wait_http_ready()
-            except BaseException as exc:  # noqa: BLE001 - reported to the starter or retried
+            except BaseException as exc:
                 if self._proc is not None:
                     _terminate_group(self._proc, 5.0)
                 if not self._ready.is_set():
@@ -444,10 +445,8 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     pgid = proc.pid
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
     # Children of the group may outlive the leader; make sure they are gone.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -459,7 +458,11 @@ def _vllm_importable(python: str) -> bool:
     if os.path.abspath(python) == os.path.abspath(sys.executable):
         return importlib.util.find_spec("vllm") is not None
     probe = subprocess.run(
-        [python, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+        [
+            python,
+            "-c",
+            "import importlib.util,sys; sys.exit(importlib.util.find_spec('vllm') is None)",
+        ],
         capture_output=True,
         check=False,
         timeout=60,

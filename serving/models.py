@@ -175,7 +175,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     )
     # Loaded from GGUF the model carries a quantizer; it is plain float32 now, and
     # save_pretrained refuses to save a "quantized" model.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out))

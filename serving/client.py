@@ -1,0 +1,297 @@
+"""One OpenAI-compatible endpoint: its config, its shared HTTP client, and a single attempt.
+
+Each `EndpointClient` owns one shared async HTTP client (injectable, so tests can pass a
+`MockTransport`) and one `openai.AsyncOpenAI` over it, with the SDK's own retries off:
+retries, circuit breaking and failover are the pool's job, done once, in one place.
+
+The openai SDK (3.x) is built on `httpx2`, httpx's successor with the same API, so the client
+handed to it is an `httpx2.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from brickwork.errors import ConfigError, ModelCallError, ModelTimeoutError
+from brickwork.serving.resilience import CircuitBreaker, CircuitPolicy
+from brickwork.serving.types import ChatRequest, Completion, TokenLogprob, Usage
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["EndpointClient", "EndpointConfig", "TransientError"]
+
+_CHOICE_KEY = "choice"
+
+
+class EndpointConfig(BaseModel):
+    """Where one replica of a logical model is served.
+
+    Attributes:
+        name: Unique name, shown in traces and the TUI.
+        base_url: OpenAI-compatible base URL, e.g. http://127.0.0.1:8321/v1.
+        model: Model name to send (the served name for vLLM).
+        kind: "vllm" (ours or external; adapters and vLLM structured outputs) or "openai"
+            (any OpenAI-compatible API).
+        api_key_env: Environment variable holding the API key; None for no key.
+        max_concurrency: Requests in flight at once on this endpoint.
+        connect_timeout_s: Time to establish a connection.
+        read_timeout_s: Time to wait for an answer.
+        stand_in: A local model playing the frontier role; every output says so.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    base_url: str
+    model: str = Field(min_length=1)
+    kind: Literal["vllm", "openai"] = "vllm"
+    api_key_env: str | None = None
+    max_concurrency: int = Field(default=64, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=120.0, gt=0)
+    stand_in: bool = False
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    def api_key(self) -> str:
+        """The API key from `api_key_env` (a placeholder when the endpoint needs none)."""
+        if self.api_key_env is None:
+            return "EMPTY"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"endpoint {self.name!r} reads its API key from ${self.api_key_env}, which is "
+                "not set; export it or remove api_key_env"
+            )
+        return key
+
+
+class TransientError(Exception):
+    """An attempt failed in a way worth retrying (connection error, 429, 5xx)."""
+
+    def __init__(self, message: str, *, counts_against_endpoint: bool) -> None:
+        self.counts_against_endpoint = counts_against_endpoint
+        super().__init__(message)
+
+
+class EndpointClient:
+    """Sends single attempts to one endpoint; owns its HTTP client and circuit breaker."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        http_client: httpx2.AsyncClient | None = None,
+        circuit: CircuitPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.breaker = CircuitBreaker(circuit or CircuitPolicy())
+        self.in_flight = 0
+        self.calls = 0
+        self.failures = 0
+        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx2.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx2.Limits(
+                max_connections=config.max_concurrency,
+                max_keepalive_connections=config.max_concurrency,
+            ),
+        )
+        self._openai: AsyncOpenAI | None = None
+
+    @property
+    def timeout(self) -> httpx2.Timeout:
+        """Connect and read timeouts of this endpoint."""
+        cfg = self.config
+        return httpx2.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s)
+
+    def _sdk(self) -> AsyncOpenAI:
+        if self._openai is None:
+            from openai import AsyncOpenAI
+
+            self._openai = AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=self.config.api_key(),
+                http_client=self._http,
+                max_retries=0,
+                timeout=self.timeout,
+            )
+        return self._openai
+
+    def payload(self, request: ChatRequest, served_model: str) -> dict[str, Any]:
+        """Keyword arguments for `chat.completions.create` (the exact wire body)."""
+        body: dict[str, Any] = {
+            "model": served_model,
+            "messages": [dict(m) for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.logprobs:
+            body["logprobs"] = True
+            if request.top_logprobs:
+                body["top_logprobs"] = request.top_logprobs
+        schema = request.json_schema
+        if request.choices is not None:
+            if self.config.kind == "vllm":
+                body["extra_body"] = {"structured_outputs": {"choice": list(request.choices)}}
+            else:
+                schema = {
+                    "type": "object",
+                    "properties": {_CHOICE_KEY: {"type": "string", "enum": list(request.choices)}},
+                    "required": [_CHOICE_KEY],
+                    "additionalProperties": False,
+                }
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": dict(schema)},
+            }
+        return body
+
+    async def attempt(self, request: ChatRequest, *, served_model: str, logical: str) -> Completion:
+        """One attempt, no retries.
+
+        Raises:
+            TransientError: connection error, 429 or 5xx (the pool may retry or fail over).
+            ModelTimeoutError: no answer within the read timeout.
+            ModelCallError: any other error answer (4xx): retrying would not help.
+        """
+        import openai
+
+        async with self._semaphore:
+            self.in_flight += 1
+            self.calls += 1
+            started = time.perf_counter()
+            try:
+                response = await self._sdk().chat.completions.create(
+                    **self.payload(request, served_model)
+                )
+            except openai.APITimeoutError as exc:
+                self.failures += 1
+                if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+                    raise TransientError(
+                        f"{self._where()}: connect timeout", counts_against_endpoint=True
+                    ) from exc
+                raise ModelTimeoutError(
+                    f"{self._where()} gave no answer within {self.config.read_timeout_s:.0f} s; "
+                    "raise read_timeout_s or lower max_tokens"
+                ) from exc
+            except openai.APIConnectionError as exc:
+                self.failures += 1
+                raise TransientError(
+                    f"{self._where()}: cannot connect ({exc.__cause__ or exc})",
+                    counts_against_endpoint=True,
+                ) from exc
+            except openai.APIStatusError as exc:
+                self.failures += 1
+                detail = _error_detail(exc.response)
+                if exc.status_code == 429 or exc.status_code >= 500:
+                    raise TransientError(
+                        f"{self._where()}: HTTP {exc.status_code}: {detail}",
+                        counts_against_endpoint=exc.status_code >= 500,
+                    ) from exc
+                hint = ""
+                if exc.status_code == 404:
+                    hint = f" (does the endpoint serve a model named {served_model!r}?)"
+                raise ModelCallError(
+                    f"{self._where()} refused the request with HTTP {exc.status_code}: "
+                    f"{detail}{hint}",
+                    status_code=exc.status_code,
+                ) from exc
+            finally:
+                self.in_flight -= 1
+            latency = time.perf_counter() - started
+        return self._completion(response, request, served_model, logical, latency)
+
+    def _completion(
+        self,
+        response: Any,
+        request: ChatRequest,
+        served_model: str,
+        logical: str,
+        latency: float,
+    ) -> Completion:
+        if not response.choices:
+            raise ModelCallError(f"{self._where()} returned no choices")
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        if request.choices is not None and self.config.kind != "vllm":
+            text = _unwrap_choice(text, request.choices, self._where())
+        usage = response.usage
+        return Completion(
+            text=text,
+            model=logical,
+            served_model=served_model,
+            endpoint=self.config.name,
+            usage=Usage(
+                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            ),
+            latency_s=latency,
+            finish_reason=choice.finish_reason,
+            logprobs=_logprobs(choice) if request.logprobs else None,
+            endpoint_kind=self.config.kind,
+            stand_in=self.config.stand_in,
+        )
+
+    def _where(self) -> str:
+        return f"endpoint {self.config.name!r} ({self.config.base_url})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this endpoint created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+
+def _logprobs(choice: Any) -> tuple[TokenLogprob, ...]:
+    content = getattr(choice.logprobs, "content", None) or []
+    return tuple(
+        TokenLogprob(
+            token=item.token,
+            logprob=float(item.logprob),
+            top=tuple((alt.token, float(alt.logprob)) for alt in (item.top_logprobs or [])),
+        )
+        for item in content
+    )
+
+
+def _unwrap_choice(text: str, choices: Any, where: str) -> str:
+    try:
+        value = json.loads(text)[_CHOICE_KEY]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelCallError(
+            f"{where} did not answer with a choice object: {text[:200]!r}"
+        ) from exc
+    if value not in choices:
+        raise ModelCallError(f"{where} chose {value!r}, which is not one of {list(choices)!r}")
+    return str(value)
+
+
+def _error_detail(response: httpx2.Response) -> str:
+    try:
+        body: Mapping[str, Any] = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = body.get("error", body)
+    if isinstance(error, Mapping):
+        return str(error.get("message", error))[:300]
+    return str(error)[:300]

@@ -1,0 +1,295 @@
+"""The model pool: logical model names -> replicas, with retries, circuit breakers and failover.
+
+Logical names are what agents ask for: `slm`, `slm:<adapter>` (the same vLLM replicas, with the
+adapter's name sent as the model), `frontier`. Every model call in brickwork goes through
+`ModelPool.complete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from brickwork.errors import (
+    ConfigError,
+    EndpointUnavailableError,
+    ModelCallError,
+    UnknownModelError,
+)
+from brickwork.serving.client import EndpointClient, EndpointConfig, TransientError
+from brickwork.serving.resilience import CircuitPolicy, RetryPolicy
+from brickwork.serving.types import ChatRequest, Completion, Message
+
+__all__ = ["ModelPool", "PoolConfig", "label_confidence"]
+
+
+class PoolConfig(BaseModel):
+    """Which endpoints serve which logical model, and the client policy for all of them.
+
+    Example (TOML):
+
+        [[models.slm]]
+        name = "local"
+        base_url = "http://127.0.0.1:8321/v1"
+        model = "smollm2-135m-instruct"
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: dict[str, list[EndpointConfig]] = Field(min_length=1)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        # One endpoint may back several logical names, but one name means one endpoint.
+        seen: dict[str, EndpointConfig] = {}
+        for logical, endpoints in self.models.items():
+            if not logical or logical != logical.strip() or " " in logical:
+                raise ValueError(f"logical model name {logical!r} must be non-empty, no spaces")
+            if not endpoints:
+                raise ValueError(f"logical model {logical!r} has no endpoints")
+            for endpoint in endpoints:
+                if seen.setdefault(endpoint.name, endpoint) != endpoint:
+                    raise ValueError(f"endpoint name {endpoint.name!r} names two endpoints")
+        return self
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> PoolConfig:
+        """Validate a mapping; raises `ConfigError` that lists every problem."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid pool config: {problems}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> PoolConfig:
+        """Read a pool config from a .toml or .json file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read pool config {str(path)!r}: {exc}") from exc
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ConfigError(f"pool config {str(path)!r} is not valid: {exc}") from exc
+        return cls.parse(data)
+
+
+class ModelPool:
+    """Routes requests for logical models to healthy replicas.
+
+    Policy, applied once here for every caller: per-endpoint concurrency limits (in the
+    endpoint client), retries with jittered backoff on transient errors only, a circuit
+    breaker per endpoint, and failover to another replica of the same logical model.
+    """
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        *,
+        http_client_factory: Callable[[EndpointConfig], httpx2.AsyncClient] | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clients: dict[str, EndpointClient] = {}
+        for endpoints in config.models.values():
+            for endpoint in endpoints:
+                if endpoint.name not in self._clients:
+                    http = http_client_factory(endpoint) if http_client_factory else None
+                    self._clients[endpoint.name] = EndpointClient(
+                        endpoint, http_client=http, circuit=config.circuit
+                    )
+
+    @classmethod
+    def from_config(cls, config: PoolConfig | Mapping[str, Any] | str | Path) -> ModelPool:
+        """Build a pool from a config object, a mapping, or a .toml/.json file."""
+        if isinstance(config, PoolConfig):
+            return cls(config)
+        if isinstance(config, str | Path):
+            return cls(PoolConfig.load(config))
+        return cls(PoolConfig.parse(config))
+
+    @property
+    def logical_names(self) -> list[str]:
+        """The logical model names this pool serves."""
+        return sorted(self.config.models)
+
+    def endpoints(self) -> list[EndpointClient]:
+        """Every endpoint client (for health displays)."""
+        return list(self._clients.values())
+
+    def resolve(self, model: str) -> tuple[list[EndpointClient], str | None]:
+        """Replicas for a logical name and the adapter to send, if any.
+
+        Raises:
+            UnknownModelError: no such logical name (or base of `base:adapter`).
+        """
+        if model in self.config.models:
+            return [self._clients[e.name] for e in self.config.models[model]], None
+        base, sep, adapter = model.partition(":")
+        if sep and adapter and base in self.config.models:
+            replicas = [self._clients[e.name] for e in self.config.models[base]]
+            if any(r.config.kind != "vllm" for r in replicas):
+                raise UnknownModelError(
+                    f"{model!r} names adapter {adapter!r}, but {base!r} is not served by vLLM; "
+                    "adapters need a vLLM endpoint"
+                )
+            return replicas, adapter
+        raise UnknownModelError(
+            f"no endpoint serves model {model!r}; known: {', '.join(self.logical_names)} "
+            "(adapters as 'base:adapter')"
+        )
+
+    async def complete(
+        self,
+        model: str,
+        messages: Sequence[Message] | ChatRequest,
+        **options: Any,
+    ) -> Completion:
+        """Send one chat request to `model`, with retries and failover.
+
+        Args:
+            model: A logical model name, e.g. "slm", "slm:intent" or "frontier".
+            messages: The conversation, or a ready `ChatRequest`.
+            **options: `ChatRequest` fields (json_schema, choices, logprobs, max_tokens...).
+
+        Raises:
+            UnknownModelError: no endpoint serves `model`.
+            EndpointUnavailableError: every replica failed or has an open circuit.
+            ModelCallError: the endpoint refused the request (4xx): fix the request.
+            ModelTimeoutError: no answer within the read timeout.
+        """
+        if isinstance(messages, ChatRequest):
+            request = messages
+        else:
+            request = ChatRequest(messages=list(messages), **options)
+        replicas, adapter = self.resolve(model)
+        policy = self.config.retry
+        errors: list[str] = []
+        last: EndpointClient | None = None
+        for attempt in range(1, policy.max_retries + 2):
+            client = self._pick(replicas, avoid=last)
+            if client is None:
+                break
+            try:
+                result = await client.attempt(
+                    request, served_model=adapter or client.config.model, logical=model
+                )
+            except TransientError as exc:
+                errors.append(str(exc))
+                if exc.counts_against_endpoint:
+                    client.breaker.record_failure()
+                else:
+                    client.breaker.record_success()
+                last = client
+                if attempt <= policy.max_retries:
+                    await self._sleep(policy.delay(attempt, self._rng))
+                continue
+            except ModelCallError:
+                client.breaker.record_success()  # the endpoint is well; the request is not
+                raise
+            except BaseException:
+                client.breaker.record_failure()
+                raise
+            client.breaker.record_success()
+            if attempt == 1:
+                return result
+            return _with_attempts(result, attempt)
+        tried = "; ".join(errors[-3:]) or "every replica's circuit is open"
+        raise EndpointUnavailableError(
+            f"model {model!r} is unavailable after {len(errors)} failed attempt(s): {tried}. "
+            "Check the server (brickwork serve / its log) or add a replica"
+        )
+
+    def _pick(
+        self, replicas: Sequence[EndpointClient], avoid: EndpointClient | None
+    ) -> EndpointClient | None:
+        """The least-loaded replica whose circuit lets a call through, preferring a new one."""
+        order = sorted(
+            replicas, key=lambda r: (r is avoid, r.breaker.state != "closed", r.in_flight)
+        )
+        for client in order:
+            if client.breaker.allow():
+                return client
+        return None
+
+    async def choose(
+        self, model: str, messages: Sequence[Message], labels: Sequence[str], **options: Any
+    ) -> tuple[str, float, Completion]:
+        """Constrained choice of one label; returns (label, confidence, completion).
+
+        Confidence is the probability the model gave the chosen label's tokens (from logprobs);
+        NaN when the endpoint returned none.
+        """
+        options.setdefault("max_tokens", 16)
+        completion = await self.complete(
+            model, messages, choices=list(labels), logprobs=True, **options
+        )
+        label = completion.text.strip()
+        if label not in labels:
+            raise ModelCallError(f"model {model!r} answered {label!r}, not one of {list(labels)!r}")
+        return label, label_confidence(completion), completion
+
+    async def complete_json(
+        self, model: str, messages: Sequence[Message], schema: Mapping[str, Any], **options: Any
+    ) -> tuple[Any, Completion]:
+        """JSON-schema-constrained call; returns (parsed JSON, completion).
+
+        Raises:
+            ModelCallError: the output is not JSON (e.g. cut off by max_tokens).
+        """
+        completion = await self.complete(model, messages, json_schema=schema, **options)
+        try:
+            return json.loads(completion.text), completion
+        except ValueError as exc:
+            raise ModelCallError(
+                f"model {model!r} returned text that is not JSON "
+                f"(finish_reason={completion.finish_reason!r}): {completion.text[:200]!r}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close every endpoint's HTTP client."""
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def label_confidence(completion: Completion) -> float:
+    """Probability the model gave the generated tokens; NaN without logprobs."""
+    if not completion.logprobs:
+        return math.nan
+    return math.exp(sum(t.logprob for t in completion.logprobs))
+
+
+def _with_attempts(result: Completion, attempts: int) -> Completion:
+    from dataclasses import replace
+
+    return replace(result, attempts=attempts)

@@ -42,6 +42,7 @@ __all__ = [
     "ServerStatus",
     "VLLMServer",
     "free_port",
+    "group_members",
     "port_in_use",
 ]
 
@@ -336,7 +337,9 @@ class VLLMServer:
             self._state_changed.notify_all()
 
     def _spawn(self) -> None:
-        if self.spec.port is None:
+        if not self.port:
+            # Chosen once: a restarted server comes back on the same port, so clients that
+            # hold the base URL reach it again.
             self.port = free_port(self.spec.host)
         log = self.log_path.open("ab")
         try:
@@ -452,6 +455,23 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+    deadline = time.monotonic() + 10
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group `pgid`, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command name: state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _vllm_importable(python: str) -> bool:

@@ -1,0 +1,157 @@
+"""What every specialist agent returns: a typed value, or escalation signals, plus its trace.
+
+Agents own prompts, decoding constraints, validation and one repair turn for one kind of task.
+They never decide to escalate: they report `Signal`s, and the escalation policy decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from brickwork.errors import ModelTimeoutError, ServingError
+from brickwork.serving.pool import ModelPool
+from brickwork.serving.types import Completion, Message
+
+__all__ = [
+    "AgentResult",
+    "Attempt",
+    "Caller",
+    "Signal",
+    "SignalKind",
+    "Validator",
+    "call_with",
+    "repair_loop",
+]
+
+T = TypeVar("T")
+
+#: Why an agent could not deliver a trusted value on the small model.
+SignalKind = Literal[
+    "invalid_output",  # output not parseable / not valid against the contract
+    "low_confidence",  # a value, but below the skill's confidence threshold
+    "unknown_tool",  # the model named a tool the registry does not have
+    "invalid_arguments",  # tool arguments failed the tool's schema
+    "tool_error",  # the tool raised
+    "tool_timeout",  # the tool did not return in time
+    "unsafe_sql",  # SQL failed the read-only safety pipeline
+    "sql_error",  # the database refused the query
+    "sql_timeout",  # the query ran past its time limit
+    "model_error",  # the model endpoint failed (after retries/failover)
+    "model_timeout",  # the model endpoint gave no answer in time
+]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One reason to distrust an agent's output, with the validator's own words."""
+
+    kind: SignalKind
+    detail: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One model call: what was sent, what came back, and what the validators said."""
+
+    messages: tuple[Message, ...]
+    output: str | None
+    completion: Completion | None
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentResult(Generic[T]):
+    """An agent's answer.
+
+    Attributes:
+        value: The validated, typed output, or None when the agent could not produce one.
+        signals: Reasons to escalate (empty when the value is trusted).
+        attempts: Every model call made, in order (the first try, then any repair).
+        confidence: The agent's confidence in `value` when it has a measure of it.
+        method: What decided ("slm", "knn", ...).
+        extra: Kind-specific details (tool results, SQL rows, ...).
+    """
+
+    value: T | None
+    signals: tuple[Signal, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    confidence: float | None = None
+    method: str = "slm"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is a value and nothing speaks against it."""
+        return self.value is not None and not self.signals
+
+    @property
+    def repairs(self) -> int:
+        """Repair turns used (attempts after the first)."""
+        return max(0, len(self.attempts) - 1)
+
+    @property
+    def completions(self) -> list[Completion]:
+        """Every completion, for the cost ledger."""
+        return [a.completion for a in self.attempts if a.completion is not None]
+
+
+#: Checks a model output: returns (value, []) or (None, [error, ...]) with signal kind.
+Validator = Callable[[str], Awaitable[tuple[Any, list[str], SignalKind]]]
+#: Makes one model call for the given messages.
+Caller = Callable[[Sequence[Message]], Awaitable[Completion]]
+
+_REPAIR = (
+    "Your previous answer was rejected:\n{errors}\n"
+    "Answer again with a corrected output that fixes every error above."
+)
+
+
+async def repair_loop(
+    messages: Sequence[Message],
+    call: Caller,
+    validate: Validator,
+    *,
+    max_repairs: int,
+) -> tuple[Any, list[Attempt], list[Signal]]:
+    """Call, validate, and on failure repair up to `max_repairs` times with the errors shown.
+
+    Returns the value (None if every attempt failed), the attempts, and the signals of the
+    final failed attempt (empty on success). Model errors end the loop with a signal, never
+    an exception: the caller gets a result it can escalate. Configuration errors (an unknown
+    model name) still raise: they are bugs to fix, not steps to escalate.
+    """
+    convo = list(messages)
+    attempts: list[Attempt] = []
+    for number in range(max_repairs + 1):
+        try:
+            completion = await call(convo)
+        except ModelTimeoutError as exc:
+            attempts.append(Attempt(tuple(convo), None, None, (str(exc),)))
+            return None, attempts, [Signal("model_timeout", str(exc), number)]
+        except ServingError as exc:
+            attempts.append(Attempt(tuple(convo), None, None, (str(exc),)))
+            return None, attempts, [Signal("model_error", str(exc), number)]
+        value, errors, kind = await validate(completion.text)
+        attempts.append(Attempt(tuple(convo), completion.text, completion, tuple(errors)))
+        if not errors:
+            return value, attempts, []
+        if number == max_repairs:
+            return None, attempts, [Signal(kind, "; ".join(errors), number)]
+        convo = [
+            *convo,
+            {"role": "assistant", "content": completion.text},
+            {"role": "user", "content": _REPAIR.format(errors="\n".join(f"- {e}" for e in errors))},
+        ]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def call_with(pool: ModelPool, model: str, **options: Any) -> Caller:
+    """A `Caller` that sends messages to `model` on `pool` with fixed request options."""
+
+    async def call(messages: Sequence[Message]) -> Completion:
+        return await pool.complete(model, messages, **options)
+
+    return call

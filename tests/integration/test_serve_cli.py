@@ -1,0 +1,57 @@
+"""`brickwork serve` in one process is found and used by `brickwork run` in another."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from brickwork.serving.launcher import free_port, port_in_use
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+BRICKWORK = [sys.executable, "-m", "brickwork.cli"]
+
+
+def test_serve_is_reused_and_a_second_copy_is_refused(embedded_model: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "BRICKWORK_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [*BRICKWORK, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        record = tmp_path / "state" / f"serve-{port}.json"
+        deadline = time.monotonic() + 600
+        while not record.exists():
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "brickwork serve was not ready in 600 s"
+            time.sleep(0.5)
+
+        second = subprocess.run(
+            [*BRICKWORK, "serve", "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert f"already running on port {port}" in second.stderr
+        assert f"pid {serve.pid}" in second.stderr
+
+        run = subprocess.run(
+            [*BRICKWORK, "run", "Turn on the kitchen lights"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert f"brickwork serve (pid {serve.pid})" in run.stderr
+        assert "1 requests in" in run.stdout and "local-vllm" in run.stdout
+    finally:
+        serve.send_signal(signal.SIGINT)
+        code = serve.wait(timeout=120)
+        log.close()
+    assert code == 0
+    assert not record.exists()
+    assert not port_in_use("127.0.0.1", port)  # the vLLM child is gone too

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["EndpointClient", "EndpointConfig", "TransientError"]
 
 _CHOICE_KEY = "choice"
+_VALUE_KEY = "value"
 
 
 class EndpointConfig(BaseModel):
@@ -160,6 +161,14 @@ class EndpointClient:
                     "required": [_CHOICE_KEY],
                     "additionalProperties": False,
                 }
+        if schema is not None and self.config.kind == "openai" and _needs_wrapping(schema):
+            # OpenAI-style APIs want an object at the root of a response schema.
+            schema = {
+                "type": "object",
+                "properties": {_VALUE_KEY: dict(schema)},
+                "required": [_VALUE_KEY],
+                "additionalProperties": False,
+            }
         if schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -236,6 +245,12 @@ class EndpointClient:
         text = choice.message.content or ""
         if request.choices is not None and self.config.kind != "vllm":
             text = _unwrap_choice(text, request.choices, self._where())
+        elif (
+            request.json_schema is not None
+            and self.config.kind == "openai"
+            and _needs_wrapping(request.json_schema)
+        ):
+            text = _unwrap_value(text, self._where())
         usage = response.usage
         return Completion(
             text=text,
@@ -284,6 +299,17 @@ def _unwrap_choice(text: str, choices: Any, where: str) -> str:
     if value not in choices:
         raise ModelCallError(f"{where} chose {value!r}, which is not one of {list(choices)!r}")
     return str(value)
+
+
+def _needs_wrapping(schema: Mapping[str, Any]) -> bool:
+    return schema.get("type") != "object"
+
+
+def _unwrap_value(text: str, where: str) -> str:
+    try:
+        return json.dumps(json.loads(text)[_VALUE_KEY])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelCallError(f"{where} did not answer with a value object: {text[:200]!r}") from exc
 
 
 def _error_detail(response: httpx2.Response) -> str:

@@ -146,7 +146,7 @@ class RestartPolicy:
     """How a server that dies unexpectedly is brought back.
 
     Attributes:
-        max_restarts: Give up (status "failed") after this many restarts in a row.
+        max_restarts: Give up (status "failed") after this many restarts.
         backoff_s: First wait before a restart; doubles each time up to `max_backoff_s`.
         max_backoff_s: Longest wait between restarts.
     """
@@ -391,7 +391,7 @@ class VLLMServer:
             try:
                 self._spawn()
                 self._wait_http_ready()
-            except BaseException as exc:
+            except BaseException as exc:  # reported to the starter, or retried
                 if self._proc is not None:
                     _terminate_group(self._proc, 5.0)
                 if not self._ready.is_set():
@@ -399,11 +399,14 @@ class VLLMServer:
                     self._set_status("failed")
                     self._ready.set()
                     return
+                # A restart attempt failed: count it and try again after the backoff.
             else:
                 self._set_status("ready")
                 self._ready.set()
                 assert self._proc is not None
                 self._proc.wait()
+                if not self._stopping.is_set():
+                    self._set_status("restarting")
                 # Reap the rest of the group (engine workers) so nothing outlives the server.
                 _terminate_group(self._proc, 5.0)
             if self._stopping.is_set():

@@ -27,12 +27,20 @@ from brickwork.tools.smart_home import SmartHomeHub
 
 __all__ = [
     "BANKING_INTENTS",
+    "SMART_HOME_INTENTS",
     "TransferRequest",
     "analytics_skill",
     "banking_intent_skill",
     "banking_transfer_extraction_skill",
+    "smart_home_intent_skill",
     "smart_home_skill",
 ]
+
+SMART_HOME_INTENTS: dict[str, str] = {
+    "device_command": "Change a device: lights, thermostat, door locks or a scene.",
+    "status_question": "Ask about the current state of a device, without changing it.",
+    "out_of_scope": "Anything that is not about the home's lights, climate, locks or scenes.",
+}
 
 BANKING_INTENTS: dict[str, str] = {
     "card_lost_or_stolen": (
@@ -142,3 +150,15 @@ def analytics_skill(database: Any = None) -> Skill:
 def _examples(file: str) -> list[Example]:
     with resources.as_file(resources.files("brickwork.skills").joinpath("data", file)) as path:
         return load_examples(path)
+
+
+def smart_home_intent_skill() -> Skill:
+    """Routes smart-home requests: a device command, a status question, or out of scope."""
+    return Skill(
+        name="smart_home_intent",
+        instructions=(
+            "Classify the user's request to a smart-home assistant. Answer with the label only."
+        ),
+        contract=LabelSet(SMART_HOME_INTENTS),
+        examples=_examples("smart_home_intents.jsonl"),
+    )

@@ -45,7 +45,7 @@ def vllm_server(embedded_model: Path, identity_adapter: Path) -> Iterator[VLLMSe
         lora_modules={IDENTITY_ADAPTER: identity_adapter},
         max_lora_rank=8,
     )
-    server = VLLMServer(spec, progress=False).start()
+    server = VLLMServer(spec, progress=False, ready_timeout_s=900).start()
     yield server
     server.stop()
 

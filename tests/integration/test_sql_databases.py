@@ -415,3 +415,17 @@ def test_database_from_ddl_replaces_an_existing_file(tmp_path: Path) -> None:
     path = database_from_ddl(ddl, path, rows_per_table=7)
     assert count(Database.sqlite(path), "t") == 7
     assert SchemaInfo.from_ddl(ddl).to_ddl() == Database.sqlite(path).introspect().to_ddl()
+
+
+def test_database_from_ddl_keeps_unique_columns_unique(tmp_path: Path) -> None:
+    ddl = (
+        "CREATE TABLE departments (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, "
+        "code INTEGER UNIQUE, budget INTEGER CHECK (budget > 0))"
+    )
+    db = Database.sqlite(database_from_ddl(ddl, tmp_path / "d.db", rows_per_table=30))
+    counts = execute_unchecked(
+        db, "SELECT COUNT(*), COUNT(DISTINCT name), COUNT(DISTINCT code) FROM departments"
+    )
+    assert counts.rows == ((30, 30, 30),)  # no row lost to a UNIQUE or CHECK constraint
+    names = {name for (name,) in execute_unchecked(db, "SELECT name FROM departments").rows}
+    assert "Sales" in names  # department names come from the department pool

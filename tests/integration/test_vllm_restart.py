@@ -24,7 +24,9 @@ def _group_gone(pgid: int) -> bool:
 async def test_kill_9_restarts_and_clients_recover(embedded_model: Path) -> None:
     spec = ServerSpec(model=embedded_model, served_name="victim")
     server = await asyncio.to_thread(
-        VLLMServer(spec, progress=False, restart=RestartPolicy(backoff_s=0.5)).start
+        VLLMServer(
+            spec, progress=False, ready_timeout_s=900, restart=RestartPolicy(backoff_s=0.5)
+        ).start
     )
     first_pid = server.pid
     assert first_pid is not None

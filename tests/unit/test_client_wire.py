@@ -140,3 +140,18 @@ def test_request_rejects_contradictory_options() -> None:
         ChatRequest(messages=MESSAGES, json_schema=SCHEMA, choices=["a"])
     with pytest.raises(ValueError, match="needs logprobs"):
         ChatRequest(messages=MESSAGES, top_logprobs=2)
+
+
+async def test_non_object_schemas_are_wrapped_for_openai_endpoints() -> None:
+    any_of = {"anyOf": [{"type": "object", "properties": {"name": {"const": "a"}}}]}
+    pool, sent = _pool("openai", '{"value": {"name": "a"}}')
+    value, completion = await pool.complete_json("slm", MESSAGES, any_of)
+    assert value == {"name": "a"} and completion.text == '{"name": "a"}'
+    wrapped = sent[0]["response_format"]["json_schema"]["schema"]
+    assert wrapped["properties"]["value"] == any_of and wrapped["type"] == "object"
+    await pool.aclose()
+    # vLLM takes the schema as it is.
+    pool, sent = _pool("vllm", '{"name": "a"}')
+    await pool.complete_json("slm", MESSAGES, any_of)
+    assert sent[0]["response_format"]["json_schema"]["schema"] == any_of
+    await pool.aclose()

@@ -1,0 +1,165 @@
+"""The extraction agent: one JSON object that satisfies a skill's `JSONContract`.
+
+The small model decodes under the contract's JSON schema, so its output is usually valid JSON
+of the right shape. Usually is not always: an answer cut off at `max_tokens` is not JSON, and a
+Pydantic model can demand more than its JSON schema says (custom validators, cross-field
+checks). So every output is checked with `jsonschema` (Draft 2020-12) and then the Pydantic
+model, and a failed output gets one repair turn that shows the model the validators' messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import jsonschema
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from brickwork.agents.base import AgentResult, SignalKind, repair_loop
+from brickwork.errors import SkillError
+from brickwork.serving.pool import ModelPool
+from brickwork.serving.types import Completion, Message
+from brickwork.skills.skill import JSONContract, Skill
+
+__all__ = ["DEFAULT_MAX_TOKENS", "ExtractAgent", "Extraction"]
+
+#: An extraction: an instance of the contract's Pydantic model, or a dict for a plain schema.
+Extraction: TypeAlias = BaseModel | dict[str, Any]
+
+DEFAULT_MAX_TOKENS = 512
+_ANSWER = "Answer with one JSON object, and nothing else, that matches this JSON schema:\n{schema}"
+
+
+class ExtractAgent:
+    """Extracts a JSON object valid against a `JSONContract` skill.
+
+    Args:
+        skill: A skill whose contract is a `JSONContract`.
+        few_shot: Examples shown as prior turns.
+        max_tokens: Upper bound on the answer's length.
+
+    Raises:
+        SkillError: The skill is not an extraction skill, or an argument is out of range.
+    """
+
+    def __init__(
+        self, skill: Skill, *, few_shot: int = 3, max_tokens: int = DEFAULT_MAX_TOKENS
+    ) -> None:
+        if not isinstance(skill.contract, JSONContract):
+            raise SkillError(
+                f"ExtractAgent needs a skill with a JSONContract; {skill.name!r} is a "
+                f"{skill.kind!r} skill"
+            )
+        if few_shot < 0 or max_tokens < 1:
+            raise SkillError(
+                f"few_shot={few_shot!r} must be 0 or more and max_tokens={max_tokens!r} positive"
+            )
+        self.skill = skill
+        self.contract: JSONContract = skill.contract
+        self.schema = self.contract.json_schema
+        self.few_shot = few_shot
+        self.max_tokens = max_tokens
+        self._validator = jsonschema.Draft202012Validator(
+            self.schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+
+    async def run(
+        self, input: str | Sequence[Message], *, pool: ModelPool, model: str | None = None
+    ) -> AgentResult[Extraction]:
+        """Extract from `input` (a text, or a chat history ending with the user's turn).
+
+        Args:
+            input: What to extract from.
+            pool: Where the model runs.
+            model: A logical model name to use instead of the skill's binding.
+
+        Returns:
+            The validated value (a Pydantic instance, or a dict for a plain schema) and every
+            attempt; or no value and an `invalid_output` signal with the validators' messages
+            (`model_error` / `model_timeout` when the endpoint failed).
+        """
+        name = model or self.skill.binding.logical_name
+        finish_reasons: list[str | None] = []
+
+        async def call(messages: Sequence[Message]) -> Completion:
+            completion = await pool.complete(
+                name,
+                messages,
+                json_schema=self.schema,
+                schema_name=self.skill.name,
+                max_tokens=self.max_tokens,
+            )
+            finish_reasons.append(completion.finish_reason)
+            return completion
+
+        async def validate(text: str) -> tuple[Any, list[str], SignalKind]:
+            value, errors = self.validate(text, finish_reason=finish_reasons[-1])
+            return value, errors, "invalid_output"
+
+        value, attempts, signals = await repair_loop(
+            self.messages(input), call, validate, max_repairs=self.skill.thresholds.max_repairs
+        )
+        return AgentResult(value=value, signals=tuple(signals), attempts=tuple(attempts))
+
+    def validate(
+        self, text: str, *, finish_reason: str | None = None
+    ) -> tuple[Extraction | None, list[str]]:
+        """Check an output against the contract: JSON, then the JSON schema, then Pydantic.
+
+        Args:
+            text: The model's output.
+            finish_reason: Why generation stopped; "length" adds a note that it was cut off.
+
+        Returns:
+            (value, []) when valid, else (None, the validators' messages).
+        """
+        value, errors = self._check(text)
+        if errors and finish_reason == "length":
+            errors.insert(
+                0,
+                f"the answer was cut off at the {self.max_tokens}-token limit; "
+                "write a shorter JSON object",
+            )
+        return value, errors
+
+    def messages(self, input: str | Sequence[Message]) -> list[Message]:
+        """The prompt: instructions and schema, examples as prior turns, then the input."""
+        schema = json.dumps(self.schema, ensure_ascii=False)
+        system = f"{self.skill.instructions}\n\n{_ANSWER.format(schema=schema)}"
+        messages: list[Message] = [{"role": "system", "content": system}]
+        for example in self.skill.few_shot(self.few_shot):
+            messages += example.messages()
+            answer = json.dumps(example.output, ensure_ascii=False)
+            messages.append({"role": "assistant", "content": answer})
+        if isinstance(input, str):
+            messages.append({"role": "user", "content": input})
+        else:
+            messages += [dict(m) for m in input]
+        return messages
+
+    def _check(self, text: str) -> tuple[Extraction | None, list[str]]:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            return None, [f"the answer is not valid JSON ({exc}): {text[:200]!r}"]
+        problems = sorted(
+            self._validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
+        )
+        if problems:
+            return None, [f"{e.json_path}: {e.message}" for e in problems]
+        model = self.contract.model
+        if model is None:
+            if not isinstance(data, dict):
+                return None, [f"$: the answer must be a JSON object, not {type(data).__name__}"]
+            return data, []
+        try:
+            return model.model_validate_json(text), []
+        except ValidationError as exc:
+            return None, [_pydantic_message(error) for error in exc.errors(include_url=False)]
+
+
+def _pydantic_message(error: ErrorDetails) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    return f"${path}: {error['msg']}"

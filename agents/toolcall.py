@@ -1,0 +1,344 @@
+"""The tool-calling agent: one validated (and executed) call of a registry tool per request.
+
+The model sees the skill's instructions, one compact signature line per tool and few-shot
+examples; its output is constrained to the registry's call schema (an `anyOf` of
+`{"name": const, "parameters": schema}`), then checked by the registry's validator. A rejected
+call gets one repair turn that shows the validator's messages. A valid call is executed with
+the skill's time limit; tool errors and timeouts become signals (the small model does not
+repair them: the call is kept and reported).
+
+```python
+agent = ToolCallAgent(smart_home_skill(hub))
+result = await agent.run("Turn on the kitchen lights", pool=pool)
+result.value                 # ToolCall(name='toggle_lights', parameters={...})
+result.extra["tool_result"]  # ToolResult of the executed call
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop
+from brickwork.errors import (
+    SkillError,
+    ToolArgumentsError,
+    ToolError,
+    ToolTimeoutError,
+    UnknownToolError,
+)
+from brickwork.serving.pool import ModelPool
+from brickwork.serving.types import Completion, Message
+from brickwork.skills.skill import Example, Skill, ToolContract
+from brickwork.tools.registry import Tool, ToolRegistry, ToolResult
+
+__all__ = [
+    "DEFAULT_FEW_SHOT",
+    "ToolCall",
+    "ToolCallAgent",
+    "normalise_messages",
+    "parse_conversation",
+    "tool_signature",
+]
+
+DEFAULT_FEW_SHOT = 6
+"""Examples shown to the model when the agent is not told how many."""
+
+_ANSWER_FORMAT = (
+    'Answer with one JSON object {"name": <tool name>, "parameters": {<argument>: <value>}} '
+    "and nothing else. Arguments marked ? are optional: leave them out unless the user "
+    "stated them."
+)
+_CUT_OFF = "the answer was cut off at the {limit}-token limit; write the call without extra spaces"
+_SCALARS = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "null": "None",
+    "object": "dict",
+}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call of a tool, as the model stated it (before defaults are filled in)."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The call as the JSON text the model writes."""
+        return json.dumps({"name": self.name, "parameters": self.parameters})
+
+
+class ToolCallAgent:
+    """Runs a `ToolContract` skill: prompt, constrained call, validation, repair, execution.
+
+    Args:
+        skill: A skill whose contract is a `ToolContract`.
+        execute: Run the validated call on the registry (tools with no implementation are
+            never run: their call is the output).
+        few_shot: How many of the skill's examples to show (`DEFAULT_FEW_SHOT` if None).
+        max_tokens: Upper bound on the generated call.
+
+    Raises:
+        SkillError: The skill's contract is not a `ToolContract`.
+    """
+
+    def __init__(
+        self,
+        skill: Skill,
+        *,
+        execute: bool = True,
+        few_shot: int | None = None,
+        max_tokens: int = 256,
+    ) -> None:
+        if not isinstance(skill.contract, ToolContract):
+            raise SkillError(
+                f"ToolCallAgent needs a skill with a ToolContract; skill {skill.name!r} has "
+                f"kind {skill.kind!r}: run it with the agent of that kind"
+            )
+        if (few_shot is not None and few_shot < 0) or max_tokens < 1:
+            raise SkillError(
+                f"few_shot={few_shot!r} must be 0 or more and max_tokens={max_tokens!r} positive"
+            )
+        self.skill = skill
+        self.registry: ToolRegistry = skill.contract.registry
+        self.execute = execute
+        self.few_shot = DEFAULT_FEW_SHOT if few_shot is None else few_shot
+        self.max_tokens = max_tokens
+        self._schema = self.registry.call_schema()
+
+    def system_prompt(self) -> str:
+        """The instructions, one signature line per tool, and the answer format."""
+        tools = "\n".join(tool_signature(t) for t in self.registry)
+        return f"{self.skill.instructions}\n\nTools:\n{tools}\n\n{_ANSWER_FORMAT}"
+
+    def messages(self, conversation: str | Sequence[Message]) -> list[Message]:
+        """The full prompt for one request: system, few-shot turns, then the conversation.
+
+        Args:
+            conversation: A user text, a conversation in the data format (a JSON list of
+                chat messages), or chat messages.
+        """
+        if isinstance(conversation, str):
+            turns = parse_conversation(conversation)
+        else:
+            turns = normalise_messages(conversation)
+        if not turns:
+            raise ValueError("the conversation is empty; give at least one user message")
+        prompt: list[Message] = [{"role": "system", "content": self.system_prompt()}]
+        for example in self.skill.few_shot(self.few_shot):
+            prompt += _example_turns(example)
+        return prompt + turns
+
+    async def run(
+        self,
+        input: str | Sequence[Message],
+        *,
+        pool: ModelPool,
+        model: str | None = None,
+    ) -> AgentResult[ToolCall]:
+        """Produce one validated call for the last user turn, and execute it.
+
+        Args:
+            input: A user text, a data-format conversation string, or chat messages.
+            pool: The model pool.
+            model: A logical model name overriding the skill's binding (e.g. "frontier").
+
+        Returns:
+            The call (None when no attempt validated) with signals for every failure:
+            "invalid_output", "unknown_tool", "invalid_arguments", "tool_error",
+            "tool_timeout", "model_error" or "model_timeout". `extra["tool_result"]` holds the
+            `ToolResult` (None when the call was not executed).
+
+        Raises:
+            UnknownModelError: No endpoint serves the model (a configuration error).
+        """
+        logical = model or self.skill.binding.logical_name
+        send = call_with(pool, logical, json_schema=self._schema, max_tokens=self.max_tokens)
+        finish_reasons: list[str | None] = []
+
+        async def call(messages: Sequence[Message]) -> Completion:
+            completion = await send(messages)
+            finish_reasons.append(completion.finish_reason)
+            return completion
+
+        async def validate(text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
+            value, errors, kind = self._validate(text)
+            if errors and finish_reasons[-1] == "length":
+                errors.insert(0, _CUT_OFF.format(limit=self.max_tokens))
+            return value, errors, kind
+
+        value, attempts, signals = await repair_loop(
+            self.messages(input),
+            call,
+            validate,
+            max_repairs=self.skill.thresholds.max_repairs,
+        )
+        extra: dict[str, Any] = {"model": logical, "tool_result": None}
+        if isinstance(value, ToolCall) and self.execute:
+            result = await self._execute(value)
+            extra["tool_result"] = result
+            if result is not None and result.error is not None:
+                kind = _error_kind(result.error)
+                signals = [*signals, Signal(kind, str(result.error), len(attempts) - 1)]
+        return AgentResult(
+            value=value if isinstance(value, ToolCall) else None,
+            signals=tuple(signals),
+            attempts=tuple(attempts),
+            method=logical.partition(":")[0],
+            extra=extra,
+        )
+
+    def _validate(self, text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            return None, [f"the answer is not JSON ({exc}): {text[:200]!r}"], "invalid_output"
+        problem = _shape_problem(data)
+        if problem:
+            return None, [problem], "invalid_output"
+        parameters = dict(data.get("parameters", {}))
+        try:
+            self.registry.validate(data["name"], parameters)
+        except UnknownToolError as exc:
+            return None, [str(exc)], "unknown_tool"
+        except ToolArgumentsError as exc:
+            return None, [str(exc)], "invalid_arguments"
+        return ToolCall(data["name"], parameters), [], "invalid_output"
+
+    async def _execute(self, value: ToolCall) -> ToolResult | None:
+        found = self.registry.get(value.name)
+        if found.function is None:
+            return None  # a schema-only tool: the call itself is the output
+        limit = self.skill.thresholds.tool_timeout_s
+        if found.timeout_s is not None:
+            limit = min(limit, found.timeout_s)
+        return await self.registry.execute(value.name, value.parameters, timeout_s=limit)
+
+
+def tool_signature(tool: Tool[..., Any]) -> str:
+    """One line describing a tool: `name(arg: type, opt?: "a"|"b")  Description`."""
+    schema = tool.parameters
+    required = set(schema.get("required", ()))
+    arguments = []
+    for name, spec in schema.get("properties", {}).items():
+        text = f"{name}{'' if name in required else '?'}: {_type(spec)}"
+        if isinstance(spec, Mapping) and "default" in spec:
+            text += f" = {json.dumps(spec['default'])}"
+        arguments.append(text)
+    line = f"{tool.name}({', '.join(arguments)})"
+    return f"{line}  {tool.description}" if tool.description else line
+
+
+def parse_conversation(text: str) -> list[Message]:
+    """Chat messages from a user text or a data-format conversation.
+
+    A JSON list of chat messages (the `question` field of multi-turn tool data) becomes those
+    messages, with earlier assistant calls written as call JSON (see `normalise_messages`);
+    any other text is one user message.
+    """
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            decoded = json.loads(stripped)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, list) and decoded and all(_is_message(m) for m in decoded):
+            return normalise_messages(decoded)
+    return [{"role": "user", "content": text}]
+
+
+def normalise_messages(messages: Sequence[Message]) -> list[Message]:
+    """Plain `role`/`content` messages any chat endpoint accepts, in the same order.
+
+    Assistant `tool_calls` become the call JSON the agent itself answers with
+    (`{"name": ..., "parameters": {...}}`, one per line), and tool results become user
+    messages, so the model sees its earlier calls in the format it is asked to produce.
+    """
+    out: list[Message] = []
+    for index, message in enumerate(messages):
+        if not _is_message(message):
+            raise TypeError(f"message #{index} {message!r:.80} is not a chat message with a role")
+        role = message["role"]
+        content = _text(message.get("content"))
+        if role == "assistant" and message.get("tool_calls"):
+            calls = "\n".join(_call_text(c) for c in message["tool_calls"])
+            content = f"{content}\n{calls}" if content else calls
+        elif role == "tool":
+            role, content = "user", f"Tool result: {content}"
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _example_turns(example: Example) -> list[Message]:
+    output = example.output
+    answer = json.dumps(output) if isinstance(output, Mapping) else str(output)
+    return [*normalise_messages(example.messages()), {"role": "assistant", "content": answer}]
+
+
+def _shape_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f'the answer {data!r:.120} is not a JSON object {{"name": ..., "parameters": ...}}'
+    extra = sorted(set(data) - {"name", "parameters"})
+    if extra:
+        return f"the answer has unexpected keys {extra}; give only 'name' and 'parameters'"
+    if not isinstance(data.get("name"), str):
+        return f"the answer has no tool 'name' string: {data!r:.120}"
+    if not isinstance(data.get("parameters", {}), dict):
+        return f"'parameters' must be a JSON object, not {data['parameters']!r:.80}"
+    return None
+
+
+def _error_kind(error: ToolError) -> SignalKind:
+    return "tool_timeout" if isinstance(error, ToolTimeoutError) else "tool_error"
+
+
+def _type(spec: Any) -> str:
+    if not isinstance(spec, Mapping):
+        return "any"
+    if "enum" in spec:
+        return "|".join(json.dumps(v) for v in spec["enum"])
+    if "const" in spec:
+        return json.dumps(spec["const"])
+    for key in ("anyOf", "oneOf"):
+        if key in spec:
+            return "|".join(_type(s) for s in spec[key])
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        return "|".join(_type({**spec, "type": k}) for k in kind)
+    if kind == "array":
+        return f"list[{_type(spec.get('items', {}))}]"
+    text = _SCALARS.get(str(kind), "any")
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if kind in ("integer", "number") and (low is not None or high is not None):
+        text += f" {'' if low is None else low}..{'' if high is None else high}"
+    return text
+
+
+def _call_text(item: Any) -> str:
+    spec = item.get("function", item) if isinstance(item, Mapping) else {}
+    arguments = spec.get("arguments", spec.get("parameters", {}))
+    if isinstance(arguments, str):
+        # Text that is not JSON is kept as written: the model sees what the caller gave.
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments or "{}")
+    return json.dumps({"name": spec.get("name"), "parameters": arguments})
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
+    return str(content)
+
+
+def _is_message(item: Any) -> bool:
+    return isinstance(item, Mapping) and isinstance(item.get("role"), str)

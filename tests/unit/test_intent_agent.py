@@ -1,0 +1,278 @@
+"""IntentAgent and EmbeddingKNN: constrained choice on the wire, confidence, signals, kNN policy."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from brickwork.agents.embeddings import EmbeddingKNN
+from brickwork.agents.intent import Intent, IntentAgent
+from brickwork.errors import ConfigError, SkillError, UnknownModelError
+from brickwork.skills.examples import banking_transfer_extraction_skill
+from brickwork.skills.skill import Example, LabelSet, Skill, Thresholds
+from brickwork.testing import ModelStep, ScriptedModel
+
+LABELS = {
+    "card": "The card is lost or stolen.",
+    "transfer": "A transfer has not arrived.",
+    "pin": "The customer wants to change the PIN.",
+}
+EXAMPLES = [
+    Example("my card is gone", "card"),
+    Example("where is my transfer", "transfer"),
+    Example("change pin please", "pin"),
+    Example("lost card yesterday", "card"),
+    Example("transfer still pending", "transfer"),
+    Example("forgot my pin", "pin"),
+]
+SKILL = Skill(
+    name="toy_intent",
+    instructions="Pick the intent.",
+    contract=LabelSet(LABELS),
+    examples=EXAMPLES,
+)
+AXES = ("card", "transfer", "pin")
+
+
+def keyword_encoder(texts: list[str]) -> np.ndarray:
+    """One axis per keyword, plus a constant axis so no text embeds to zero."""
+    encoded = []
+    for text in texts:
+        words = text.lower().split()
+        encoded.append([float(words.count(axis)) for axis in AXES] + [0.01])
+    return np.array(encoded)
+
+
+def _knn(**kw: Any) -> EmbeddingKNN:
+    return EmbeddingKNN.from_examples(EXAMPLES, encoder=keyword_encoder, **kw)
+
+
+def _choice(text: str, *logprobs: float) -> ModelStep:
+    return ModelStep(text=text, logprobs=[(f"t{i}", lp) for i, lp in enumerate(logprobs)])
+
+
+def _system(*labels: str) -> dict[str, str]:
+    listed = "\n".join(f"- {name}: {LABELS[name]}" for name in labels)
+    content = (
+        f"Pick the intent.\n\nLabels:\n{listed}\n\n"
+        "Answer with exactly one label name from the list, and nothing else."
+    )
+    return {"role": "system", "content": content}
+
+
+def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    turns = []
+    for text, label in pairs:
+        turns += [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
+    return turns
+
+
+async def _run(model: ScriptedModel, agent: IntentAgent, text: str = "card", **kw: Any) -> Any:
+    async with model.pool() as pool:
+        result = await agent.run(text, pool=pool, **kw)
+    model.assert_consumed()
+    return result
+
+
+async def test_wire_payload_is_a_constrained_choice_over_every_label() -> None:
+    model = ScriptedModel([_choice("transfer", -0.01, -0.02)])
+    result = await _run(model, IntentAgent(SKILL), "my money never came")
+    messages = [
+        _system("card", "transfer", "pin"),
+        *_turns(
+            ("my card is gone", "card"),
+            ("where is my transfer", "transfer"),
+            ("change pin please", "pin"),
+        ),
+        {"role": "user", "content": "my money never came"},
+    ]
+    assert model.requests == [
+        {
+            "model": "fake-slm",
+            "messages": messages,
+            "max_tokens": len("transfer") + 4,
+            "temperature": 0.0,
+            "logprobs": True,
+            "structured_outputs": {"choice": ["card", "transfer", "pin"]},
+        }
+    ]
+    assert result.value == Intent("transfer", pytest.approx(math.exp(-0.03)), "slm")
+    assert result.ok and result.method == "slm"
+    assert result.confidence == pytest.approx(math.exp(-0.03))
+    [attempt] = result.attempts
+    assert list(attempt.messages) == messages
+    assert attempt.output == "transfer" and attempt.completion is not None
+
+
+async def test_model_override_and_adapter_binding_pick_the_served_model() -> None:
+    model = ScriptedModel([_choice("pin", -0.1), _choice("pin", -0.1)])
+    async with model.pool() as pool:
+        await IntentAgent(SKILL).run("pin", pool=pool, model="frontier")
+        await IntentAgent(SKILL.with_binding("slm", "intents")).run("pin", pool=pool)
+        with pytest.raises(UnknownModelError):
+            await IntentAgent(SKILL).run("pin", pool=pool, model="nope")
+    assert [r["model"] for r in model.requests] == ["fake-frontier", "intents"]
+
+
+async def test_chat_history_input_is_sent_after_the_examples() -> None:
+    history = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "How can I help?"},
+        {"role": "user", "content": "my pin is blocked"},
+    ]
+    model = ScriptedModel([_choice("pin", -0.1)])
+    await _run(model, IntentAgent(SKILL, few_shot=0), history)
+    assert model.requests[0]["messages"] == [_system("card", "transfer", "pin"), *history]
+
+
+async def test_low_confidence_is_signalled_and_the_value_kept() -> None:
+    model = ScriptedModel([_choice("card", -1.0, -0.5)])
+    result = await _run(model, IntentAgent(SKILL))
+    assert result.value == Intent("card", pytest.approx(math.exp(-1.5)), "slm")
+    [signal] = result.signals
+    assert signal.kind == "low_confidence"
+    assert "0.223" in signal.detail and "0.60" in signal.detail
+    assert not result.ok
+
+
+async def test_the_skill_threshold_decides_what_is_low() -> None:
+    lenient = Skill(
+        name="lenient",
+        instructions="Pick the intent.",
+        contract=LabelSet(LABELS),
+        thresholds=Thresholds(min_confidence=0.2),
+    )
+    model = ScriptedModel([_choice("card", -1.5)])
+    assert (await _run(model, IntentAgent(lenient))).ok
+
+
+async def test_missing_logprobs_mean_unknown_confidence() -> None:
+    model = ScriptedModel(["pin"])
+    result = await _run(model, IntentAgent(SKILL))
+    assert result.value is not None and math.isnan(result.value.confidence)
+    assert [s.kind for s in result.signals] == ["low_confidence"]
+
+
+@pytest.mark.parametrize("status", [500, 400])
+async def test_model_failure_is_a_model_error_signal_without_value(status: int) -> None:
+    model = ScriptedModel([ModelStep(status=status, text="boom")])
+    result = await _run(model, IntentAgent(SKILL))
+    assert result.value is None
+    [signal] = result.signals
+    assert signal.kind == "model_error" and "boom" in signal.detail
+    [attempt] = result.attempts
+    assert attempt.output is None and attempt.errors == (signal.detail,)
+
+
+async def test_confident_knn_decides_without_any_model_call() -> None:
+    model = ScriptedModel([])  # any model call fails the test
+    result = await _run(model, IntentAgent(SKILL, knn=_knn()), "card lost")
+    assert model.requests == []
+    assert result.ok and result.method == "knn" and result.attempts == ()
+    assert result.value == Intent("card", pytest.approx(1.0), "knn")
+    assert result.extra["knn"]["label"] == "card"
+    assert result.extra["knn"]["latency_s"] >= 0
+
+
+async def test_unsure_knn_narrows_the_model_choice_to_its_candidates() -> None:
+    model = ScriptedModel([_choice("transfer", -0.2)])
+    agent = IntentAgent(SKILL, knn=_knn(k=4))
+    result = await _run(model, agent, "card transfer")
+    [body] = model.requests
+    assert body["structured_outputs"] == {"choice": ["card", "transfer"]}
+    assert body["messages"] == [
+        _system("card", "transfer"),
+        *_turns(
+            ("my card is gone", "card"),
+            ("where is my transfer", "transfer"),
+            ("lost card yesterday", "card"),
+        ),
+        {"role": "user", "content": "card transfer"},
+    ]
+    assert result.value == Intent("transfer", pytest.approx(math.exp(-0.2)), "knn+slm")
+    assert result.method == "knn+slm" and result.ok
+    assert result.extra["knn"]["share"] == pytest.approx(0.5)
+    assert result.extra["knn"]["margin"] == pytest.approx(0.0)
+
+
+async def test_the_knn_threshold_is_the_agents_policy() -> None:
+    # k=4 over "card transfer" splits the vote 50/50: a threshold of 0.5 accepts that.
+    model = ScriptedModel([])
+    agent = IntentAgent(SKILL, knn=_knn(k=4), knn_threshold=0.5)
+    result = await _run(model, agent, "card transfer")
+    assert result.method == "knn" and result.value is not None
+    assert result.value.label == "card"  # tie: the nearest neighbour's label (first example)
+    assert [s.kind for s in result.signals] == ["low_confidence"]  # 0.5 < min_confidence 0.6
+
+
+async def test_model_error_after_unsure_knn_keeps_the_vote_in_extra() -> None:
+    model = ScriptedModel([ModelStep(status=503)])
+    result = await _run(model, IntentAgent(SKILL, knn=_knn(k=4)), "card transfer")
+    assert result.value is None and result.method == "knn+slm"
+    assert [s.kind for s in result.signals] == ["model_error"]
+    assert result.extra["knn"]["ranking"] == [["card", 0.5], ["transfer", 0.5]]
+
+
+def test_agent_rejects_skills_and_knns_that_do_not_fit() -> None:
+    with pytest.raises(SkillError, match="LabelSet"):
+        IntentAgent(banking_transfer_extraction_skill())
+    other = EmbeddingKNN.from_examples([Example("x", "elsewhere")], encoder=keyword_encoder)
+    with pytest.raises(SkillError, match="elsewhere"):
+        IntentAgent(SKILL, knn=other)
+    with pytest.raises(SkillError, match="knn_threshold"):
+        IntentAgent(SKILL, knn_threshold=0.0)
+    with pytest.raises(SkillError, match="max_candidates"):
+        IntentAgent(SKILL, max_candidates=1)
+
+
+def test_knn_vote_weights_nearer_examples_more() -> None:
+    knn = _knn(k=3)
+    # "card card transfer": cosine 0.894 to card examples, 0.447 to transfer ones.
+    vote = knn.classify("card card transfer")
+    assert vote.label == "card"
+    near, far = 2 / math.sqrt(5), 1 / math.sqrt(5)
+    card, transfer = 2.0, math.exp((far - near) / 0.05)
+    assert vote.share == pytest.approx(card / (card + transfer), rel=1e-3)
+    assert vote.margin == pytest.approx((card - transfer) / (card + transfer), rel=1e-3)
+    assert [i for i, _ in vote.neighbours] == [0, 3, 1]
+    assert vote.candidates(1) == ("card",)
+    assert knn.labels == ("card", "transfer", "pin")
+
+
+def test_knn_leave_one_out_and_batches() -> None:
+    knn = _knn(k=1)
+    assert [v.label for v in knn.leave_one_out()] == [e.output for e in EXAMPLES]
+    assert [v.label for v in knn.classify_many(["pin", "transfer"])] == ["pin", "transfer"]
+    assert knn.classify_many([]) == []
+
+
+def test_knn_rejects_bad_examples_and_encoders() -> None:
+    with pytest.raises(SkillError, match="not a label string"):
+        EmbeddingKNN.from_examples([Example("x", {"a": 1})], encoder=keyword_encoder)
+    with pytest.raises(SkillError, match="at least one"):
+        EmbeddingKNN.from_examples([], encoder=keyword_encoder)
+    with pytest.raises(ConfigError, match="one row per text"):
+        EmbeddingKNN.from_examples(EXAMPLES, encoder=lambda texts: np.zeros((1, 4)))
+    with pytest.raises(ConfigError, match="k=0"):
+        _knn(k=0)
+    with pytest.raises(ConfigError, match="temperature"):
+        _knn(temperature=0.0)
+
+
+def test_knn_embeds_the_last_user_turn_of_a_chat_example() -> None:
+    seen: list[list[str]] = []
+
+    def encoder(texts: list[str]) -> np.ndarray:
+        seen.append(texts)
+        return keyword_encoder(texts)
+
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "pin"},
+    ]
+    EmbeddingKNN.from_examples([Example(chat, "pin"), Example("card", "card")], encoder=encoder)
+    assert seen == [["pin", "card"]]

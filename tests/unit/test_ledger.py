@@ -1,0 +1,471 @@
+"""The cost ledger: prices, per-call rows, the frontier-only counterfactual, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from brickwork.errors import BrickworkError, ConfigError
+from brickwork.ledger import (
+    CPU_SELF_HOSTED,
+    FRONTIER_REFERENCE,
+    H100_SELF_HOSTED,
+    Budget,
+    BudgetBook,
+    BudgetExceeded,
+    Ledger,
+    PriceBook,
+    RunCost,
+    SelfHostedPrice,
+    TokenPrice,
+    estimate_cost,
+)
+from brickwork.serving.client import EndpointConfig
+from brickwork.serving.types import Completion, Usage
+
+
+def completion(
+    endpoint: str,
+    prompt: int,
+    output: int,
+    *,
+    model: str = "slm",
+    latency_s: float = 0.5,
+    stand_in: bool = False,
+) -> Completion:
+    return Completion(
+        text="x",
+        model=model,
+        served_model="served-" + model,
+        endpoint=endpoint,
+        usage=Usage(prompt_tokens=prompt, completion_tokens=output),
+        latency_s=latency_s,
+        stand_in=stand_in,
+    )
+
+
+BOOK = PriceBook(
+    endpoints={
+        "local-vllm": SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=250),
+        "frontier": TokenPrice(1.25, 10.0),
+    },
+    frontier_reference=TokenPrice(1.25, 10.0),
+)
+
+
+# ---- prices ---------------------------------------------------------------------------------
+
+
+def test_token_price_per_million_tokens() -> None:
+    # 1000 * $1.25/1M + 200 * $10/1M = $0.00125 + $0.002
+    assert TokenPrice(1.25, 10.0).cost(1000, 200) == pytest.approx(0.00325)
+
+
+def test_self_hosted_tokens_mode_spreads_hourly_price_over_capacity() -> None:
+    # CPU: $0.10/h over 250 tok/s * 3600 s = 900,000 tok/h -> $1.111e-7 per token; 420 tokens
+    assert CPU_SELF_HOSTED.cost(400, 20, latency_s=99.0) == pytest.approx(4.666667e-5, rel=1e-6)
+    # H100: $2.50/h over 5000 tok/s = 18M tok/h; 1000 tokens -> $1.38889e-4 (latency ignored)
+    assert H100_SELF_HOSTED.cost(800, 200, latency_s=3.0) == pytest.approx(1.388889e-4, rel=1e-6)
+
+
+def test_self_hosted_busy_time_mode_divides_by_concurrency() -> None:
+    price = SelfHostedPrice(gpu_usd_per_hour=2.50, amortise="busy_time", concurrency=8.0)
+    # 1.2 s of a $2.50/h machine shared by 8 requests in flight: 1.2 * 2.5 / 3600 / 8
+    assert price.cost(10_000, 10_000, latency_s=1.2) == pytest.approx(1.0416667e-4, rel=1e-6)
+    alone = SelfHostedPrice(gpu_usd_per_hour=0.36, amortise="busy_time")
+    assert alone.cost(0, 0, latency_s=10.0) == pytest.approx(0.001)
+
+
+def test_price_book_prices_by_endpoint_and_counterfactual_by_reference() -> None:
+    small = completion("local-vllm", 400, 20)
+    assert BOOK.cost(small) == pytest.approx(4.666667e-5, rel=1e-6)
+    # the same tokens on the frontier: 400 * 1.25e-6 + 20 * 1e-5
+    assert BOOK.frontier_cost(small) == pytest.approx(7.0e-4)
+    busy = PriceBook(
+        {"gpu": SelfHostedPrice(3.6, amortise="busy_time")}, frontier_reference=TokenPrice(1, 2)
+    )
+    assert busy.cost(completion("gpu", 5, 5, latency_s=2.0)) == pytest.approx(0.002)
+    assert busy.frontier_cost(completion("gpu", 1_000_000, 500_000)) == pytest.approx(2.0)
+
+
+def test_missing_endpoint_price_names_it_and_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"no price for endpoint 'h100-b'") as info:
+        BOOK.cost(completion("h100-b", 1, 1))
+    message = str(info.value)
+    assert "[endpoints.h100-b]" in message
+    assert "'frontier', 'local-vllm'" in message
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (
+            lambda: TokenPrice(-1.0, 10.0),
+            "input_usd_per_mtok must be a finite number >= 0, got -1.0",
+        ),
+        (lambda: TokenPrice(1.0, math.nan), "output_usd_per_mtok"),
+        (lambda: SelfHostedPrice(-0.5, tokens_per_s_capacity=10), "gpu_usd_per_hour"),
+        (lambda: SelfHostedPrice(1.0, tokens_per_s_capacity=0), "tokens_per_s_capacity must be"),
+        (lambda: SelfHostedPrice(1.0), "amortise='tokens' needs tokens_per_s_capacity"),
+        (lambda: SelfHostedPrice(1.0, "busy_time", concurrency=0), "concurrency must be"),
+        (lambda: SelfHostedPrice(1.0, "hours", 5), "amortise must be 'tokens' or 'busy_time'"),  # type: ignore[arg-type]
+    ],
+)
+def test_price_validation(make, needle) -> None:
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_default_book_prices_local_as_cpu_and_frontier_roles_at_reference() -> None:
+    book = PriceBook.default()
+    assert book.price("local-vllm") == CPU_SELF_HOSTED
+    assert book.price("frontier") == FRONTIER_REFERENCE == TokenPrice(1.25, 10.0)
+    assert book.price("frontier-stand-in") == FRONTIER_REFERENCE
+    assert SelfHostedPrice(0.10, "tokens", 250) == CPU_SELF_HOSTED
+    assert SelfHostedPrice(2.50, "tokens", 5000) == H100_SELF_HOSTED
+    configs = [
+        EndpointConfig(name="h100-a", base_url="http://gpu:8000/v1", model="qwen"),
+        EndpointConfig(name="api", base_url="https://api.x/v1", model="big", kind="openai"),
+        EndpointConfig(name="sub", base_url="http://h:1/v1", model="m", stand_in=True),
+    ]
+    book = PriceBook.default(*configs, "edge")
+    assert book.price("h100-a") == CPU_SELF_HOSTED
+    assert book.price("api") == FRONTIER_REFERENCE
+    assert book.price("sub") == FRONTIER_REFERENCE
+    assert book.price("edge") == CPU_SELF_HOSTED
+    with pytest.raises(ConfigError, match="'local-vllm'"):
+        book.price("local-vllm")
+
+
+# ---- prices files -----------------------------------------------------------------------------
+
+PRICES_TOML = """
+[frontier_reference]
+input_usd_per_mtok = 3.0
+output_usd_per_mtok = 15.0
+
+[endpoints.h100-a]
+gpu_usd_per_hour = 2.5
+amortise = "busy_time"
+concurrency = 16
+
+[endpoints.local-vllm]
+gpu_usd_per_hour = 0.1
+tokens_per_s_capacity = 250
+
+[endpoints.frontier]
+input_usd_per_mtok = 3
+output_usd_per_mtok = 15
+"""
+
+
+def test_load_toml(tmp_path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(PRICES_TOML)
+    book = PriceBook.load(path)
+    assert book.frontier_reference == TokenPrice(3.0, 15.0)
+    assert book.price("h100-a") == SelfHostedPrice(2.5, "busy_time", None, 16.0)
+    assert book.price("local-vllm") == SelfHostedPrice(0.1, "tokens", 250.0)
+    assert book.price("frontier") == TokenPrice(3.0, 15.0)
+    # 2 s on a $2.50/h GPU with 16 in flight
+    assert book.cost(completion("h100-a", 1, 1, latency_s=2.0)) == pytest.approx(8.680556e-5)
+
+
+def test_load_json_defaults_the_reference(tmp_path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(
+        json.dumps({"endpoints": {"api": {"input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.4}}})
+    )
+    book = PriceBook.load(path)
+    assert book.frontier_reference == FRONTIER_REFERENCE
+    assert book.cost(completion("api", 1_000_000, 1_000_000)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            '[endpoints.a]\ninput_usd_per_mtok = 1\noutput_usd_per_mtok = 1\ncurrency = "EUR"\n',
+            "unknown keys ['currency']",
+        ),
+        (
+            '[endpoints.a]\ninput_usd_per_mtok = "1"\noutput_usd_per_mtok = 1\n',
+            "input_usd_per_mtok must be a number, got '1'",
+        ),
+        ("[endpoints.a]\ninput_usd_per_mtok = 1\n", "incomplete price"),
+        (
+            "[endpoints.a]\ngpu_usd_per_hour = 1\ntokens_per_s_capacity = 0\n",
+            "endpoints.a'.*tokens_per_s_capacity must be",
+        ),
+        (
+            "[frontier_reference]\ngpu_usd_per_hour = 1\namortise = 'busy_time'\n",
+            "frontier_reference must be a token price",
+        ),
+        ("[endpoint.a]\n", "unknown keys ['endpoint']"),
+        ("[endpoints\n", "is not valid"),
+    ],
+)
+def test_load_rejects_bad_files(tmp_path, text, needle) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        PriceBook.load(path)
+
+
+def test_load_missing_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read prices file"):
+        PriceBook.load(tmp_path / "nope.toml")
+
+
+# ---- ledger ---------------------------------------------------------------------------------
+
+
+def _run_with_one_escalation(ledger: Ledger, run_id: str, tenant: str = "default") -> None:
+    for node in ("intent", "extract", "sql"):
+        ledger.record(run_id, node, completion("local-vllm", 400, 20), tenant=tenant, at=1.0)
+    failed = ledger.record(run_id, "toolcall", completion("local-vllm", 500, 100), tenant=tenant)
+    ledger.mark_escalated([failed])
+    ledger.record(
+        run_id,
+        "toolcall",
+        completion("frontier", 800, 150, model="frontier"),
+        tenant=tenant,
+        escalated=True,
+    )
+
+
+def test_run_cost_counterfactual_and_saving() -> None:
+    ledger = Ledger(BOOK)
+    _run_with_one_escalation(ledger, "r1")
+    small = 420 * 0.10 / 900_000  # each plain small call
+    failed = 600 * 0.10 / 900_000  # the small attempt that escalated: real spend
+    frontier = 800 * 1.25e-6 + 150 * 10e-6  # = 0.0025
+    on_frontier = 400 * 1.25e-6 + 20 * 10e-6  # a plain small call's tokens at frontier price
+    cost = ledger.run_cost("r1")
+    assert cost.calls == 5
+    assert cost.small_calls == 4
+    assert cost.frontier_calls == 1
+    assert cost.cost_usd == pytest.approx(3 * small + failed + frontier)
+    assert cost.cost_usd == pytest.approx(2.7066667e-3)
+    # the escalated node counts once, through its frontier call; its failed attempt not at all
+    assert cost.frontier_only_usd == pytest.approx(3 * on_frontier + frontier)
+    assert cost.frontier_only_usd == pytest.approx(4.6e-3)
+    assert cost.saving_usd == pytest.approx(1.8933333e-3)
+    assert cost.saving_ratio == pytest.approx(1.8933333e-3 / 4.6e-3)
+    rows = ledger.rows("r1")
+    assert [r.node for r in rows] == ["intent", "extract", "sql", "toolcall", "toolcall"]
+    assert [r.escalated for r in rows] == [False, False, False, True, True]
+    assert [r.frontier for r in rows] == [False, False, False, False, True]
+    assert rows[3].frontier_cost_usd == pytest.approx(1.625e-3)
+    assert rows[0].at == 1.0
+    assert rows[4].served_model == "served-frontier"
+    assert ledger.run_cost("unknown") == RunCost()
+
+
+def test_a_run_that_costs_more_than_frontier_only_shows_a_negative_saving() -> None:
+    ledger = Ledger(BOOK)
+    for _ in range(2):
+        ledger.record("r", "x", completion("local-vllm", 9, 1), escalated=True)
+    ledger.record("r", "x", completion("frontier", 10, 1, model="frontier"), escalated=True)
+    cost = ledger.run_cost("r")
+    assert cost.frontier_only_usd == pytest.approx(10 * 1.25e-6 + 1e-5)
+    assert cost.saving_usd == pytest.approx(-2 * 10 * 0.10 / 900_000)
+    assert cost.saving_ratio < 0
+
+
+def test_stand_in_calls_count_as_frontier_and_are_flagged() -> None:
+    ledger = Ledger(PriceBook.default())
+    row = ledger.record(
+        "r", "plan", completion("frontier-stand-in", 100, 10, model="slm", stand_in=True)
+    )
+    assert row.stand_in and row.frontier
+    assert row.cost_usd == pytest.approx(row.frontier_cost_usd)
+    adapter = ledger.record("r", "intent", completion("local-vllm", 10, 1, model="slm:intent"))
+    assert not adapter.frontier
+    assert ledger.run_cost("r").frontier_calls == 1
+
+
+def test_totals_per_tenant() -> None:
+    ledger = Ledger(BOOK)
+    _run_with_one_escalation(ledger, "a1", tenant="acme")
+    _run_with_one_escalation(ledger, "a2", tenant="acme")
+    ledger.record("g1", "intent", completion("local-vllm", 900, 0), tenant="globex")
+    totals = ledger.tenants()
+    assert set(totals) == {"acme", "globex"}
+    assert totals["acme"].calls == 10
+    assert totals["acme"].cost_usd == pytest.approx(2 * 2.7066667e-3)
+    assert totals["acme"].frontier_only_usd == pytest.approx(2 * 4.6e-3)
+    assert totals["globex"] == ledger.tenant_cost("globex")
+    assert totals["globex"].cost_usd == pytest.approx(1e-4)
+    assert totals["globex"].frontier_only_usd == pytest.approx(900 * 1.25e-6)
+    assert len(ledger.rows()) == 11
+
+
+def test_record_with_unpriced_endpoint_raises_and_records_nothing() -> None:
+    ledger = Ledger(BOOK)
+    with pytest.raises(ConfigError, match="'mystery'"):
+        ledger.record("r", "n", completion("mystery", 1, 1))
+    assert ledger.rows() == ()
+
+
+def test_mark_escalated_rejects_foreign_rows() -> None:
+    row = Ledger(BOOK).record("r", "n", completion("local-vllm", 1, 1))
+    with pytest.raises(ValueError, match="not in this ledger"):
+        Ledger(BOOK).mark_escalated([row])
+
+
+# ---- budgets --------------------------------------------------------------------------------
+
+
+def test_estimate_cost_is_the_worst_case() -> None:
+    # 900 * $1.25/1M + 512 * $10/1M
+    assert estimate_cost(TokenPrice(1.25, 10.0), 900, 512) == pytest.approx(0.006245)
+    with pytest.raises(ValueError, match="max_output_tokens=-1"):
+        estimate_cost(FRONTIER_REFERENCE, 1, -1)
+
+
+async def test_commit_less_than_reserved_returns_the_rest() -> None:
+    budget = Budget(2.0, name="run budget")
+    reservation = await budget.reserve(1.5)
+    assert budget.reserved_usd == pytest.approx(1.5)
+    assert budget.left_usd == pytest.approx(0.5)
+    reservation.commit(0.3)
+    assert budget.reserved_usd == 0.0
+    assert budget.spent_usd == pytest.approx(0.3)
+    assert budget.left_usd == pytest.approx(1.7)
+    with pytest.raises(RuntimeError, match="already committed"):
+        reservation.commit(0.3)
+    reservation.release()  # no-op once committed
+    assert budget.spent_usd == pytest.approx(0.3)
+
+
+async def test_release_and_context_manager_give_the_reserve_back() -> None:
+    budget = Budget(1.0)
+    (await budget.reserve(0.4)).release()
+    assert budget.left_usd == pytest.approx(1.0)
+    with pytest.raises(TimeoutError), await budget.reserve(0.9):
+        raise TimeoutError
+    assert budget.left_usd == pytest.approx(1.0)
+    assert budget.spent_usd == 0.0
+
+
+async def test_over_limit_reservation_raises_clearly_and_holds_nothing() -> None:
+    budget = Budget(0.01, name="run budget")
+    budget.charge(0.004)
+    held = await budget.reserve(0.005)
+    with pytest.raises(BudgetExceeded) as info:
+        await budget.reserve(0.002)
+    assert isinstance(info.value, BrickworkError)
+    assert str(info.value) == (
+        "run budget cannot cover $0.002000: $0.001000 left of $0.010000 "
+        "($0.004000 spent, $0.005000 reserved); raise the limit or lower max_tokens"
+    )
+    assert info.value.amount_usd == 0.002
+    assert budget.reserved_usd == pytest.approx(0.005)
+    held.release()
+    assert budget.left_usd == pytest.approx(0.006)
+
+
+async def test_fifty_concurrent_reservations_never_overspend() -> None:
+    budget = Budget(1.0)
+    all_tried = asyncio.Event()
+    tried = 0
+    succeeded = 0
+
+    async def one_run() -> None:
+        nonlocal tried, succeeded
+        try:
+            reservation = await budget.reserve(0.1)
+        except BudgetExceeded:
+            reservation = None
+        tried += 1
+        if tried == 50:
+            all_tried.set()
+        await all_tried.wait()  # every run reserves before any commits
+        if reservation is not None:
+            assert budget.spent_usd + budget.reserved_usd <= budget.limit_usd + 1e-9
+            reservation.commit(0.1)
+            succeeded += 1
+
+    await asyncio.gather(*(one_run() for _ in range(50)))
+    assert succeeded == 10
+    assert budget.spent_usd <= budget.limit_usd + 1e-9
+    assert budget.spent_usd == pytest.approx(1.0)
+    assert budget.reserved_usd == pytest.approx(0.0, abs=1e-12)
+
+
+async def test_interleaved_reserve_commit_stays_within_limit() -> None:
+    budget = Budget(0.5)
+    spent_per_run = []
+
+    async def one_run(i: int) -> None:
+        for _ in range(i % 4):  # stagger: some runs commit before others reserve
+            await asyncio.sleep(0)
+        try:
+            reservation = await budget.reserve(0.05)
+        except BudgetExceeded:
+            return
+        await asyncio.sleep(0)
+        actual = 0.01 * (i % 5)  # at most the reserve
+        reservation.commit(actual)
+        spent_per_run.append(actual)
+        assert budget.spent_usd + budget.reserved_usd <= budget.limit_usd + 1e-9
+
+    await asyncio.gather(*(one_run(i) for i in range(50)))
+    assert budget.spent_usd <= budget.limit_usd + 1e-9
+    assert budget.spent_usd == pytest.approx(sum(spent_per_run))
+    assert budget.reserved_usd == pytest.approx(0.0, abs=1e-12)
+    assert len(spent_per_run) > 10  # committed refunds let more than limit/reserve runs in
+
+
+async def test_budget_book_reserves_on_both_or_neither() -> None:
+    book = BudgetBook({"acme": 1.0}, run_limit_usd=0.05)
+    run = book.run_budget()
+    assert run is not None and run.limit_usd == 0.05
+    with pytest.raises(BudgetExceeded, match="^run budget cannot cover"):
+        await book.reserve("acme", run, 0.1)
+    tenant = book.tenant("acme")
+    assert tenant is not None and tenant.reserved_usd == 0.0
+    tenant.charge(0.99)
+    with pytest.raises(BudgetExceeded, match="^tenant 'acme' budget cannot cover"):
+        await book.reserve("acme", run, 0.02)
+    assert run.reserved_usd == 0.0
+    reservation = await book.reserve("acme", run, 0.01)
+    assert book.left_usd("acme", run) == pytest.approx(0.0, abs=1e-12)
+    reservation.commit(0.004)
+    assert run.spent_usd == pytest.approx(0.004)
+    assert tenant.spent_usd == pytest.approx(0.994)
+    assert book.left_usd("acme", run) == pytest.approx(0.006)
+
+
+async def test_budget_book_defaults_and_unlimited() -> None:
+    book = BudgetBook(default_tenant_limit_usd=0.2)
+    assert book.run_budget() is None
+    other = book.tenant("new")
+    assert other is not None and other.limit_usd == 0.2 and book.tenant("new") is other
+    unlimited = BudgetBook()
+    assert unlimited.tenant("x") is None and unlimited.left_usd("x", None) is None
+    (await unlimited.reserve("x", None, 1e9)).commit(1e9)
+
+
+async def test_fifty_runs_share_one_tenant_budget() -> None:
+    book = BudgetBook({"acme": 0.35}, run_limit_usd=0.1)
+
+    async def one_run() -> bool:
+        run = book.run_budget()
+        try:
+            reservation = await book.reserve("acme", run, 0.05)
+        except BudgetExceeded:
+            return False
+        await asyncio.sleep(0)
+        reservation.commit(0.05)
+        return True
+
+    results = await asyncio.gather(*(one_run() for _ in range(50)))
+    tenant = book.tenant("acme")
+    assert tenant is not None
+    assert sum(results) == 7
+    assert tenant.spent_usd <= tenant.limit_usd + 1e-9

@@ -1,0 +1,361 @@
+"""ToolCallAgent on scripted models: wire payload, validation, repair, execution and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+import pytest
+
+from brickwork.agents.toolcall import (
+    ToolCall,
+    ToolCallAgent,
+    normalise_messages,
+    parse_conversation,
+    tool_signature,
+)
+from brickwork.errors import SkillError, ToolExecutionError, UnknownModelError
+from brickwork.skills.examples import banking_intent_skill, smart_home_skill
+from brickwork.skills.skill import Example, Skill, Thresholds, ToolContract
+from brickwork.testing import FunctionModel, ModelStep, ScriptedModel
+from brickwork.tools.registry import ToolRegistry, ToolResult, tool
+from brickwork.tools.smart_home import SmartHomeHub
+
+KITCHEN_ON = '{"name": "toggle_lights", "parameters": {"room": "kitchen", "state": "on"}}'
+HISTORY = [
+    {"role": "user", "content": "Lock the front door"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "type": "function",
+                "function": {"name": "lock_door", "arguments": {"door": "front", "state": "lock"}},
+            }
+        ],
+    },
+    {"role": "user", "content": "Do the same for the back door"},
+]
+HISTORY_AS_SENT = [
+    {"role": "user", "content": "Lock the front door"},
+    {
+        "role": "assistant",
+        "content": '{"name": "lock_door", "parameters": {"door": "front", "state": "lock"}}',
+    },
+    {"role": "user", "content": "Do the same for the back door"},
+]
+
+
+def _body(model: ScriptedModel | FunctionModel, index: int = 0) -> dict[str, Any]:
+    return model.requests[index]
+
+
+async def _run(
+    agent: ToolCallAgent, steps: list[str | ModelStep], text: Any = "Kitchen lights on"
+) -> tuple[Any, ScriptedModel]:
+    model = ScriptedModel(list(steps))
+    async with model.pool() as pool:
+        result = await agent.run(text, pool=pool)
+    model.assert_consumed()
+    return result, model
+
+
+async def test_wire_payload_is_constrained_by_the_registry_call_schema() -> None:
+    hub = SmartHomeHub()
+    skill = smart_home_skill(hub)
+    agent = ToolCallAgent(skill, few_shot=2)
+    result, model = await _run(agent, [KITCHEN_ON])
+    body = _body(model)
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": hub.registry().call_schema()},
+    }
+    assert body["temperature"] == 0.0
+    assert body["model"] == "fake-slm"
+    system = body["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith(skill.instructions)
+    assert (
+        'toggle_lights(room?: "living_room"|"bedroom"|"kitchen"|"bathroom"|"office"|"hallway", '
+        'state?: "on"|"off")  Turn lights on or off in a specified room.'
+    ) in system["content"]
+    assert "set_thermostat(temperature?: int 60..80, mode?: " in system["content"]
+    # Two few-shot examples as prior turns, then the request.
+    shots = skill.few_shot(2)
+    assert body["messages"][1:5] == [
+        {"role": "user", "content": shots[0].input},
+        {"role": "assistant", "content": json.dumps(shots[0].output)},
+        {"role": "user", "content": shots[1].input},
+        {"role": "assistant", "content": json.dumps(shots[1].output)},
+    ]
+    assert body["messages"][5:] == [{"role": "user", "content": "Kitchen lights on"}]
+    assert result.attempts[0].messages == tuple(body["messages"])
+
+
+async def test_valid_call_is_executed_on_the_hub() -> None:
+    hub = SmartHomeHub()
+    assert not hub.lights["kitchen"].on
+    result, _ = await _run(ToolCallAgent(smart_home_skill(hub)), [KITCHEN_ON])
+    assert result.ok
+    assert result.value == ToolCall("toggle_lights", {"room": "kitchen", "state": "on"})
+    assert result.repairs == 0
+    assert hub.lights["kitchen"].on
+    assert not hub.lights["office"].on
+    tool_result = result.extra["tool_result"]
+    assert isinstance(tool_result, ToolResult)
+    assert tool_result.ok
+    assert tool_result.value == {"lights": {"kitchen": {"on": True, "brightness": 100}}}
+    assert result.method == "slm"
+    assert len(result.completions) == 1
+
+
+async def test_execute_false_validates_but_leaves_the_hub_alone() -> None:
+    hub = SmartHomeHub()
+    before = hub.snapshot()
+    result, _ = await _run(ToolCallAgent(smart_home_skill(hub), execute=False), [KITCHEN_ON])
+    assert result.ok
+    assert result.extra["tool_result"] is None
+    assert hub.snapshot() == before
+
+
+async def test_unknown_tool_is_repaired_with_the_validator_message() -> None:
+    hub = SmartHomeHub()
+    bad = '{"name": "open_window", "parameters": {"room": "kitchen"}}'
+    result, model = await _run(ToolCallAgent(smart_home_skill(hub)), [bad, KITCHEN_ON])
+    assert result.ok
+    assert result.repairs == 1
+    assert "unknown tool 'open_window'" in result.attempts[0].errors[0]
+    repair = _body(model, 1)["messages"]
+    assert repair[-2] == {"role": "assistant", "content": bad}
+    assert repair[-1]["role"] == "user"
+    assert "unknown tool 'open_window'" in repair[-1]["content"]
+    assert "toggle_lights" in repair[-1]["content"]  # the message lists the known tools
+    assert repair[:-2] == _body(model, 0)["messages"]
+    assert hub.lights["kitchen"].on
+
+
+async def test_invalid_arguments_twice_give_a_signal_with_the_path() -> None:
+    hub = SmartHomeHub()
+    before = hub.snapshot()
+    bad = '{"name": "set_thermostat", "parameters": {"temperature": 95}}'
+    result, model = await _run(ToolCallAgent(smart_home_skill(hub)), [bad, bad])
+    assert result.value is None
+    assert not result.ok
+    assert [s.kind for s in result.signals] == ["invalid_arguments"]
+    assert "$.temperature" in result.signals[0].detail
+    assert "95" in result.signals[0].detail
+    assert result.signals[0].attempt == 1
+    assert "$.temperature" in _body(model, 1)["messages"][-1]["content"]
+    assert result.extra["tool_result"] is None
+    assert hub.snapshot() == before
+
+
+async def test_output_that_is_not_json_is_invalid_output() -> None:
+    skill = smart_home_skill()
+    agent = ToolCallAgent(skill)
+    result, model = await _run(agent, ['{"name": "toggle_li', '["toggle_lights"]'])
+    assert result.value is None
+    assert [s.kind for s in result.signals] == ["invalid_output"]
+    assert "is not a JSON object" in result.signals[0].detail
+    assert "not JSON" in _body(model, 1)["messages"][-1]["content"]
+
+
+async def test_extra_top_level_keys_are_rejected() -> None:
+    result, _ = await _run(
+        ToolCallAgent(smart_home_skill(), execute=False, few_shot=0),
+        ['{"name": "set_scene", "parameters": {"scene": "party"}, "why": "fun"}', KITCHEN_ON],
+    )
+    assert result.ok
+    assert "unexpected keys ['why']" in result.attempts[0].errors[0]
+
+
+async def test_tool_error_is_a_signal_and_the_call_is_kept() -> None:
+    hub = SmartHomeHub()
+    # Valid against the schema (every argument is optional), but the hub needs a scene.
+    result, _ = await _run(
+        ToolCallAgent(smart_home_skill(hub)), ['{"name": "set_scene", "parameters": {}}']
+    )
+    assert result.value == ToolCall("set_scene", {})
+    assert not result.ok
+    assert result.repairs == 0  # tool errors are reported, not repaired
+    assert [s.kind for s in result.signals] == ["tool_error"]
+    assert "no scene given" in result.signals[0].detail
+    tool_result = result.extra["tool_result"]
+    assert isinstance(tool_result.error, ToolExecutionError)
+    assert hub.scene is None
+
+
+def _registry_skill(registry: ToolRegistry, **thresholds: Any) -> Skill:
+    return Skill(
+        name="custom",
+        instructions="Call the tool.",
+        contract=ToolContract(registry),
+        thresholds=Thresholds(**thresholds),
+    )
+
+
+async def test_slow_tool_gives_a_tool_timeout_signal() -> None:
+    started = asyncio.Event()
+
+    @tool
+    async def wait_for_ever(label: str) -> str:
+        """Wait for an event that never comes.
+
+        Args:
+            label: Any text.
+        """
+        started.set()
+        await asyncio.Event().wait()
+        return label
+
+    skill = _registry_skill(ToolRegistry([wait_for_ever]), tool_timeout_s=0.05)
+    call = '{"name": "wait_for_ever", "parameters": {"label": "x"}}'
+    result, _ = await _run(ToolCallAgent(skill), [call])
+    assert started.is_set()
+    assert result.value == ToolCall("wait_for_ever", {"label": "x"})
+    assert [s.kind for s in result.signals] == ["tool_timeout"]
+    assert "0.05 s" in result.signals[0].detail
+
+
+async def test_tool_own_shorter_timeout_wins() -> None:
+    @tool(timeout_s=0.05)
+    async def hang() -> str:
+        """Never return."""
+        await asyncio.Event().wait()
+        return ""
+
+    skill = _registry_skill(ToolRegistry([hang]), tool_timeout_s=60)
+    result, _ = await _run(ToolCallAgent(skill), ['{"name": "hang", "parameters": {}}'])
+    assert [s.kind for s in result.signals] == ["tool_timeout"]
+
+
+async def test_schema_only_tools_are_not_executed() -> None:
+    registry = ToolRegistry.from_openai_schemas(
+        [{"name": "greeting", "parameters": {"type": "object", "properties": {}}}]
+    )
+    result, _ = await _run(
+        ToolCallAgent(_registry_skill(registry)), ['{"name": "greeting", "parameters": {}}']
+    )
+    assert result.ok
+    assert result.extra["tool_result"] is None
+
+
+async def test_multi_turn_messages_pass_through_in_order() -> None:
+    agent = ToolCallAgent(smart_home_skill(), few_shot=0, execute=False)
+    back = '{"name": "lock_door", "parameters": {"door": "back", "state": "lock"}}'
+    result, model = await _run(agent, [back], text=HISTORY)
+    assert _body(model)["messages"][1:] == HISTORY_AS_SENT
+    assert result.value == ToolCall("lock_door", {"door": "back", "state": "lock"})
+    # The data-format string gives the same request.
+    _, again = await _run(agent, [back], text=json.dumps(HISTORY))
+    assert _body(again)["messages"] == _body(model)["messages"]
+
+
+def test_parse_conversation() -> None:
+    assert parse_conversation(json.dumps(HISTORY)) == HISTORY_AS_SENT
+    assert parse_conversation("Turn it off") == [{"role": "user", "content": "Turn it off"}]
+    # Text that only looks like a list stays text.
+    assert parse_conversation("[sic] lights") == [{"role": "user", "content": "[sic] lights"}]
+    assert parse_conversation("[1, 2]") == [{"role": "user", "content": "[1, 2]"}]
+
+
+def test_normalise_messages_handles_string_arguments_and_tool_results() -> None:
+    messages = [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"function": {"name": "greeting", "arguments": "{}"}}],
+        },
+        {"role": "tool", "content": "hello", "tool_call_id": "1"},
+    ]
+    assert normalise_messages(messages) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": '{"name": "greeting", "parameters": {}}'},
+        {"role": "user", "content": "Tool result: hello"},
+    ]
+    with pytest.raises(TypeError, match="message #0"):
+        normalise_messages(["hi"])  # type: ignore[list-item]
+
+
+def test_multi_turn_examples_render_as_prior_turns() -> None:
+    hub = SmartHomeHub()
+    skill = Skill(
+        name="home",
+        instructions="Control the house.",
+        contract=ToolContract(hub.registry()),
+        examples=[
+            Example(HISTORY, {"name": "lock_door", "parameters": {"door": "back"}}),
+        ],
+    )
+    messages = ToolCallAgent(skill).messages("Unlock it")
+    assert messages[1:] == [
+        *HISTORY_AS_SENT,
+        {"role": "assistant", "content": '{"name": "lock_door", "parameters": {"door": "back"}}'},
+        {"role": "user", "content": "Unlock it"},
+    ]
+
+
+async def test_model_override_and_model_error_signal() -> None:
+    model = ScriptedModel([KITCHEN_ON, ModelStep(status=500, text="boom")])
+    agent = ToolCallAgent(smart_home_skill(), execute=False)
+    async with model.pool() as pool:
+        first = await agent.run("Kitchen on", pool=pool, model="frontier")
+        second = await agent.run("Kitchen on", pool=pool)
+        with pytest.raises(UnknownModelError):
+            await agent.run("Kitchen on", pool=pool, model="nope")
+    model.assert_consumed()
+    assert model.requests[0]["model"] == "fake-frontier"
+    assert first.ok and first.method == "frontier"
+    assert second.value is None
+    assert [s.kind for s in second.signals] == ["model_error"]
+    assert second.attempts[0].output is None
+
+
+async def test_max_repairs_zero_makes_one_call() -> None:
+    skill = Skill(
+        name="no_repair",
+        instructions="x",
+        contract=ToolContract(SmartHomeHub().registry()),
+        thresholds=Thresholds(max_repairs=0),
+    )
+    result, _ = await _run(ToolCallAgent(skill), ['{"name": "nope", "parameters": {}}'])
+    assert [s.kind for s in result.signals] == ["unknown_tool"]
+    assert len(result.attempts) == 1
+
+
+def test_signature_rendering() -> None:
+    @tool
+    def book(
+        restaurant: str,
+        guests: int,
+        seating: Literal["inside", "terrace"] = "inside",
+        tags: list[str] | None = None,
+    ) -> str:
+        """Book a table.
+
+        Args:
+            restaurant: Name.
+            guests: How many.
+            seating: Where.
+            tags: Labels.
+        """
+        return restaurant
+
+    assert tool_signature(book) == (
+        'book(restaurant: str, guests: int, seating?: "inside"|"terrace" = "inside", '
+        "tags?: list[str])  Book a table."
+    )
+
+
+def test_non_tool_skill_is_refused() -> None:
+    with pytest.raises(SkillError, match="skill 'banking_intent' has kind 'intent'"):
+        ToolCallAgent(banking_intent_skill())
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(SkillError, match="few_shot=-1"):
+        ToolCallAgent(smart_home_skill(), few_shot=-1)
+    with pytest.raises(SkillError, match="max_tokens=0"):
+        ToolCallAgent(smart_home_skill(), max_tokens=0)

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/brickwork run
+	$(BIN)/brickwork run graphs.smart_home
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -16,7 +16,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from brickwork.agents.base import AgentResult, Attempt, Signal
@@ -141,7 +141,16 @@ class IntentAgent:
         except ServingError as exc:
             return _failed("model_error", exc, messages, method, extra)
         attempt = Attempt(tuple(messages), completion.text, completion)
-        return self._result(Intent(label, confidence, method), (attempt,), extra)
+        result = self._result(Intent(label, confidence, method), (attempt,), extra)
+        knn_top = extra.get("knn", {}).get("label")
+        if method == "knn+slm" and knn_top != label and not result.signals:
+            # Measured on banking8: when the unsure kNN and the model disagree, the model is
+            # usually the one that is wrong, and its logprob confidence does not show it.
+            detail = (
+                f"the model chose {label!r} but the examples' nearest neighbours say {knn_top!r}"
+            )
+            result = replace(result, signals=(Signal("low_confidence", detail),))
+        return result
 
     def messages(
         self, input: str | Sequence[Message], labels: Sequence[str] | None = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "normalise_messages",
     "parse_conversation",
     "tool_signature",
+    "ungrounded_arguments",
 ]
 
 DEFAULT_FEW_SHOT = 6
@@ -97,6 +99,7 @@ class ToolCallAgent:
         execute: bool = True,
         few_shot: int | None = None,
         max_tokens: int = 256,
+        grounded: bool = False,
     ) -> None:
         if not isinstance(skill.contract, ToolContract):
             raise SkillError(
@@ -112,6 +115,7 @@ class ToolCallAgent:
         self.execute = execute
         self.few_shot = DEFAULT_FEW_SHOT if few_shot is None else few_shot
         self.max_tokens = max_tokens
+        self.grounded = grounded
         self._schema = self.registry.call_schema()
 
     def system_prompt(self) -> str:
@@ -169,8 +173,15 @@ class ToolCallAgent:
             finish_reasons.append(completion.finish_reason)
             return completion
 
+        turns = parse_conversation(input) if isinstance(input, str) else normalise_messages(input)
+        said = _user_text(turns)
+
         async def validate(text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
             value, errors, kind = self._validate(text)
+            if value is not None and self.grounded:
+                errors = ungrounded_arguments(value.parameters, said)
+                if errors:
+                    value, kind = None, "invalid_arguments"
             if errors and finish_reasons[-1] == "length":
                 errors.insert(0, _CUT_OFF.format(limit=self.max_tokens))
             return value, errors, kind
@@ -221,6 +232,35 @@ class ToolCallAgent:
         if found.timeout_s is not None:
             limit = min(limit, found.timeout_s)
         return await self.registry.execute(value.name, value.parameters, timeout_s=limit)
+
+
+def ungrounded_arguments(parameters: Mapping[str, Any], said: str) -> list[str]:
+    """Arguments whose value the user never said: a cheap check against made-up values.
+
+    A string argument must appear in what the user said (case and underscores ignored), a
+    number must be one of the numbers the user said. Booleans are not checked.
+    """
+    text = said.lower().replace("_", " ")
+    numbers = {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
+    problems = []
+    for name, value in parameters.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            if float(value) not in numbers:
+                problems.append(
+                    f"{name}={value!r}: the user said no such number; use only values the user gave"
+                )
+        elif isinstance(value, str) and value.lower().replace("_", " ") not in text:
+            problems.append(
+                f"{name}={value!r} does not appear in the request; use only values the user "
+                "gave, or another tool"
+            )
+    return problems
+
+
+def _user_text(messages: Sequence[Message]) -> str:
+    return " ".join(_text(m.get("content")) for m in messages if m.get("role") == "user")
 
 
 def tool_signature(tool: Tool[..., Any]) -> str:

@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +129,13 @@ class App:
         return await self._saver_cm.__aenter__()
 
     @property
+    def origin(self) -> str:
+        """Where the small model runs, for humans."""
+        if self._local is not None:
+            return str(self._local.origin)
+        return "the given pool: " + ", ".join(e.config.base_url for e in self.pool.endpoints())
+
+    @property
     def pool(self) -> ModelPool:
         """The pool (after the first run, or when one was passed in)."""
         if self._pool is None:
@@ -168,8 +175,20 @@ class App:
         timeout_s: float = 300.0,
         run_id: str | None = None,
         resume: bool = False,
+        messages: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[Event]:
-        """Run one request and yield its events as they happen; the last is `RunFinished`."""
+        """Run one request and yield its events as they happen; the last is `RunFinished`.
+
+        Args:
+            text: The request (the last user turn).
+            mode: slm (never escalate), hybrid (escalate on need) or frontier (always).
+            tenant: Whose budget and totals the run counts against.
+            budget_usd: This run's budget (default: the BudgetBook's per-run limit).
+            timeout_s: The run is stopped after this long (status "timeout").
+            run_id: Use this id (default: a new one).
+            resume: Continue `run_id` from its last checkpoint instead of starting afresh.
+            messages: The whole conversation, for multi-turn graphs (ends with `text`).
+        """
         _check_text(text)
         if mode not in ("slm", "hybrid", "frontier"):
             raise ConfigError(f"mode must be slm, hybrid or frontier, got {mode!r}")
@@ -203,7 +222,8 @@ class App:
         started_at = time.time()
         started = time.perf_counter()
         emit(RunStarted(run_id, self.graph.name, text, mode, tenant))
-        task = asyncio.create_task(self._execute(ctx, text, timeout_s, resume))
+        initial = None if resume else self.graph.initial_state(text, messages)
+        task = asyncio.create_task(self._execute(ctx, initial, timeout_s))
         while True:
             getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -232,10 +252,9 @@ class App:
         yield finished
 
     async def _execute(
-        self, ctx: RunContext, text: str, timeout_s: float, resume: bool
+        self, ctx: RunContext, initial: dict[str, Any] | None, timeout_s: float
     ) -> tuple[dict[str, Any], RunStatus, str | None]:
         config = {"configurable": {"thread_id": ctx.run_id}}
-        initial = None if resume else self.graph.initial_state(text)
         try:
             async with asyncio.timeout(timeout_s):
                 state = await self._compiled.ainvoke(initial, config, context=ctx)
@@ -243,7 +262,7 @@ class App:
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
         except Exception as exc:  # the run ends with a clear error, the app lives on
             return {}, "error", f"{type(exc).__name__}: {exc}"
-        status: RunStatus = state.get("status") or "ok"  # type: ignore[assignment]
+        status: RunStatus = state.get("status") or "ok"
         return dict(state), status, state.get("error")
 
     async def _save(

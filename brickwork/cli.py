@@ -19,7 +19,7 @@ from pathlib import Path
 
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
-from brickwork.errors import BrickworkError
+from brickwork.errors import BrickworkError, ConfigError
 
 __all__ = ["main"]
 
@@ -43,9 +43,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--lora", type=_lora, action="append", default=[], metavar="NAME=PATH")
     serve.add_argument("--ready-timeout", type=float, default=600.0, metavar="SECONDS")
 
-    run = sub.add_parser("run", help="send requests through the pool and print the results")
-    run.add_argument("texts", nargs="*", help="requests (default: a few smart-home commands)")
+    run = sub.add_parser("run", help="run requests on a graph and print answers and traces")
+    run.add_argument("graph", help="graph: graphs.smart_home, smart_home or path/to/file.py")
+    run.add_argument("texts", nargs="*", help="requests (default: a demo set for smart_home)")
+    run.add_argument("--mode", choices=("slm", "hybrid", "frontier"), default="hybrid")
+    run.add_argument("--tenant", default="default")
+    run.add_argument("--budget", type=float, metavar="USD", help="budget of each run")
     run.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
+    run.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+
+    graph = sub.add_parser("graph", help="inspect graphs")
+    graph_sub = graph.add_subparsers(dest="graph_command", required=True)
+    graph_sub.add_parser("list", help="list the example graphs")
+    show = graph_sub.add_parser("show", help="print a graph's topology as Mermaid")
+    show.add_argument("graph")
+
+    api = sub.add_parser("api", help="serve graphs over an OpenAI-compatible HTTP API")
+    api.add_argument("--graph", action="append", default=[], help="graph to serve (repeatable)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
+    api.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    api.add_argument("--api-key-env", help="environment variable holding the API key to require")
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -107,22 +127,60 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from brickwork._demo import DEFAULT_COMMANDS, run_demo
-    from brickwork.serving.local import LocalServing
+    from brickwork._trace import DEMO_REQUESTS, print_batch, print_trace, result_json
+    from brickwork.app import App
     from brickwork.serving.pool import ModelPool
+    from brickwork.store import RunStore
 
-    commands = tuple(args.texts) or DEFAULT_COMMANDS
-    if args.pool is not None:
-        async with ModelPool.from_config(args.pool) as pool:
-            await run_demo(pool, commands)
-        return 0
-    local = await asyncio.to_thread(LocalServing().start)
+    texts = tuple(args.texts) or (DEMO_REQUESTS if "smart_home" in args.graph else ())
+    if not texts:
+        raise ConfigError(f'give the request text: brickwork run {args.graph} "..."')
+    pool = ModelPool.from_config(args.pool) if args.pool is not None else None
+    app = App.from_graph(args.graph, pool=pool, store=RunStore(args.store))
+    console = Console(stderr=args.json)
+    results = []
     try:
-        Console(stderr=True).print(f"model: {local.served_name} on {local.origin}")
-        async with local.pool() as pool:
-            await run_demo(pool, commands)
+        for text in texts:
+            result = await app.ainvoke(
+                text, mode=args.mode, tenant=args.tenant, budget_usd=args.budget
+            )
+            results.append(result)
+            if len(results) == 1:
+                Console(stderr=True).print(f"model: {app.origin}", highlight=False)
+            if args.json:
+                print(result_json(result), flush=True)
+            else:
+                console.rule(text)
+                print_trace(result, console)
+        if not args.json and len(results) > 1:
+            print_batch(results, console)
     finally:
-        await asyncio.to_thread(local.stop)
+        await app.aclose()
+        if pool is not None:
+            await pool.aclose()
+    return 0 if all(r.ok for r in results) or len(results) > 1 else 1
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from brickwork.graphs import available_graphs, load_graph
+
+    if args.graph_command == "list":
+        for name in available_graphs():
+            print(f"{name}: {load_graph(name).description}")
+        return 0
+    print(load_graph(args.graph).mermaid())
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    from brickwork.api import serve_api
+
+    graphs = args.graph or ["smart_home"]
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        raise ConfigError(f"--api-key-env names ${args.api_key_env}, which is not set")
+    serve_api(graphs, host=args.host, port=args.port, pool_config=args.pool,
+              store_path=args.store, api_key=api_key)  # fmt: skip
     return 0
 
 
@@ -134,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "run":
             return asyncio.run(_run(args))
+        if args.command == "graph":
+            return _graph(args)
+        if args.command == "api":
+            return _api(args)
         print(__version__)
         return 0
     except BrickworkError as exc:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brickwork._prices import TokenPrice, estimate_cost
+from brickwork._prices import estimate_cost
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, ModelCallEvent
 from brickwork.ledger import Budget, BudgetBook, BudgetExceeded, Ledger, Reservation
@@ -91,8 +91,6 @@ class RunContext:
     def escalation_estimate(self) -> float:
         """Worst-case cost of one escalation on the frontier model."""
         price = self.ledger.prices.frontier_reference
-        if not isinstance(price, TokenPrice):  # pragma: no cover - PriceBook guarantees it
-            return 0.0
         return estimate_cost(price, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
 
     def escalation_budget(self, node: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import pkgutil
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -67,12 +68,15 @@ class GraphModule:
             return str(render(state))
         return str(state.get("answer") or json.dumps(state.get("outputs", {}), default=str))
 
-    def initial_state(self, text: str) -> dict[str, Any]:
-        """The state a run starts from."""
+    def initial_state(
+        self, text: str, messages: Sequence[Mapping[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The state a run starts from (`messages`: the conversation, for multi-turn graphs)."""
         make = getattr(self.module, "initial_state", None)
         if callable(make):
-            return dict(make(text))
-        return {"text": text, "outputs": {}, "escalations": []}
+            return dict(make(text, messages))
+        history = [dict(m) for m in messages or ()]
+        return {"text": text, "messages": history, "outputs": {}, "escalations": []}
 
     def resources(self) -> dict[str, Any]:
         """Per-run resources the graph's nodes may use."""
@@ -121,6 +125,7 @@ def load_graph(ref: str) -> GraphModule:
                 "(or give a module path or a .py file)"
             )
         name = short.rsplit(".", 1)[-1]
+    assert module is not None
     if not callable(getattr(module, "build", None)) and getattr(module, "graph", None) is None:
         raise ConfigError(f"graph module {ref!r} defines neither build() nor graph")
     return GraphModule(str(getattr(module, "NAME", name)), module)

@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypedDict
+from typing import Annotated, Any, Protocol, TypedDict, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -432,14 +432,14 @@ def build_graph(
         GraphState, context_schema=RunContext
     )
     for spec in specialists:
-        graph.add_node(spec.name, _specialist_node(spec), destinations=spec.targets)
+        graph.add_node(spec.name, cast(Any, _specialist_node(spec)), destinations=spec.targets)
     for name, (fn, destinations) in (plain_nodes or {}).items():
-        graph.add_node(name, fn, destinations=destinations)
+        graph.add_node(name, cast(Any, fn), destinations=destinations)
     supervisor_targets = {t for s in specialists for t in s.targets if t != SUPERVISOR}
     supervisor_targets |= {after_plan or END, END}
     graph.add_node(
         SUPERVISOR,
-        _supervisor_node(by_name, planner, after_plan),
+        cast(Any, _supervisor_node(by_name, planner, after_plan)),
         destinations=tuple(sorted(supervisor_targets)),
     )
     graph.add_edge(START, entry or specialists[0].name)

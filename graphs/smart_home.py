@@ -110,7 +110,7 @@ PLANNER = Planner("The specialists control lights, the thermostat, door locks an
 def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
     """Compile the graph; `hub` is the device hub its tool calls act on."""
     intent_skill = smart_home_intent_skill()
-    toolcall = ToolCallAgent(smart_home_skill(hub or SmartHomeHub()))
+    toolcall = ToolCallAgent(smart_home_skill(hub or SmartHomeHub()), grounded=True)
     intent = LazyAgent(
         lambda: IntentAgent(intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples))
     )

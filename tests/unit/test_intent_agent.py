@@ -193,7 +193,10 @@ async def test_unsure_knn_narrows_the_model_choice_to_its_candidates() -> None:
         {"role": "user", "content": "card transfer"},
     ]
     assert result.value == Intent("transfer", pytest.approx(math.exp(-0.2)), "knn+slm")
-    assert result.method == "knn+slm" and result.ok
+    assert result.method == "knn+slm"
+    # The model disagrees with the (tied) nearest neighbours: flagged for the escalation policy.
+    assert [s.kind for s in result.signals] == ["low_confidence"]
+    assert "nearest neighbours say 'card'" in result.signals[0].detail
     assert result.extra["knn"]["share"] == pytest.approx(0.5)
     assert result.extra["knn"]["margin"] == pytest.approx(0.0)
 

@@ -359,3 +359,33 @@ def test_bad_limits_are_refused() -> None:
         ToolCallAgent(smart_home_skill(), few_shot=-1)
     with pytest.raises(SkillError, match="max_tokens=0"):
         ToolCallAgent(smart_home_skill(), max_tokens=0)
+
+
+def test_ungrounded_arguments_are_named() -> None:
+    from brickwork.agents.toolcall import ungrounded_arguments
+
+    assert ungrounded_arguments({"room": "living_room", "state": "on"}, "Living room lights on") == []
+    assert ungrounded_arguments({"temperature": 72}, "heat it to 72 please") == []
+    problems = ungrounded_arguments({"scene": "away", "temperature": 80}, "Lock the door at 9")
+    assert len(problems) == 2
+    assert "scene='away' does not appear" in problems[0]
+    assert "temperature=80: the user said no such number" in problems[1]
+
+
+async def test_grounded_agent_repairs_made_up_values_then_signals() -> None:
+    from brickwork.agents.toolcall import ToolCallAgent
+    from brickwork.skills.examples import smart_home_skill
+    from brickwork.testing import ScriptedModel
+    from brickwork.tools.smart_home import SmartHomeHub
+
+    hub = SmartHomeHub()
+    agent = ToolCallAgent(smart_home_skill(hub), grounded=True)
+    made_up = '{"name": "set_scene", "parameters": {"scene": "away"}}'
+    model = ScriptedModel([made_up, made_up])
+    async with model.pool() as pool:
+        result = await agent.run("Lock the front door", pool=pool)
+    model.assert_consumed()
+    assert result.value is None and [s.kind for s in result.signals] == ["invalid_arguments"]
+    repair = model.requests[1]["messages"][-1]["content"]
+    assert "scene='away' does not appear in the request" in repair
+    assert hub.scene != "away"

@@ -1,0 +1,311 @@
+"""Wire shapes of the OpenAI-compatible HTTP front: request bodies, responses, chunks, errors.
+
+Pure data and pure functions; `brickwork.api` owns the routes and the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from brickwork.escalation import Mode
+from brickwork.events import Event, RunStatus
+
+__all__ = [
+    "ApiError",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "RunOutcome",
+    "chunk",
+    "completion_body",
+    "error_body",
+    "parse_request",
+    "request_text",
+]
+
+ErrorType = Literal["invalid_request_error", "authentication_error", "server_error"]
+
+
+class ApiError(Exception):
+    """An error the API answers with an OpenAI-style body and a status code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: ErrorType = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body: `{"error": {...}}` plus any extra top-level fields."""
+        return {**error_body(self.message, self.type, self.param, self.code), **self.extra}
+
+
+def error_body(
+    message: str, type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """`{"error": {"message", "type", "param", "code"}}`, the shape OpenAI clients parse."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    """One part of a multi-part message content; only text parts are understood."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One conversation message; `content` is a string or a list of text parts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        """The content as plain text (text parts joined with newlines)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text or "" for part in self.content if part.type == "text")
+
+    def to_dict(self) -> dict[str, Any]:
+        """`{"role", "content", ...}` with the content flattened to text."""
+        extra = {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+        return {**extra, "role": self.role, "content": self.text()}
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's `stream_options`."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of `POST /v1/chat/completions`; unknown OpenAI fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    mode: Mode = "hybrid"
+    tenant: str = Field(default="default", min_length=1, max_length=200)
+    budget_usd: float | None = Field(default=None, ge=0)
+
+
+def parse_request(raw: bytes) -> ChatCompletionRequest:
+    """Decode, parse and validate a request body.
+
+    Raises:
+        ApiError: 400 for invalid UTF-8, malformed JSON or a body that fails validation.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400,
+            f"the request body is not valid UTF-8 (byte {exc.start}); send UTF-8 encoded JSON",
+            code="invalid_encoding",
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, f"the request body must be a JSON object, got {type(data).__name__}"
+        )
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        got = "" if first["type"] == "missing" else f"; got {first.get('input')!r}"
+        raise ApiError(
+            400, f"invalid {param!r}: {first['msg']}{got}", param=param, code="invalid_value"
+        ) from None
+
+
+def request_text(request: ChatCompletionRequest, max_chars: int) -> str:
+    """The request's text: the last user message.
+
+    Raises:
+        ApiError: 400 when there are no messages or the text is empty, 413 when it is too long.
+    """
+    if not request.messages:
+        raise ApiError(
+            400, "'messages' is empty; send at least one user message", param="messages"
+        )
+    users = [m for m in request.messages if m.role == "user"]
+    if not users:
+        raise ApiError(
+            400, "'messages' has no user message; the last one is the request", param="messages"
+        )
+    text = users[-1].text()
+    if not text.strip():
+        raise ApiError(
+            400, "the last user message is empty; send what the user asked", param="messages"
+        )
+    if len(text) > max_chars:
+        raise ApiError(
+            413,
+            f"the request is {len(text)} characters; the limit is {max_chars}. Shorten it",
+            param="messages",
+            code="text_too_long",
+        )
+    return text
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the HTTP front reports about one finished run (read from its events)."""
+
+    run_id: str
+    status: RunStatus
+    answer: str
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    frontier_only_usd: float
+    escalations: tuple[dict[str, Any], ...]
+    flags: tuple[str, ...]
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event]) -> RunOutcome:
+        """Summarise a run from its events; the last one must be `RunFinished`."""
+        finished = events[-1]
+        if finished.kind != "run_finished":
+            raise ValueError(f"the last event is {finished.kind!r}, not 'run_finished'")
+        prompt = completion = 0
+        escalations: list[dict[str, Any]] = []
+        error = None
+        for event in events:
+            if event.kind == "model_call":
+                prompt += event.prompt_tokens
+                completion += event.completion_tokens
+            elif event.kind == "escalation" and event.action == "escalate":
+                escalations.append({"node": event.node, "reason": event.reason})
+            elif event.kind == "node_finished" and not event.ok and event.error:
+                error = event.error
+        return cls(
+            finished.run_id,
+            finished.status,
+            finished.answer,
+            None if finished.status == "ok" else error,
+            prompt,
+            completion,
+            finished.cost_usd,
+            finished.frontier_only_usd,
+            tuple(escalations),
+            finished.flags,
+        )
+
+    @property
+    def content(self) -> str:
+        """The assistant message: the answer, or what stopped the run."""
+        if self.status == "ok":
+            return self.answer
+        reason = {"over_budget": "the budget ran out", "failed": "a step failed"}.get(
+            self.status, f"status {self.status}"
+        )
+        detail = f": {self.error}" if self.error else ""
+        return f"The request could not be completed ({reason}){detail}. Run {self.run_id}."
+
+    def usage(self) -> dict[str, int]:
+        """OpenAI `usage`, summed over the run's model calls."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def extras(self) -> dict[str, Any]:
+        """The `brickwork` object added to responses."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "cost_usd": self.cost_usd,
+            "frontier_only_usd": self.frontier_only_usd,
+            "escalations": list(self.escalations),
+            "flags": list(self.flags),
+        }
+
+
+def completion_body(outcome: RunOutcome, model: str, created: int) -> dict[str, Any]:
+    """An OpenAI `chat.completion` for a finished run."""
+    return {
+        "id": f"chatcmpl-{outcome.run_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.content},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": outcome.usage(),
+        "brickwork": outcome.extras(),
+    }
+
+
+def chunk(
+    chunk_id: str,
+    model: str,
+    created: int,
+    *,
+    delta: Mapping[str, Any] | None = None,
+    finish_reason: str | None = None,
+    choices: Iterable[int] = (0,),
+    **extra: Any,
+) -> str:
+    """One SSE `data:` line holding an OpenAI `chat.completion.chunk`."""
+    body = {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": i, "delta": dict(delta or {}), "logprobs": None, "finish_reason": finish_reason}
+            for i in choices
+        ],
+        **extra,
+    }
+    return f"data: {json.dumps(body)}\n\n"

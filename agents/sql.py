@@ -64,6 +64,8 @@ _ANSWER = (
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*(.*?)\s*```$", re.DOTALL)
 _SCHEMA_QUESTION = re.compile(r"^\s*Schema:\s*\n(.*?)\n\s*Question:\s*(.*)$", re.DOTALL)
 _LOOKS_LIKE_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+# sqlglot underlines the bad token of a parse error with terminal codes; a model copies them.
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -266,11 +268,11 @@ class SQLAgent:
                 timeout_s=self.timeout_s,
             )
         except UnsafeSQLError as exc:
-            return None, [str(exc)], "unsafe_sql"
+            return None, [_plain(exc)], "unsafe_sql"
         except SQLTimeoutError as exc:
-            return None, [str(exc)], "sql_timeout"
+            return None, [_plain(exc)], "sql_timeout"
         except SQLError as exc:  # SQLExecutionError: the database's own message
-            return None, [str(exc)], "sql_error"
+            return None, [_plain(exc)], "sql_error"
         answer = SQLAnswer(checked.sql, result.columns, result.rows, result.truncated)
         return answer, [], "invalid_output"
 
@@ -310,6 +312,10 @@ def split_schema_question(text: str) -> tuple[str | None, str]:
     if match is None:
         return None, text
     return match.group(1).strip(), match.group(2).strip()
+
+
+def _plain(error: Exception) -> str:
+    return _TERMINAL_CODES.sub("", str(error))
 
 
 def _clean(sql: str) -> str:

@@ -85,6 +85,7 @@ class Outcome:
     signals: list[str] = field(default_factory=list)
     error: str | None = None
     index: int = -1
+    predicted: str | None = None  # the value, or the last raw output when none validated
     gold_empty: bool | None = None  # text-to-SQL: the gold query returned no (non-null) value
 
 
@@ -110,6 +111,21 @@ def _without(skill: Skill, index: int) -> Skill:
     return dataclasses.replace(skill, examples=kept)
 
 
+def _predicted(result: AgentResult[Any]) -> str | None:
+    value = result.value
+    if value is None:
+        outputs = [a.output for a in result.attempts if a.output is not None]
+        return outputs[-1][:300] if outputs else None
+    for attribute in ("label", "sql"):
+        if hasattr(value, attribute):
+            return str(getattr(value, attribute))
+    if hasattr(value, "to_json"):
+        return str(value.to_json())
+    if hasattr(value, "model_dump_json"):
+        return str(value.model_dump_json())
+    return json.dumps(value, default=str)[:300]
+
+
 def _outcome(result: AgentResult[Any], correct: bool, started: float) -> Outcome:
     failed = [s for s in result.signals if s.kind in _ENDPOINT_FAILURES]
     return Outcome(
@@ -120,6 +136,7 @@ def _outcome(result: AgentResult[Any], correct: bool, started: float) -> Outcome
         method=result.method,
         signals=[s.kind for s in result.signals],
         error=f"{failed[0].kind}: {failed[0].detail}"[:300] if failed else None,
+        predicted=_predicted(result),
     )
 
 
@@ -310,24 +327,24 @@ async def run_jobs(jobs: list[Job], concurrency: int, console: Console) -> None:
             name: progress.add_task(name, total=sum(len(j.rows) for j in group))
             for name, group in by_set.items()
         }
-        for name, group in by_set.items():
 
-            async def one(job: Job, index: int, task: Any = tasks[name]) -> None:
-                async with gate:
-                    started = time.perf_counter()
-                    try:
-                        outcome = await job.runner(job.skill, index, job.mode)
-                    except Exception as exc:  # counted as wrong, never dropped
-                        outcome = Outcome(
-                            correct=False,
-                            latency_s=time.perf_counter() - started,
-                            error=f"{type(exc).__name__}: {exc}"[:300],
-                        )
-                outcome.index = index
-                job.outcomes.append(outcome)
-                progress.advance(task)
+        async def one(job: Job, index: int) -> None:
+            async with gate:
+                started = time.perf_counter()
+                try:
+                    outcome = await job.runner(job.skill, index, job.mode)
+                except Exception as exc:  # counted as wrong, never dropped
+                    outcome = Outcome(
+                        correct=False,
+                        latency_s=time.perf_counter() - started,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+            outcome.index = index
+            job.outcomes.append(outcome)
+            progress.advance(tasks[job.set])
 
-            await asyncio.gather(*(one(job, i) for job in group for i in job.rows))
+        # One queue for every set: a slow row of one set never leaves the slots idle.
+        await asyncio.gather(*(one(job, i) for job in jobs for i in job.rows))
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -418,6 +435,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="agent runs in flight")
     args = parser.parse_args()
     console = Console()
+    if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
+        console = Console(width=132)
     report = asyncio.run(run(args, console))
     console.print(table(report["summary"]))
     console.print(

@@ -1,16 +1,21 @@
-"""Wire shapes of the OpenAI-compatible HTTP front: request bodies, responses, chunks, errors.
+"""The wire layer of the OpenAI-compatible HTTP front: bodies, responses, chunks, errors, auth.
 
-Pure data and pure functions; `brickwork.api` owns the routes and the server.
+`brickwork.api` owns the routes and the server; this module owns what goes over the wire.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 
 from brickwork.escalation import Mode
 from brickwork.events import Event, RunStatus
@@ -20,10 +25,13 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "RunOutcome",
+    "add_error_handlers",
+    "authorizer",
     "chunk",
     "completion_body",
     "error_body",
     "parse_request",
+    "read_body",
     "request_text",
 ]
 
@@ -63,6 +71,56 @@ def error_body(
 ) -> dict[str, Any]:
     """`{"error": {"message", "type", "param", "code"}}`, the shape OpenAI clients parse."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def add_error_handlers(api: FastAPI) -> None:
+    """Answer `ApiError`, unknown routes and query-parameter errors in OpenAI's error shape."""
+
+    async def api_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        body = error_body(str(exc.detail), "invalid_request_error", code=f"http_{exc.status_code}")
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        param = str(first["loc"][-1])
+        message = f"invalid {param!r}: {first['msg']}; got {first.get('input')!r}"
+        body = error_body(message, "invalid_request_error", param, "invalid_value")
+        return JSONResponse(body, status_code=400)
+
+    api.add_exception_handler(ApiError, api_error)
+    api.add_exception_handler(HTTPException, http_error)
+    api.add_exception_handler(RequestValidationError, validation_error)
+
+
+def authorizer(api_key: str | None) -> Callable[[Request], None]:
+    """A route dependency that checks `Authorization: Bearer <api_key>` (none: open)."""
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(
+                401,
+                "missing API key; send 'Authorization: Bearer <key>'",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise ApiError(
+                401,
+                "wrong API key; use the key this server was started with",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+
+    return authorize
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -119,6 +177,29 @@ class ChatCompletionRequest(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise _too_large(size, limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"the request body is {size} bytes or more; the limit is {limit}. Send less",
+        code="body_too_large",
+    )
+
+
 def parse_request(raw: bytes) -> ChatCompletionRequest:
     """Decode, parse and validate a request body.
 
@@ -143,9 +224,7 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
             code="invalid_json",
         ) from None
     if not isinstance(data, dict):
-        raise ApiError(
-            400, f"the request body must be a JSON object, got {type(data).__name__}"
-        )
+        raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -164,9 +243,7 @@ def request_text(request: ChatCompletionRequest, max_chars: int) -> str:
         ApiError: 400 when there are no messages or the text is empty, 413 when it is too long.
     """
     if not request.messages:
-        raise ApiError(
-            400, "'messages' is empty; send at least one user message", param="messages"
-        )
+        raise ApiError(400, "'messages' is empty; send at least one user message", param="messages")
     users = [m for m in request.messages if m.role == "user"]
     if not users:
         raise ApiError(
@@ -303,7 +380,12 @@ def chunk(
         "created": created,
         "model": model,
         "choices": [
-            {"index": i, "delta": dict(delta or {}), "logprobs": None, "finish_reason": finish_reason}
+            {
+                "index": i,
+                "delta": dict(delta or {}),
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
             for i in choices
         ],
         **extra,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from brickwork.app import RunResult
@@ -50,7 +51,7 @@ def print_trace(result: RunResult, console: Console) -> None:
             if decision is not None and decision.reason:
                 outcome += f" ({decision.reason})"
         else:
-            outcome = f"[yellow]{event.error or 'failed'}[/]"
+            outcome = f"[yellow]{escape(event.error or 'failed')}[/]"
         tokens = sum(c.prompt_tokens + c.completion_tokens for c in node_calls)
         cost = sum(c.cost_usd for c in node_calls)
         table.add_row(
@@ -62,7 +63,9 @@ def print_trace(result: RunResult, console: Console) -> None:
             _money(cost),
         )
     console.print(table)
-    console.print(f"[bold]answer:[/] {result.answer or result.error or '(none)'}", highlight=False)
+    console.print(
+        f"[bold]answer:[/] {escape(result.answer or result.error or '(none)')}", highlight=False
+    )
     cost = result.cost
     console.print(
         f"cost {_money(cost.cost_usd)}; frontier-only {_money(cost.frontier_only_usd)}; "
@@ -86,8 +89,8 @@ def print_batch(results: Sequence[RunResult], console: Console) -> None:
         escalations = ", ".join(f"{e['node']}:{e['reason']}" for e in r.escalations) or "-"
         text = next((e.text for e in r.events if e.kind == "run_started"), "")
         table.add_row(
-            text,
-            (r.answer or r.error or "")[:160],
+            escape(text),
+            escape((r.answer or r.error or "")[:160]),
             r.status,
             escalations,
             f"{r.latency_s:.1f} s",

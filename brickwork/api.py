@@ -29,9 +29,12 @@ thread and can build the apps inside that thread's loop (`apps_factory`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,37 +42,38 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
+from brickwork.errors import ConfigError, MissingDependencyError
+
+try:
+    import uvicorn
+    from fastapi import APIRouter, Depends, FastAPI, Query, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependencyError(exc.name or "fastapi", "api", "the HTTP front") from exc
+
 import brickwork.app as _app_module
 from brickwork._api_models import (
     ApiError,
     ChatCompletionRequest,
     RunOutcome,
+    add_error_handlers,
+    authorizer,
     chunk,
     completion_body,
-    error_body,
     parse_request,
+    read_body,
     request_text,
 )
 from brickwork.app import App
-from brickwork.errors import ConfigError, MissingDependencyError
 from brickwork.events import Event
 from brickwork.store import RunStore, RunSummary
-
-try:
-    import uvicorn
-    from fastapi import APIRouter, Depends, FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
-    from starlette.exceptions import HTTPException
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise MissingDependencyError(exc.name or "fastapi", "api", "the HTTP front") from exc
 
 __all__ = ["ApiServer", "create_api", "serve_api"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between SSE keep-alive comments while a streamed run has nothing to say.
-KEEPALIVE_S = 10.0
+_KEEPALIVE_S = 10.0
 _NO_RETRY = {"x-should-retry": "false"}
 
 
@@ -79,7 +83,6 @@ class _Front:
 
     apps: dict[str, App]
     stores: list[RunStore]
-    api_key: str | None
     max_body_bytes: int
     timeout_s: float
     created: int = field(default_factory=lambda: int(time.time()))
@@ -124,7 +127,7 @@ def create_api(
     for candidate in apps.values():
         if candidate.store is not None and all(candidate.store is not s for s in stores):
             stores.append(candidate.store)
-    front = _Front(dict(apps), stores, api_key, max_body_bytes, timeout_s)
+    front = _Front(dict(apps), stores, max_body_bytes, timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -137,10 +140,13 @@ def create_api(
             if close_apps:
                 await _close_apps(front.apps.values())
 
-    api = FastAPI(title="brickwork", summary="OpenAI-compatible front over brickwork graphs",
-                  lifespan=lifespan)
-    _add_error_handlers(api)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_authorizer(api_key))])
+    api = FastAPI(
+        title="brickwork",
+        summary="OpenAI-compatible front over brickwork graphs",
+        lifespan=lifespan,
+    )
+    add_error_handlers(api)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(authorizer(api_key))])
     _add_routes(router, front)
     api.include_router(router)
 
@@ -168,8 +174,14 @@ def serve_api(
     """
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %r without an API key: anyone who can reach it can spend", host)
-    api = create_api(apps, store=store, api_key=api_key, max_body_bytes=max_body_bytes,
-                     timeout_s=timeout_s, close_apps=True)
+    api = create_api(
+        apps,
+        store=store,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        timeout_s=timeout_s,
+        close_apps=True,
+    )
     uvicorn.run(api, host=host, port=port, log_level=log_level)
 
 
@@ -179,7 +191,7 @@ def serve_api(
 def _add_routes(router: APIRouter, front: _Front) -> None:
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Response:
-        body = parse_request(await _read_body(request, front.max_body_bytes))
+        body = parse_request(await read_body(request, front.max_body_bytes))
         app = front.app(body.model)
         text = request_text(body, _app_module.MAX_TEXT_CHARS)
         options = _run_options(app, body, front.timeout_s)
@@ -192,7 +204,7 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
             )
         events = await _run(app, text, options, None)
         outcome = RunOutcome.from_events(events)
-        failure = _status_error(outcome)
+        failure = await _status_error(front, outcome)
         if failure is not None:
             raise failure
         return JSONResponse(completion_body(outcome, body.model, created))
@@ -223,8 +235,9 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
             if found is not None:
                 summary, events = found
                 return {**_summary(summary), "object": "run", "events": events}
-        raise ApiError(404, f"no run {run_id!r} in the run store", param="run_id",
-                       code="run_not_found")
+        raise ApiError(
+            404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found"
+        )
 
 
 def _model(front: _Front, name: str) -> dict[str, Any]:
@@ -243,8 +256,11 @@ def _summary(summary: RunSummary) -> dict[str, Any]:
 
 def _stores(front: _Front) -> list[RunStore]:
     if not front.stores:
-        raise ApiError(501, "this server keeps no run store; start it with a RunStore to read "
-                       "runs", code="no_run_store")
+        raise ApiError(
+            501,
+            "this server keeps no run store; start it with a RunStore to read runs",
+            code="no_run_store",
+        )
     return front.stores
 
 
@@ -273,23 +289,47 @@ async def _run(
                 sink.put_nowait(event)
     except Exception as exc:  # the run never finished: a server-side failure
         log.exception("run %s could not run", options["run_id"])
-        raise ApiError(500, f"the run could not run: {type(exc).__name__}: {exc}",
-                       type="server_error", code="run_error", headers=_NO_RETRY) from exc  # fmt: skip
+        raise ApiError(
+            500,
+            f"the run could not run: {type(exc).__name__}: {exc}",
+            type="server_error",
+            code="run_error",
+            headers=_NO_RETRY,
+        ) from exc
     finally:
         if sink is not None:
             sink.put_nowait(None)
     return events
 
 
-def _status_error(outcome: RunOutcome) -> ApiError | None:
+async def _status_error(front: _Front, outcome: RunOutcome) -> ApiError | None:
+    """The error a `timeout` or `error` run answers with (None for the other statuses)."""
     extra = {"brickwork": outcome.extras()}
     if outcome.status == "timeout":
-        return ApiError(504, f"run {outcome.run_id} timed out: {outcome.error or 'no answer'}",
-                        type="server_error", code="run_timeout", headers=_NO_RETRY, extra=extra)
+        return ApiError(
+            504,
+            f"run {outcome.run_id} did not finish within its {front.timeout_s:g} s limit; "
+            "try again later or ask for less",
+            type="server_error",
+            code="run_timeout",
+            headers=_NO_RETRY,
+            extra=extra,
+        )
     if outcome.status == "error":
-        return ApiError(500, f"run {outcome.run_id} failed inside: {outcome.error or 'see the '
-                        'run store'}", type="server_error", code="run_error", headers=_NO_RETRY,
-                        extra=extra)
+        detail = outcome.error
+        for store in front.stores:  # the run's exception is kept in the store only
+            found = await asyncio.to_thread(store.run, outcome.run_id)
+            if found is not None and found[0].error:
+                detail = found[0].error
+                break
+        return ApiError(
+            500,
+            f"run {outcome.run_id} failed inside the server: {detail or 'no detail recorded'}",
+            type="server_error",
+            code="run_error",
+            headers=_NO_RETRY,
+            extra=extra,
+        )
     return None
 
 
@@ -312,7 +352,7 @@ async def _stream(
     try:
         while True:
             getter = getter or asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter}, timeout=KEEPALIVE_S)
+            done, _ = await asyncio.wait({getter}, timeout=_KEEPALIVE_S)
             if not done:
                 yield ": keep-alive\n\n"
                 continue
@@ -326,13 +366,12 @@ async def _stream(
         except ApiError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
             return
-        failure = _status_error(outcome)
+        failure = await _status_error(front, outcome)
         if failure is not None:
             yield f"data: {json.dumps(failure.body())}\n\n"
             return
         yield chunk(chunk_id, body.model, created, delta={"content": outcome.content})
-        yield chunk(chunk_id, body.model, created, finish_reason="stop",
-                    brickwork=outcome.extras())
+        yield chunk(chunk_id, body.model, created, finish_reason="stop", brickwork=outcome.extras())
         if body.stream_options is not None and body.stream_options.include_usage:
             yield chunk(chunk_id, body.model, created, choices=(), usage=outcome.usage())
         yield "data: [DONE]\n\n"
@@ -347,10 +386,8 @@ async def _stream(
 async def _close_apps(apps: Any) -> None:
     pools: dict[int, Any] = {}
     for app in apps:
-        try:
+        with contextlib.suppress(ConfigError):  # an app that never started has no pool
             pools[id(app.pool)] = app.pool
-        except ConfigError:  # never started, no pool
-            pass
         try:
             await app.aclose()
         except Exception:
@@ -360,3 +397,123 @@ async def _close_apps(apps: Any) -> None:
             await pool.aclose()
         except Exception:
             log.exception("could not close a model pool")
+
+
+class ApiServer:
+    """Runs the API with uvicorn on a background thread, for tests and embedding.
+
+        with ApiServer(apps_factory=lambda: {"smart_home": App.from_graph(...)}) as server:
+            openai.OpenAI(base_url=server.base_url, api_key="-")
+
+    Give `apps` already made (they must not have run on another event loop), or
+    `apps_factory`, called inside the server's own loop; apps it makes are closed (with their
+    pools) when the server stops. `port=0` picks a free port.
+    """
+
+    def __init__(
+        self,
+        apps: Mapping[str, App] | None = None,
+        *,
+        apps_factory: Callable[[], Mapping[str, App]] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        store: RunStore | None = None,
+        api_key: str | None = None,
+        max_body_bytes: int = 1_000_000,
+        timeout_s: float = 300,
+        startup_timeout_s: float = 60,
+    ) -> None:
+        if (apps is None) == (apps_factory is None):
+            raise ConfigError("give ApiServer either apps or apps_factory (exactly one)")
+        self._apps = apps
+        self._factory = apps_factory
+        self.host = host
+        self.port = port
+        self._options: dict[str, Any] = {
+            "store": store,
+            "api_key": api_key,
+            "max_body_bytes": max_body_bytes,
+            "timeout_s": timeout_s,
+        }
+        self._startup_timeout_s = startup_timeout_s
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """`http://host:port` (the port is known once started)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI `base_url`: `url` + `/v1`."""
+        return f"{self.url}/v1"
+
+    def __enter__(self) -> ApiServer:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((self.host, self.port))
+        self.port = self._socket.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, name="brickwork-api", daemon=True)
+        self._thread.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        from brickwork.errors import ServerStartError
+
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            assert self._thread is not None
+            if not self._thread.is_alive():
+                raise ServerStartError(
+                    f"the API server on {self.url} stopped during start-up: {self._error!r}"
+                ) from self._error
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise ServerStartError(
+            f"the API server on {self.url} did not answer /health within "
+            f"{self._startup_timeout_s:g} s"
+        )
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self._error = exc
+            log.exception("the API server on %s failed", self.url)
+
+    async def _serve(self) -> None:
+        apps = self._apps
+        if apps is None:
+            assert self._factory is not None
+            apps = self._factory()
+        api = create_api(apps, close_apps=self._apps is None, **self._options)
+        config = uvicorn.Config(api, log_level="warning", timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        assert self._socket is not None
+        await self._server.serve(sockets=[self._socket])

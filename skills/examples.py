@@ -23,6 +23,7 @@ from brickwork.skills.skill import (
     SQLContract,
     ToolContract,
 )
+from brickwork.tools.bank import SimulatedBank
 from brickwork.tools.smart_home import SmartHomeHub
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "TransferRequest",
     "analytics_skill",
     "banking_intent_skill",
+    "banking_support_skill",
     "banking_transfer_extraction_skill",
     "smart_home_intent_skill",
     "smart_home_skill",
@@ -161,4 +163,22 @@ def smart_home_intent_skill() -> Skill:
         ),
         contract=LabelSet(SMART_HOME_INTENTS),
         examples=_examples("smart_home_intents.jsonl"),
+    )
+
+
+def banking_support_skill(bank: SimulatedBank | None = None) -> Skill:
+    """Act on a banking support request with one call of the bank's tools.
+
+    Args:
+        bank: The bank to act on; a new `SimulatedBank` by default.
+    """
+    bank = bank or SimulatedBank()
+    return Skill(
+        name="banking_support",
+        instructions=(
+            "You are a bank's support assistant. Answer the customer's message with exactly "
+            "one call of the available tools, using only details the customer gave."
+        ),
+        contract=ToolContract(bank.registry()),
+        examples=_examples("banking_support_calls.jsonl"),
     )

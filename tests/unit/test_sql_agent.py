@@ -239,6 +239,16 @@ async def test_database_error_message_reaches_the_repair_turn(shop: Database) ->
     assert "sqlite rejected the query: no such function: no_such_function" in message.lower()
 
 
+async def test_parse_errors_reach_the_model_without_terminal_codes(shop: Database) -> None:
+    bad = sql_answer("SELECT COUNT(*) FROM orders GROUP BY status GROUP BY id")
+    result, model = await run(SQLAgent(analytics_skill(), database=shop), [bad, GOOD])
+    assert result.ok
+    message = last_user(model.requests[1])
+    assert "Found multiple 'GROUP BY' clauses" in message
+    assert "\x1b" not in message
+    assert "GROUP BY status GROUP BY id" in message  # the underlined token, as plain text
+
+
 async def test_two_failures_give_a_signal_with_the_error_and_no_value(shop: Database) -> None:
     agent = SQLAgent(analytics_skill(), database=shop)
     result, model = await run(

@@ -1,0 +1,92 @@
+"""support: banking support: route the message, extract transfer details, act with one tool call.
+
+    intent --(transfer_not_arrived)--> extract --> act --> END
+       |
+       +--(any other intent)--> act --> END
+
+`intent` is an embedding kNN over the skill's examples, with the small model consulted only
+when the vote is unsure; `extract` pulls a `TransferRequest` out of the message; `act` calls one
+of the simulated bank's tools. Each node escalates on its own when its checks fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brickwork.agents.embeddings import EmbeddingKNN
+from brickwork.agents.extract import ExtractAgent
+from brickwork.agents.intent import IntentAgent
+from brickwork.agents.toolcall import ToolCallAgent
+from brickwork.graphs.builder import END, GraphState, LazyAgent, Specialist, build_graph
+from brickwork.graphs.builder import to_jsonable as _json
+from brickwork.skills.examples import (
+    banking_intent_skill,
+    banking_support_skill,
+    banking_transfer_extraction_skill,
+)
+from brickwork.tools.bank import SimulatedBank
+
+NAME = "support"
+DESCRIPTION = "Banking support: intent routing, transfer extraction, one bank tool call."
+
+
+def read_text(state: GraphState) -> str:
+    """The customer's message."""
+    return state.get("text", "")
+
+
+def after_intent(output: Any) -> str:
+    """Transfers that did not arrive need their details first."""
+    return "extract" if output["label"] == "transfer_not_arrived" else "act"
+
+
+def read_for_action(state: GraphState) -> str:
+    """The message, plus the extracted transfer details when there are some."""
+    details = state.get("outputs", {}).get("extract")
+    text = state.get("text", "")
+    if not details:
+        return text
+    fields = ", ".join(f"{k}={v}" for k, v in details.items() if v is not None)
+    return f"{text}\n(Transfer details: {fields})"
+
+
+def write_action(result: Any) -> dict[str, Any]:
+    """The call and the bank's answer."""
+    tool_result = result.extra.get("tool_result")
+    return {
+        "call": _json(result.value),
+        "result": _json(tool_result.value) if tool_result and tool_result.ok else None,
+    }
+
+
+def answer(state: GraphState) -> str:
+    """What the bank did, in one line."""
+    outputs = state.get("outputs", {})
+    act = outputs.get("act") or {}
+    call = act.get("call") or {}
+    label = (outputs.get("intent") or {}).get("label", "?")
+    params = ", ".join(f"{k}={v!r}" for k, v in (call.get("parameters") or {}).items())
+    return f"[{label}] {call.get('name', '?')}({params}) -> {act.get('result')}"
+
+
+def build(*, checkpointer: Any = None, bank: SimulatedBank | None = None) -> Any:
+    """Compile the graph; `bank` is the bank its tool calls act on."""
+    intent_skill = banking_intent_skill()
+    intent = LazyAgent(
+        lambda: IntentAgent(intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples))
+    )
+    extract = ExtractAgent(banking_transfer_extraction_skill())
+    act = ToolCallAgent(banking_support_skill(bank or SimulatedBank()), grounded=True)
+    return build_graph(
+        [
+            Specialist(
+                "intent", intent, read_text, next=after_intent, destinations=("extract", "act")
+            ),
+            Specialist("extract", extract, read_text, next="act"),
+            Specialist("act", act, read_for_action, next=END, write=write_action),
+        ],
+        checkpointer=checkpointer,
+    )
+
+
+graph = build()

@@ -1,0 +1,601 @@
+"""The OpenAI-compatible HTTP front over a tiny graph on fake models: shapes, errors, streaming.
+
+The graph is one tool-call node on the simulated hub behind a gate node that can stall
+("slow") or raise ("crash"); the models are `FunctionModel`s, so every run is the real App,
+graph, agent, ledger and store, and only the model answers are scripted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import types
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from langgraph.types import Command
+
+import brickwork.app
+from brickwork.agents.toolcall import ToolCallAgent
+from brickwork.api import ApiServer, create_api
+from brickwork.app import App
+from brickwork.errors import ConfigError, ServerStartError
+from brickwork.graphs import GraphModule
+from brickwork.graphs.builder import END, Specialist, build_graph
+from brickwork.graphs.smart_home import answer, read_request, write_call
+from brickwork.skills.examples import smart_home_skill
+from brickwork.store import RunStore
+from brickwork.testing import FunctionModel, ModelStep
+from brickwork.tools.smart_home import SmartHomeHub
+
+KITCHEN_ON = '{"name": "toggle_lights", "parameters": {"room": "kitchen", "state": "on"}}'
+KITCHEN_ANSWER = (
+    "toggle_lights(room='kitchen', state='on') -> "
+    '{"lights": {"kitchen": {"on": true, "brightness": 100}}}'
+)
+REJECTED = "Your previous answer was rejected"
+
+
+def tiny_graph() -> GraphModule:
+    """gate -> toolcall -> END; the gate stalls on 'slow' and raises on 'crash'."""
+    module = types.ModuleType("tiny_home")
+    module.DESCRIPTION = "Tiny test graph: one tool call on a simulated hub."  # type: ignore[attr-defined]
+
+    async def gate(state: dict[str, Any], runtime: Any) -> Command[Any]:
+        if "slow" in state["text"]:
+            await asyncio.Event().wait()  # never set: only the run's timeout ends this
+        if "crash" in state["text"]:
+            raise RuntimeError("the gate broke")
+        return Command(goto="toolcall")
+
+    def build(*, checkpointer: Any = None) -> Any:
+        agent = ToolCallAgent(smart_home_skill(SmartHomeHub()))
+        return build_graph(
+            [Specialist("toolcall", agent, read_request, next=END, write=write_call)],
+            entry="gate",
+            plain_nodes={"gate": (gate, ("toolcall",))},
+            checkpointer=checkpointer,
+        )
+
+    module.build = build  # type: ignore[attr-defined]
+    module.answer = answer  # type: ignore[attr-defined]
+    return GraphModule("tiny_home", module)
+
+
+def model_answer(body: dict[str, Any]) -> ModelStep:
+    """A valid call (11+3 tokens), except: 'gibberish' is never valid, 'fix it' needs a repair."""
+    sent = json.dumps(body["messages"])
+    last = body["messages"][-1]["content"]
+    if "gibberish" in sent or ("fix it" in sent and REJECTED not in last):
+        return ModelStep("not json", prompt_tokens=7, completion_tokens=2)
+    return ModelStep(KITCHEN_ON, prompt_tokens=11, completion_tokens=3)
+
+
+def chat(text: str = "kitchen lights on", **extra: Any) -> dict[str, Any]:
+    return {"model": "tiny_home", "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture
+def model() -> FunctionModel:
+    return FunctionModel(model_answer)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs.sqlite")
+
+
+@pytest.fixture
+async def make_client(
+    model: FunctionModel, store: RunStore
+) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+    """Builds an httpx client on the ASGI app: `make_client(**create_api_options)`."""
+    pool = model.pool()
+    clients: list[httpx.AsyncClient] = []
+
+    def make(app: App | None = None, **options: Any) -> httpx.AsyncClient:
+        options.setdefault("timeout_s", 5)
+        app = app or App(tiny_graph(), pool=pool, store=store)
+        api = create_api({"tiny_home": app}, **options)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://api")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+    await pool.aclose()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+    return make_client()
+
+
+def assert_error(
+    response: httpx.Response, status: int, *phrases: str, param: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    for phrase in phrases:
+        assert phrase in error["message"], error["message"]
+    if param is not None:
+        assert error["param"] == param
+    return dict(error)
+
+
+# -- completions ------------------------------------------------------------------------------
+
+
+async def test_completion_has_the_openai_shape_and_brickwork_extras(
+    client: httpx.AsyncClient, store: RunStore
+) -> None:
+    response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    body = response.json()
+    run_id = body["brickwork"]["run_id"]
+    summary, events = store.run(run_id)  # type: ignore[misc]
+    assert isinstance(body.pop("created"), int)
+    assert body == {
+        "id": f"chatcmpl-{run_id}",
+        "object": "chat.completion",
+        "model": "tiny_home",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": KITCHEN_ANSWER},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+        "brickwork": {
+            "run_id": run_id,
+            "status": "ok",
+            "cost_usd": summary.cost_usd,
+            "frontier_only_usd": summary.frontier_only_usd,
+            "escalations": [],
+            "flags": [],
+        },
+    }
+    assert summary.answer == KITCHEN_ANSWER
+    assert summary.frontier_only_usd > 0
+    assert events[0]["kind"] == "run_started" and events[-1]["kind"] == "run_finished"
+
+
+async def test_usage_sums_every_model_call_of_the_run(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/v1/chat/completions", json=chat("fix it: kitchen on"))).json()
+    # the first answer is rejected, the repair turn is valid: 7+11 prompt, 2+3 completion
+    assert body["usage"] == {"prompt_tokens": 18, "completion_tokens": 5, "total_tokens": 23}
+    assert body["brickwork"]["status"] == "ok"
+
+
+async def test_a_failed_run_answers_200_with_the_failure_in_the_content(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/chat/completions", json=chat("gibberish"))
+    assert response.status_code == 200
+    body = response.json()
+    extras = body["brickwork"]
+    assert extras["status"] == "failed"
+    assert extras["escalations"] == [{"node": "toolcall", "reason": "validation_failed"}]
+    assert "toolcall:escalation_failed" in extras["flags"]
+    content = body["choices"][0]["message"]["content"]
+    assert content.startswith("The request could not be completed (a step failed)")
+    assert "failed on the frontier model too" in content and extras["run_id"] in content
+    assert body["choices"][0]["finish_reason"] == "stop"
+    # two small-model calls and two frontier calls, all 7+2
+    assert body["usage"] == {"prompt_tokens": 28, "completion_tokens": 8, "total_tokens": 36}
+
+
+async def test_budget_usd_stops_the_escalation_and_says_so(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", json=chat("gibberish", budget_usd=0))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["brickwork"]["status"] == "over_budget"
+    assert body["brickwork"]["escalations"] == []
+    assert "(the budget ran out)" in body["choices"][0]["message"]["content"]
+    assert "budget_exhausted" in body["choices"][0]["message"]["content"]
+
+
+async def test_mode_and_tenant_reach_the_run(
+    client: httpx.AsyncClient, model: FunctionModel, store: RunStore
+) -> None:
+    response = await client.post("/v1/chat/completions", json=chat(mode="frontier", tenant="acme"))
+    body = response.json()
+    assert body["brickwork"]["status"] == "ok"
+    assert [r["model"] for r in model.requests] == ["fake-frontier"]
+    summary, _ = store.run(body["brickwork"]["run_id"])  # type: ignore[misc]
+    assert (summary.mode, summary.tenant) == ("frontier", "acme")
+
+
+async def test_a_timeout_answers_504_without_retry_and_is_recorded(
+    make_client: Callable[..., httpx.AsyncClient], store: RunStore
+) -> None:
+    client = make_client(timeout_s=0.2)
+    response = await client.post("/v1/chat/completions", json=chat("slow"))
+    error = assert_error(response, 504, "did not finish within its 0.2 s limit")
+    assert error["code"] == "run_timeout" and error["type"] == "server_error"
+    assert response.headers["x-should-retry"] == "false"
+    run_id = response.json()["brickwork"]["run_id"]
+    assert store.run(run_id)[0].status == "timeout"  # type: ignore[index]
+
+
+async def test_an_exception_in_the_run_answers_500_with_its_message(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/chat/completions", json=chat("crash"))
+    error = assert_error(response, 500, "RuntimeError: the gate broke")
+    assert error["code"] == "run_error"
+    assert response.headers["x-should-retry"] == "false"
+    assert response.json()["brickwork"]["status"] == "error"
+
+
+async def test_the_last_user_message_is_the_request(
+    client: httpx.AsyncClient, model: FunctionModel, store: RunStore
+) -> None:
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "lock the front door"},
+        {"role": "assistant", "content": "lock_door(door='front')"},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "kitchen"}, {"type": "text", "text": "lights on"}],
+        },
+    ]
+    body = {"model": "tiny_home", "messages": messages, "temperature": 0.3, "n": 1}
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert model.requests[0]["messages"][-1] == {"role": "user", "content": "kitchen\nlights on"}
+    summary, _ = store.run(response.json()["brickwork"]["run_id"])  # type: ignore[misc]
+    assert summary.text == "kitchen\nlights on"
+
+
+async def test_the_conversation_is_passed_when_the_app_takes_messages(
+    make_client: Callable[..., httpx.AsyncClient], model: FunctionModel
+) -> None:
+    seen: list[Any] = []
+
+    class ConversationApp(App):
+        async def astream(  # type: ignore[override]
+            self, text: str, *, messages: list[dict[str, Any]] | None = None, **options: Any
+        ) -> AsyncIterator[Any]:
+            seen.append(messages)
+            async for event in super().astream(text, **options):
+                yield event
+
+    async with model.pool() as pool:
+        client = make_client(ConversationApp(tiny_graph(), pool=pool))
+        messages = [
+            {"role": "user", "content": "lock the front door"},
+            {"role": "assistant", "content": "done", "name": "bot"},
+            {"role": "user", "content": "kitchen lights on"},
+        ]
+        response = await client.post(
+            "/v1/chat/completions", json={"model": "tiny_home", "messages": messages}
+        )
+    assert response.status_code == 200
+    assert seen == [messages]
+
+
+# -- request errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "phrase", "param"),
+    [
+        (chat(model="nope"), 404, "unknown graph 'nope'; this server serves: tiny_home", "model"),
+        ({"model": "tiny_home", "messages": []}, 400, "'messages' is empty", "messages"),
+        (
+            {"model": "tiny_home", "messages": [{"role": "system", "content": "hi"}]},
+            400,
+            "has no user message",
+            "messages",
+        ),
+        (chat("   "), 400, "the last user message is empty", "messages"),
+        (chat(mode="turbo"), 400, "invalid 'mode': Input should be 'slm', 'hybrid' or", "mode"),
+        (chat(budget_usd=-1), 400, "invalid 'budget_usd'", "budget_usd"),
+        ({"messages": chat()["messages"]}, 400, "invalid 'model': Field required", "model"),
+        (chat(stream="maybe"), 400, "invalid 'stream'", "stream"),
+        (
+            {"model": "tiny_home", "messages": [{"role": "robot", "content": "x"}]},
+            400,
+            "invalid 'messages.0.role'",
+            "messages.0.role",
+        ),
+    ],
+)
+async def test_bad_requests_get_openai_errors(
+    client: httpx.AsyncClient, body: Any, status: int, phrase: str, param: str
+) -> None:
+    response = await client.post("/v1/chat/completions", json=body)
+    assert_error(response, status, phrase, param=param)
+
+
+async def test_text_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    limit = brickwork.app.MAX_TEXT_CHARS
+    response = await client.post("/v1/chat/completions", json=chat("a" * (limit + 1)))
+    error = assert_error(response, 413, f"{limit + 1} characters; the limit is {limit}")
+    assert error["code"] == "text_too_long"
+
+
+async def test_bodies_over_max_body_bytes_are_refused_before_parsing(
+    make_client: Callable[..., httpx.AsyncClient], model: FunctionModel
+) -> None:
+    client = make_client(max_body_bytes=500)
+    big = json.dumps(chat("b" * 600)).encode()
+    response = await client.post("/v1/chat/completions", content=big)
+    assert_error(response, 413, "the limit is 500")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no content-length: counted while read
+        for i in range(0, len(big), 100):
+            yield big[i : i + 100]
+
+    response = await client.post("/v1/chat/completions", content=chunked())
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "the limit is 500")
+    assert model.requests == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "phrase"),
+    [
+        (b'{"model": "tiny_home", "messages": [\xff]}', "not valid UTF-8 (byte 36)"),
+        (b'{"model": "tiny_home",', "not valid JSON: Expecting property name"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+    ],
+)
+async def test_undecodable_bodies_are_400(
+    client: httpx.AsyncClient, raw: bytes, phrase: str
+) -> None:
+    assert_error(await client.post("/v1/chat/completions", content=raw), 400, phrase)
+
+
+async def test_api_key_guards_v1_but_not_health(
+    make_client: Callable[..., httpx.AsyncClient],
+) -> None:
+    client = make_client(api_key="s3cret")
+    missing = await client.post("/v1/chat/completions", json=chat())
+    error = assert_error(missing, 401, "missing API key")
+    assert error["type"] == "authentication_error"
+    wrong = await client.get("/v1/models", headers={"Authorization": "Bearer nope"})
+    assert_error(wrong, 401, "wrong API key")
+    right = await client.post(
+        "/v1/chat/completions", json=chat(), headers={"Authorization": "Bearer s3cret"}
+    )
+    assert right.status_code == 200
+    health = await client.get("/health")
+    assert health.json() == {"status": "ok", "graphs": ["tiny_home"]}
+
+
+async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/nothing"), 404, "Not Found")
+    assert_error(await client.get("/v1/chat/completions"), 405, "Method Not Allowed")
+
+
+def test_create_api_needs_apps() -> None:
+    with pytest.raises(ConfigError, match="no graphs to serve"):
+        create_api({})
+
+
+# -- models and runs --------------------------------------------------------------------------
+
+
+async def test_models_lists_the_graphs(client: httpx.AsyncClient) -> None:
+    listing = (await client.get("/v1/models")).json()
+    assert listing["object"] == "list"
+    [model] = listing["data"]
+    assert isinstance(model.pop("created"), int)
+    assert model == {
+        "id": "tiny_home",
+        "object": "model",
+        "owned_by": "brickwork",
+        "description": "Tiny test graph: one tool call on a simulated hub.",
+    }
+    assert (await client.get("/v1/models/tiny_home")).json()["id"] == "tiny_home"
+    assert_error(await client.get("/v1/models/other"), 404, "unknown graph 'other'")
+
+
+async def test_runs_are_read_from_the_store(client: httpx.AsyncClient) -> None:
+    first = (await client.post("/v1/chat/completions", json=chat())).json()
+    second = (await client.post("/v1/chat/completions", json=chat("gibberish"))).json()
+    run = (await client.get(f"/v1/runs/{first['brickwork']['run_id']}")).json()
+    assert run["object"] == "run" and run["status"] == "ok" and run["answer"] == KITCHEN_ANSWER
+    kinds = [e["kind"] for e in run["events"]]
+    assert kinds == [
+        "run_started",
+        "node_started",
+        "model_call",
+        "escalation",
+        "node_finished",
+        "run_finished",
+    ]
+    assert run["events"][2]["prompt_tokens"] == 11
+    listing = (await client.get("/v1/runs", params={"limit": 1})).json()
+    assert [r["run_id"] for r in listing["data"]] == [second["brickwork"]["run_id"]]
+    everything = (await client.get("/v1/runs", params={"graph": "tiny_home"})).json()
+    assert len(everything["data"]) == 2 and "events" not in everything["data"][0]
+    assert (await client.get("/v1/runs", params={"graph": "other"})).json()["data"] == []
+    assert_error(await client.get("/v1/runs/feedbeef"), 404, "no run 'feedbeef'")
+    assert_error(await client.get("/v1/runs", params={"limit": 0}), 400, "invalid 'limit'")
+
+
+async def test_runs_without_a_store_are_501(
+    make_client: Callable[..., httpx.AsyncClient], model: FunctionModel
+) -> None:
+    async with model.pool() as pool:
+        client = make_client(App(tiny_graph(), pool=pool))
+        assert_error(await client.get("/v1/runs"), 501, "keeps no run store")
+        # a run still works, and an exception without a store says where to look
+        response = await client.post("/v1/chat/completions", json=chat("crash"))
+        assert_error(response, 500, "failed inside the server: no detail recorded")
+
+
+# -- streaming --------------------------------------------------------------------------------
+
+
+def sse(text: str) -> tuple[list[Any], list[str]]:
+    """The data payloads (JSON, or the literal [DONE]) and the comment lines of an SSE body."""
+    data, comments = [], []
+    for block in text.split("\n\n"):
+        if not block:
+            continue
+        assert "\n" not in block, block
+        if block.startswith(": "):
+            comments.append(block[2:])
+        else:
+            assert block.startswith("data: "), block
+            payload = block.removeprefix("data: ")
+            data.append(payload if payload == "[DONE]" else json.loads(payload))
+    return data, comments
+
+
+async def test_streaming_sends_role_content_finish_usage_and_done(
+    client: httpx.AsyncClient,
+) -> None:
+    body = chat(stream=True, stream_options={"include_usage": True})
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    data, comments = sse(response.text)
+    role, content, finish, usage, done = data
+    assert done == "[DONE]"
+    run_id = finish["brickwork"]["run_id"]
+    for chunk in (role, content, finish, usage):
+        assert chunk["id"] == f"chatcmpl-{run_id}"
+        assert chunk["object"] == "chat.completion.chunk" and chunk["model"] == "tiny_home"
+    assert role["choices"] == [
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
+    assert content["choices"][0]["delta"] == {"content": KITCHEN_ANSWER}
+    assert finish["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    assert finish["brickwork"]["status"] == "ok"
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert comments == ["node_started toolcall", "escalation toolcall", "node_finished toolcall"]
+
+
+async def test_a_streamed_timeout_ends_with_an_error_event(
+    make_client: Callable[..., httpx.AsyncClient],
+) -> None:
+    client = make_client(timeout_s=0.2)
+    response = await client.post("/v1/chat/completions", json=chat("slow", stream=True))
+    data, _ = sse(response.text)
+    role, error = data
+    assert role["choices"][0]["delta"]["role"] == "assistant"
+    assert error["error"]["code"] == "run_timeout"
+    assert error["brickwork"]["status"] == "timeout"
+
+
+async def test_a_streamed_failure_is_content_and_stops(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/chat/completions", json=chat("gibberish", stream=True))
+    data, _ = sse(response.text)
+    assert data[-1] == "[DONE]"
+    assert data[1]["choices"][0]["delta"]["content"].startswith("The request could not be")
+    assert data[2]["brickwork"]["status"] == "failed"
+
+
+# -- the real openai client against ApiServer -------------------------------------------------
+
+
+class ClosingApp(App):
+    """An App that remembers being closed (and on which event loop it ran)."""
+
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await super().aclose()
+
+
+def tiny_apps(
+    model: FunctionModel, store: RunStore, made: list[App] | None = None
+) -> Callable[[], Mapping[str, App]]:
+    def factory() -> Mapping[str, App]:
+        app = ClosingApp(tiny_graph(), pool=model.pool(), store=store)
+        (made if made is not None else []).append(app)
+        return {"tiny_home": app}
+
+    return factory
+
+
+def test_api_server_serves_the_openai_client(model: FunctionModel, store: RunStore) -> None:
+    made: list[App] = []
+    with ApiServer(apps_factory=tiny_apps(model, store, made), api_key="k") as server:
+        assert server.base_url == f"http://127.0.0.1:{server.port}/v1" and server.port > 0
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        reply = client.chat.completions.create(
+            model="tiny_home",
+            messages=[{"role": "user", "content": "kitchen lights on"}],
+            extra_body={"mode": "slm", "tenant": "t1"},
+        )
+        assert reply.choices[0].message.content == KITCHEN_ANSWER
+        assert reply.usage is not None and reply.usage.total_tokens == 14
+        extras = (reply.model_extra or {})["brickwork"]
+        assert reply.id == f"chatcmpl-{extras['run_id']}" and extras["status"] == "ok"
+        assert store.run(extras["run_id"])[0].tenant == "t1"  # type: ignore[index]
+
+        chunks = list(
+            client.chat.completions.create(
+                model="tiny_home",
+                messages=[{"role": "user", "content": "kitchen lights on"}],
+                stream=True,
+            )
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == KITCHEN_ANSWER
+        assert chunks[-1].choices[0].finish_reason == "stop"
+        assert [m.id for m in client.models.list()] == ["tiny_home"]
+
+        with pytest.raises(openai.NotFoundError, match="unknown graph 'x'"):
+            client.chat.completions.create(model="x", messages=[{"role": "user", "content": "a"}])
+        with pytest.raises(openai.BadRequestError, match="invalid 'mode'"):
+            client.chat.completions.create(
+                model="tiny_home",
+                messages=[{"role": "user", "content": "a"}],
+                extra_body={"mode": "fast"},
+            )
+        wrong = openai.OpenAI(base_url=server.base_url, api_key="no", max_retries=0)
+        with pytest.raises(openai.AuthenticationError, match="wrong API key"):
+            wrong.models.list()
+        assert not made[0].closed  # type: ignore[attr-defined]
+    assert made[0].closed  # type: ignore[attr-defined]  # the factory's apps die with the server
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/health")
+
+
+def test_api_server_leaves_apps_it_was_given_open(model: FunctionModel, store: RunStore) -> None:
+    app = tiny_apps(model, store)()["tiny_home"]
+    with ApiServer({"tiny_home": app}) as server:
+        assert httpx.get(f"{server.url}/health").json()["graphs"] == ["tiny_home"]
+    assert not app.closed  # type: ignore[attr-defined]
+
+
+def test_api_server_takes_apps_or_a_factory_and_reports_start_failures(
+    model: FunctionModel, store: RunStore
+) -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        ApiServer()
+    with pytest.raises(ConfigError, match="exactly one"):
+        ApiServer({}, apps_factory=tiny_apps(model, store))
+
+    def broken() -> Mapping[str, App]:
+        raise RuntimeError("no graphs today")
+
+    with pytest.raises(ServerStartError, match="no graphs today"), ApiServer(apps_factory=broken):
+        pass

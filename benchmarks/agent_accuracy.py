@@ -85,6 +85,7 @@ class Outcome:
     signals: list[str] = field(default_factory=list)
     error: str | None = None
     index: int = -1
+    field_share: float | None = None  # extraction: the share of gold fields right
     predicted: str | None = None  # the value, or the last raw output when none validated
     gold_empty: bool | None = None  # text-to-SQL: the gold query returned no (non-null) value
 
@@ -198,7 +199,10 @@ def extract_runner(pool: ModelPool) -> Runner:
         result = await agent.run(example.input, pool=pool)
         value = result.value
         pred = value.model_dump() if hasattr(value, "model_dump") else value
-        return _outcome(result, field_match(pred, example.output) >= 1.0, started)
+        share = field_match(pred, example.output)
+        outcome = _outcome(result, share >= 1.0, started)
+        outcome.field_share = share
+        return outcome
 
     return run
 
@@ -377,6 +381,9 @@ def summarise(job: Job) -> dict[str, Any]:
         "methods": dict(Counter(o.method for o in outs if o.error is None)),
         "signal_kinds": dict(Counter(k for o in outs for k in o.signals)),
         "first_errors": sorted({o.error for o in outs if o.error})[:3],
+        "mean_field_share": (
+            statistics.fmean(o.field_share or 0.0 for o in outs) if job.agent == "extract" else None
+        ),
         "gold_empty": sum(o.gold_empty is True for o in outs) if job.agent == "sql" else None,
     }
 

@@ -303,7 +303,7 @@ class RunOutcome:
             finished.run_id,
             finished.status,
             finished.answer,
-            None if finished.status == "ok" else error,
+            None if finished.status == "ok" else (finished.error or error),
             prompt,
             completion,
             finished.cost_usd,

@@ -53,14 +53,14 @@ def print_trace(result: RunResult, console: Console) -> None:
         else:
             outcome = f"[yellow]{escape(event.error or 'failed')}[/]"
         tokens = sum(c.prompt_tokens + c.completion_tokens for c in node_calls)
-        cost = sum(c.cost_usd for c in node_calls)
+        node_cost = sum(c.cost_usd for c in node_calls)
         table.add_row(
             event.node,
             ", ".join(models),
             outcome,
             f"{event.latency_s * 1000:.0f} ms",
             str(tokens),
-            _money(cost),
+            _money(node_cost),
         )
     console.print(table)
     console.print(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import socket
@@ -194,7 +193,7 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
         body = parse_request(await read_body(request, front.max_body_bytes))
         app = front.app(body.model)
         text = request_text(body, _app_module.MAX_TEXT_CHARS)
-        options = _run_options(app, body, front.timeout_s)
+        options = _run_options(body, front.timeout_s)
         created = int(time.time())
         if body.stream:
             return StreamingResponse(
@@ -204,7 +203,7 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
             )
         events = await _run(app, text, options, None)
         outcome = RunOutcome.from_events(events)
-        failure = await _status_error(front, outcome)
+        failure = _status_error(front, outcome)
         if failure is not None:
             raise failure
         return JSONResponse(completion_body(outcome, body.model, created))
@@ -264,18 +263,17 @@ def _stores(front: _Front) -> list[RunStore]:
     return front.stores
 
 
-def _run_options(app: App, body: ChatCompletionRequest, timeout_s: float) -> dict[str, Any]:
-    options: dict[str, Any] = {
+def _run_options(body: ChatCompletionRequest, timeout_s: float) -> dict[str, Any]:
+    last_user = max(i for i, m in enumerate(body.messages) if m.role == "user")
+    return {
         "mode": body.mode,
         "tenant": body.tenant,
         "budget_usd": body.budget_usd,
         "timeout_s": timeout_s,
         "run_id": uuid.uuid4().hex[:16],
+        # The conversation up to the request (the last user turn), for multi-turn graphs.
+        "messages": [m.to_dict() for m in body.messages[: last_user + 1]],
     }
-    # Multi-turn: pass the conversation when the App accepts one (`astream(..., messages=)`).
-    if "messages" in inspect.signature(app.astream).parameters:
-        options["messages"] = [m.to_dict() for m in body.messages]
-    return options
 
 
 async def _run(
@@ -302,7 +300,7 @@ async def _run(
     return events
 
 
-async def _status_error(front: _Front, outcome: RunOutcome) -> ApiError | None:
+def _status_error(front: _Front, outcome: RunOutcome) -> ApiError | None:
     """The error a `timeout` or `error` run answers with (None for the other statuses)."""
     extra = {"brickwork": outcome.extras()}
     if outcome.status == "timeout":
@@ -316,15 +314,9 @@ async def _status_error(front: _Front, outcome: RunOutcome) -> ApiError | None:
             extra=extra,
         )
     if outcome.status == "error":
-        detail = outcome.error
-        for store in front.stores:  # the run's exception is kept in the store only
-            found = await asyncio.to_thread(store.run, outcome.run_id)
-            if found is not None and found[0].error:
-                detail = found[0].error
-                break
         return ApiError(
             500,
-            f"run {outcome.run_id} failed inside the server: {detail or 'no detail recorded'}",
+            f"run {outcome.run_id} failed inside the server: {outcome.error or 'no detail'}",
             type="server_error",
             code="run_error",
             headers=_NO_RETRY,
@@ -366,7 +358,7 @@ async def _stream(
         except ApiError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
             return
-        failure = await _status_error(front, outcome)
+        failure = _status_error(front, outcome)
         if failure is not None:
             yield f"data: {json.dumps(failure.body())}\n\n"
             return

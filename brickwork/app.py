@@ -245,6 +245,7 @@ class App:
             cost.frontier_only_usd,
             time.perf_counter() - started,
             tuple(ctx.flags),
+            error if status != "ok" else None,
         )
         emit(finished)
         queue.get_nowait()
@@ -336,7 +337,7 @@ class App:
             latency_s=finished.latency_s,
             flags=finished.flags,
             events=tuple(events),
-            error=None if finished.status == "ok" else error,
+            error=None if finished.status == "ok" else (finished.error or error),
         )
 
     def runs(self, *, limit: int = 100) -> list[RunSummary]:

@@ -174,13 +174,30 @@ def _graph(args: argparse.Namespace) -> int:
 
 def _api(args: argparse.Namespace) -> int:
     from brickwork.api import serve_api
+    from brickwork.app import App
+    from brickwork.serving.local import LocalServing
+    from brickwork.serving.pool import ModelPool
+    from brickwork.store import RunStore
 
-    graphs = args.graph or ["smart_home"]
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise ConfigError(f"--api-key-env names ${args.api_key_env}, which is not set")
-    serve_api(graphs, host=args.host, port=args.port, pool_config=args.pool,
-              store_path=args.store, api_key=api_key)  # fmt: skip
+    local = None
+    if args.pool is not None:
+        pool = ModelPool.from_config(args.pool)
+    else:
+        local = LocalServing().start()
+        pool = local.pool()
+    store = RunStore(args.store)
+    try:
+        apps = {}
+        for ref in args.graph or ["smart_home"]:
+            app = App.from_graph(ref, pool=pool, store=store)
+            apps[app.graph.name] = app
+        serve_api(apps, host=args.host, port=args.port, store=store, api_key=api_key)
+    finally:
+        if local is not None:
+            local.stop()
     return 0
 
 

@@ -116,6 +116,7 @@ class RunFinished(_Base):
     frontier_only_usd: float
     latency_s: float
     flags: tuple[str, ...] = ()
+    error: str | None = None
     kind: Literal["run_finished"] = "run_finished"
     at: float = field(default_factory=_now)
 

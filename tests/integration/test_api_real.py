@@ -163,3 +163,25 @@ async def test_concurrent_requests_are_separate_runs(server: ApiServer, store: R
     run_ids = [(r.model_extra or {})["brickwork"]["run_id"] for r in replies]
     assert len(set(run_ids)) == 3
     assert [stored(store, r)[0].text for r in run_ids] == texts
+
+
+def test_the_conversation_reaches_the_model(client: openai.OpenAI, store: RunStore) -> None:
+    reply = client.chat.completions.create(
+        model="smart_home",
+        messages=[
+            {"role": "user", "content": "Lock the front door"},
+            {"role": "assistant", "content": "lock_door(door='front', state='lock') -> done"},
+            {"role": "user", "content": "Now turn off the bedroom lights"},
+        ],
+    )
+    run_id = (reply.model_extra or {})["brickwork"]["run_id"]
+    summary, events = stored(store, run_id)
+    assert summary.text == "Now turn off the bedroom lights"
+    sent = [
+        m["content"]
+        for e in events
+        if e["kind"] == "node_finished" and e["node"] == "toolcall"
+        for attempt in e["attempts"]
+        for m in attempt["messages"]
+    ]
+    assert "Lock the front door" in sent and "Now turn off the bedroom lights" in sent

@@ -1,4 +1,4 @@
-"""SQLAgent on scripted models over a real temporary SQLite shop: prompt, checks, repair, signals."""
+"""SQLAgent on scripted models over a real temporary SQLite shop: prompts, checks, repair."""
 
 from __future__ import annotations
 
@@ -104,7 +104,14 @@ async def test_examples_are_rendered_as_question_and_json_turns(shop: Database) 
     agent = SQLAgent(skill, database=shop, few_shot=2)
     _, model = await run(agent, [GOOD])
     messages = model.requests[0]["messages"]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     first = skill.examples[0]
     assert messages[1]["content"] == f"Question: {first.input}"
     assert json.loads(messages[2]["content"]) == {"sql": str(first.output).rstrip(";")}

@@ -364,7 +364,9 @@ def test_bad_limits_are_refused() -> None:
 def test_ungrounded_arguments_are_named() -> None:
     from brickwork.agents.toolcall import ungrounded_arguments
 
-    assert ungrounded_arguments({"room": "living_room", "state": "on"}, "Living room lights on") == []
+    assert (
+        ungrounded_arguments({"room": "living_room", "state": "on"}, "Living room lights on") == []
+    )
     assert ungrounded_arguments({"temperature": 72}, "heat it to 72 please") == []
     problems = ungrounded_arguments({"scene": "away", "temperature": 80}, "Lock the door at 9")
     assert len(problems) == 2

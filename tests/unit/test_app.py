@@ -1,0 +1,175 @@
+"""App behaviour with the package's fake models: ledger, budgets, escalation, resume, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brickwork.app import App
+from brickwork.errors import ConfigError
+from brickwork.events import ModelCallEvent
+from brickwork.ledger import BudgetBook
+from brickwork.store import RunStore
+from brickwork.testing import FunctionModel, ModelStep
+
+GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
+
+
+def _model(small: str = '{"n": 7}', frontier: str = '{"n": 8}') -> FunctionModel:
+    def answer(body: dict[str, Any]) -> str:
+        return frontier if body["model"] == "fake-frontier" else small
+
+    return FunctionModel(answer)
+
+
+async def test_small_model_answer_is_accepted_and_costed(tmp_path: Path) -> None:
+    model = _model()
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool, store=RunStore(tmp_path / "runs.sqlite"))
+        result = await app.ainvoke("seven")
+        await app.aclose()
+    assert result.ok and result.answer == "n=7" and result.escalations == []
+    calls = [e for e in result.events if isinstance(e, ModelCallEvent)]
+    assert len(calls) == 1 and calls[0].model == "slm"
+    assert result.cost.cost_usd == pytest.approx(sum(c.cost_usd for c in calls))
+    assert result.cost.frontier_only_usd == pytest.approx(sum(c.frontier_cost_usd for c in calls))
+    assert result.cost.saving_usd > 0
+    stored = RunStore(tmp_path / "runs.sqlite").run(result.run_id)
+    assert stored is not None and stored[0].status == "ok" and stored[0].answer == "n=7"
+    assert stored[1][0]["kind"] == "run_started"
+
+
+async def test_invalid_small_output_escalates_exactly_that_node() -> None:
+    model = _model(small='{"n": -1}')
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        result = await app.ainvoke("eight")
+        await app.aclose()
+    assert result.ok and result.answer == "n=8"
+    assert result.escalations == [{"node": "number", "reason": "validation_failed"}]
+    models = [e.model for e in result.events if isinstance(e, ModelCallEvent)]
+    assert models == ["slm", "slm", "frontier"]  # first try, one repair, then the frontier
+    assert "frontier_stand_in" in result.flags
+
+
+async def test_slm_mode_never_escalates_and_frontier_mode_always_does() -> None:
+    model = _model(small='{"n": -1}')
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        slm = await app.ainvoke("x", mode="slm")
+        frontier = await app.ainvoke("x", mode="frontier")
+        await app.aclose()
+    assert slm.status == "failed" and "validation_failed" in (slm.error or "")
+    assert frontier.ok and frontier.escalations == [{"node": "number", "reason": "frontier_mode"}]
+    assert [e.model for e in frontier.events if isinstance(e, ModelCallEvent)] == ["frontier"]
+
+
+async def test_exhausted_budget_blocks_the_escalation_and_flags_the_run() -> None:
+    model = _model(small='{"n": -1}')
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        result = await app.ainvoke("x", budget_usd=0.000001)
+        await app.aclose()
+    assert result.status == "over_budget"
+    assert "number:budget_exhausted" in result.flags
+    assert not any(e.model == "frontier" for e in result.events if isinstance(e, ModelCallEvent))
+
+
+async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
+    model = _model(small='{"n": -1}')
+    async with model.pool() as pool:
+        probe = App.from_graph(GRAPH, pool=pool)
+        await probe.ainvoke("warm up", mode="slm")  # starts the app to read the estimate
+        estimate = probe.ledger.prices.frontier_reference  # type: ignore[union-attr]
+        await probe.aclose()
+        from brickwork._prices import estimate_cost
+        from brickwork.run_context import ESCALATION_OUTPUT_TOKENS, ESCALATION_PROMPT_TOKENS
+
+        one = estimate_cost(estimate, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
+        limit = one * 10.5  # room for at most 10 escalations (small calls cost a little too)
+        budgets = BudgetBook({"acme": limit})
+        app = App.from_graph(GRAPH, pool=pool, budgets=budgets)
+        results = await asyncio.gather(*(app.ainvoke(f"r{i}", tenant="acme") for i in range(50)))
+        await app.aclose()
+    escalated = [r for r in results if r.escalations]
+    refused = [r for r in results if r.status == "over_budget"]
+    assert 1 <= len(escalated) <= 10 and len(escalated) + len(refused) == 50
+    tenant = budgets.tenant("acme")
+    assert tenant is not None and tenant.spent_usd <= limit and tenant.reserved_usd == 0
+    spent = sum(r.cost.cost_usd for r in results)
+    assert spent == pytest.approx(tenant.spent_usd)
+
+
+async def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    from tests.fixtures import two_step_graph
+
+    model = _model()
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=tmp_path / "state.sqlite")
+        module = app.graph.module
+        module.CRASH["armed"] = True
+        crashed = await app.ainvoke("seven")
+        assert crashed.status == "error" and "simulated crash" in (crashed.error or "")
+        calls_before = len(model.requests)
+        resumed = await app.aresume(crashed.run_id)
+        await app.aclose()
+    assert resumed.ok and resumed.answer == "n=7"
+    assert len(model.requests) == calls_before  # the first node was not run again
+    assert two_step_graph is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("", "empty"), ("   ", "empty"), ("x" * 1_000_001, "limit is 20000")],
+)
+async def test_bad_text_is_refused_before_any_model_call(text: str, match: str) -> None:
+    model = _model()
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        with pytest.raises(ConfigError, match=match):
+            await app.ainvoke(text)
+        await app.aclose()
+    assert model.requests == []
+
+
+def test_unknown_graph_and_mode() -> None:
+    with pytest.raises(ConfigError, match="unknown graph 'nope'.*smart_home"):
+        App.from_graph("nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        App.from_graph("/no/such/graph.py")
+
+
+async def test_invalid_mode_is_refused() -> None:
+    model = _model()
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        with pytest.raises(ConfigError, match="mode must be"):
+            await app.ainvoke("x", mode="turbo")
+        await app.aclose()
+
+
+def test_sync_invoke_works_from_plain_code() -> None:
+    model = _model()
+    pool = model.pool()
+    app = App.from_graph(GRAPH, pool=pool)
+    try:
+        first = app.invoke("seven")
+        second = app.invoke("seven again")
+    finally:
+        app.close()
+    assert first.answer == second.answer == "n=7" and first.run_id != second.run_id
+
+
+async def test_model_server_error_becomes_a_clear_failed_run() -> None:
+    model = FunctionModel(lambda body: ModelStep(status=500, text="boom"))
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool)
+        result = await app.ainvoke("x")
+        await app.aclose()
+    assert result.status == "failed"
+    assert "model_error" in (result.error or "") or "escalation_failed" in " ".join(result.flags)
+    json.dumps([e.to_dict() for e in result.events])  # the trace is JSON-able

@@ -59,7 +59,7 @@ def build(*, checkpointer: Any = None, database: Path | None = None) -> Any:
 
     def make_agent() -> SQLAgent:
         path = create_sample_db(database or cache_dir() / "sample" / "shop.sqlite")
-        return SQLAgent(analytics_skill(), database=Database.sqlite(path))
+        return SQLAgent(analytics_skill(), database=Database.sqlite(path), max_tokens=160)
 
     sql = LazyAgent(make_agent)
     return build_graph(

@@ -47,4 +47,7 @@ def test_readme_python_example_runs(
     finally:
         lease.release()
     out = capsys.readouterr().out
-    assert re.match(r"(lights|locks) [0-9.e-]+ \{'room': '.*'\} [0-9.]+ Usage\(", out), out
+    assert re.search(r"^(ok|failed|over_budget) ", out, flags=re.M), out  # the App example
+    assert re.search(
+        r"^(lights|locks) [0-9.e-]+ \{'room': '.*'\} [0-9.]+ Usage\(", out, flags=re.M
+    ), out

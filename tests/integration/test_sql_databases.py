@@ -32,9 +32,10 @@ from brickwork.tools.sql_exec import (
     execute_unchecked,
     execution_match,
 )
+from tests._paths import SHARED_DATA
 
 PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TRAIN = Path("/work/shared/data/text2sql/train.jsonl")
+TRAIN = SHARED_DATA / "text2sql" / "train.jsonl"
 DIALECTS = ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
 SLOW_COUNT = (
     "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000000000) "

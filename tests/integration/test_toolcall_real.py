@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,11 @@ from brickwork.serving.pool import ModelPool
 from brickwork.skills.examples import smart_home_skill
 from brickwork.skills.loaders import load_skill
 from brickwork.tools.smart_home import SmartHomeHub
+from tests._paths import SHARED_DATA
 
 pytestmark = pytest.mark.vllm
 
-SMART_HOME = Path("/work/shared/data/smart_home")
+SMART_HOME = SHARED_DATA / "smart_home"
 COMMANDS = [
     "Turn on the kitchen lights",
     "Switch off the bedroom lights please",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,6 +11,7 @@ from brickwork.agents.toolcall import ToolCall
 from brickwork.errors import SkillError
 from brickwork.tools.registry import ToolRegistry, tool
 from brickwork.tools.smart_home import SmartHomeHub
+from tests._paths import SHARED_DATA
 
 TOOLS = [
     {
@@ -133,7 +133,7 @@ def test_schemas_as_registry_or_mapping() -> None:
 
 
 def test_smart_home_gold_answers_are_equivalent_to_themselves() -> None:
-    path = Path("/work/shared/data/smart_home")
+    path = SHARED_DATA / "smart_home"
     if not (path / "train.jsonl").is_file():
         pytest.skip("shared smart_home data is not available")
     tools = json.loads((path / "job_description.json").read_text())["tools"]

@@ -29,8 +29,9 @@ from brickwork.skills.skill import (
     ToolContract,
 )
 from brickwork.tools.smart_home import SmartHomeHub
+from tests._paths import SHARED_DATA
 
-SHARED = Path("/work/shared/data")
+SHARED = SHARED_DATA
 
 # The shop database the analytics skill runs on (the tables another module generates).
 SHOP_DDL = """

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from brickwork.errors import ToolArgumentsError, ToolExecutionError
 from brickwork.tools.smart_home import BENCHMARK_TOOLS, DeviceError, SmartHomeHub
+from tests._paths import SHARED_DATA
 
-DATA = Path("/work/shared/data/smart_home")
+DATA = SHARED_DATA / "smart_home"
 
 
 @pytest.fixture

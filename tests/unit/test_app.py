@@ -104,12 +104,17 @@ async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
     assert spent == pytest.approx(tenant.spent_usd)
 
 
-async def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize("where", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, where: str) -> None:
     from tests.fixtures import two_step_graph
 
     model = _model()
+    checkpoints = tmp_path / "state.sqlite" if where == "sqlite" else POSTGRES_URL
     async with model.pool() as pool:
-        app = App.from_graph(GRAPH, pool=pool, checkpoints=tmp_path / "state.sqlite")
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=checkpoints)
         module = app.graph.module
         module.CRASH["armed"] = True
         crashed = await app.ainvoke("seven")

@@ -171,6 +171,21 @@ async def test_database_comes_from_the_contract_or_a_url(shop: Database) -> None
     assert result.value.rows == ((CANCELLED,),)
 
 
+async def test_skill_dialect_is_prompted_and_transpiled_to_the_database(shop: Database) -> None:
+    skill = Skill(name="pg", instructions="Answer.", contract=SQLContract(shop, "postgres"))
+    agent = SQLAgent(skill)
+    assert agent.dialect == "postgres"
+    query = "SELECT COUNT(*) AS n FROM customers WHERE name ILIKE 'a%'"
+    result, model = await run(agent, [sql_answer(query)])
+    assert "read-only PostgreSQL query" in model.requests[0]["messages"][0]["content"]
+    assert result.ok
+    assert (
+        result.value.sql == "SELECT COUNT(*) AS n FROM customers WHERE LOWER(name) LIKE LOWER('a%')"
+    )
+    expected = sum(1 for c in SHOP["customers"] if c[1].lower().startswith("a"))
+    assert result.value.rows == ((expected,),)
+
+
 async def test_schema_is_introspected_once(shop: Database) -> None:
     agent = SQLAgent(analytics_skill(), database=shop)
     first = await agent.schema()

@@ -1,0 +1,57 @@
+"""What every top-level screen shares: the nav bar, the footer and a timed reload."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from brickwork.tui.widgets.nav_bar import NavBar
+
+if TYPE_CHECKING:
+    from brickwork.tui.app import BrickworkTUI
+
+__all__ = ["TUIScreen"]
+
+
+class TUIScreen(Screen[None]):
+    """A screen of the operator TUI. Subclasses compose `body()` and implement `reload()`.
+
+    `reload()` runs on mount, whenever the screen comes back into view, and every
+    `BrickworkTUI.refresh_s` seconds while it is on show (screens out of view stay idle).
+    """
+
+    #: The mode this screen is the base of (lit in the nav bar).
+    MODE: ClassVar[str] = ""
+
+    @property
+    def tui(self) -> BrickworkTUI:
+        """The running operator app."""
+        return cast("BrickworkTUI", self.app)
+
+    def compose(self) -> ComposeResult:
+        """Nav bar, the screen's body, footer."""
+        yield NavBar(self.tui.NAV, self.MODE)
+        yield from self.body()
+        yield Footer()
+
+    def body(self) -> ComposeResult:
+        """The screen's own widgets."""
+        yield from ()
+
+    def on_mount(self) -> None:
+        """Keep loading while on show."""
+        self.set_interval(self.tui.refresh_s, self._tick)
+
+    def on_screen_resume(self) -> None:
+        """In view (first time or back again): show fresh data."""
+        self.reload()
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self.reload()
+
+    def reload(self) -> None:
+        """Start loading the screen's data (in a worker when it does I/O)."""

@@ -1,0 +1,131 @@
+"""Dashboard: traffic, cost and cost avoided, and per node latency, failure and escalation rates."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widgets import DataTable
+
+from brickwork.store import NodeStats, RunStore, Totals
+from brickwork.tui._format import money, pct, seconds
+from brickwork.tui.screens._base import TUIScreen
+from brickwork.tui.widgets.filter_bar import ANY, Filter, FilterBar
+from brickwork.tui.widgets.summary_bar import SummaryBar
+
+__all__ = ["DashboardData", "DashboardScreen"]
+
+#: Requests per second are counted over this many recent seconds.
+RATE_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    """One reading of the store for the dashboard."""
+
+    totals: Totals
+    recent: Totals
+    nodes: list[NodeStats]
+    graphs: list[str]
+
+    @property
+    def requests_per_s(self) -> float:
+        """Runs started per second over the last `RATE_WINDOW_S` seconds."""
+        return self.recent.runs / RATE_WINDOW_S
+
+
+def load_dashboard(store: RunStore, graph: str | None) -> DashboardData:
+    """Read everything the dashboard shows (blocking: call it on a thread)."""
+    return DashboardData(
+        totals=store.totals(graph=graph),
+        recent=store.totals(graph=graph, since=time.time() - RATE_WINDOW_S),
+        nodes=store.node_stats(graph=graph),
+        graphs=store.graphs(),
+    )
+
+
+class DashboardScreen(TUIScreen):
+    """Figures over every stored run, refreshed while on show."""
+
+    MODE = "dashboard"
+    BINDINGS = [Binding("g", "cycle_graph", "Graph")]
+
+    data: reactive[DashboardData | None] = reactive(None)
+
+    def body(self) -> ComposeResult:
+        """Graph filter, the figures, the node table."""
+        yield FilterBar([Filter("graph", "graph", tuple(self.tui.apps))], id="dashboard-filters")
+        yield SummaryBar("Reading the run store…", id="dashboard-summary")
+        table: DataTable[str | Text] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Node", "Calls", "p50", "p95", "Inval", "Escal", "Cost", "Avoided")
+        yield table
+
+    @work(exclusive=True, group="dashboard")
+    async def reload(self) -> None:
+        """Read the store on a thread and show the result."""
+        store = self.tui.store
+        if store is None:
+            self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
+            return
+        graph = self.query_one(FilterBar).values["graph"] or None
+        self.data = await asyncio.to_thread(load_dashboard, store, graph)
+
+    def watch_data(self, data: DashboardData | None) -> None:
+        """Show a new reading."""
+        if data is None:
+            return
+        bar = self.query_one(FilterBar)
+        bar.set_choices("graph", sorted({*self.tui.apps, *data.graphs}))
+        totals = data.totals
+        saving = totals.cost_avoided_usd
+        share = saving / totals.frontier_only_usd if totals.frontier_only_usd > 0 else 0.0
+        self.query_one(SummaryBar).show(
+            [
+                ("runs", str(totals.runs)),
+                ("req/s", f"{data.requests_per_s:.2f}"),
+                ("ok", pct(totals.ok / totals.runs) if totals.runs else "-"),
+                ("escalated", pct(totals.escalation_rate)),
+                ("cost", money(totals.cost_usd)),
+                ("avoided", f"{money(saving)} ({pct(share)})"),
+            ],
+            note=f"req/s over the last {RATE_WINDOW_S:.0f} s",
+        )
+        table: DataTable[str | Text] = self.query_one("#nodes", DataTable)
+        row = table.cursor_row
+        table.clear()
+        several = len({n.graph for n in data.nodes}) > 1
+        for node in data.nodes:
+            name = f"{node.graph}/{node.node}" if several else node.node
+            table.add_row(
+                Text(name),
+                str(node.calls),
+                seconds(node.p50_s),
+                seconds(node.p95_s),
+                _rate(node.validation_failure_rate),
+                _rate(node.escalation_rate),
+                money(node.cost_usd),
+                Text(money(node.cost_avoided_usd), style="red" if node.cost_avoided_usd < 0 else ""),
+                key=f"{node.graph}/{node.node}",
+            )
+        if data.nodes:
+            table.move_cursor(row=min(row, len(data.nodes) - 1))
+        else:
+            table.add_row(Text("no runs yet", style="dim"), *[""] * 7)
+
+    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+        """Another graph: read again."""
+        self.reload()
+
+    def action_cycle_graph(self) -> None:
+        """Show the next graph (or all)."""
+        self.query_one(FilterBar).cycle("graph")
+
+
+def _rate(rate: float) -> Text:
+    return Text(pct(rate), style="bold yellow" if rate >= 0.2 else "")

@@ -25,6 +25,8 @@ class TUIScreen(Screen[None]):
 
     #: The mode this screen is the base of (lit in the nav bar).
     MODE: ClassVar[str] = ""
+    #: Reload on a timer while on show.
+    LIVE: ClassVar[bool] = True
 
     @property
     def tui(self) -> BrickworkTUI:
@@ -42,11 +44,16 @@ class TUIScreen(Screen[None]):
         yield from ()
 
     def on_mount(self) -> None:
-        """Keep loading while on show."""
-        self.set_interval(self.tui.refresh_s, self._tick)
+        """Keep loading while on show (Textual calls this and any subclass's `on_mount`)."""
+        if self.LIVE:
+            self.set_interval(self.tui.refresh_s, self._tick)
 
     def on_screen_resume(self) -> None:
-        """In view (first time or back again): show fresh data."""
+        """In view, the first time or back again."""
+        self.resumed()
+
+    def resumed(self) -> None:
+        """Show fresh data when the screen comes into view."""
         self.reload()
 
     def _tick(self) -> None:

@@ -16,7 +16,7 @@ from textual.widgets import DataTable
 from brickwork.store import NodeStats, RunStore, Totals
 from brickwork.tui._format import money, pct, seconds
 from brickwork.tui.screens._base import TUIScreen
-from brickwork.tui.widgets.filter_bar import ANY, Filter, FilterBar
+from brickwork.tui.widgets.filter_bar import Filter, FilterBar
 from brickwork.tui.widgets.summary_bar import SummaryBar
 
 __all__ = ["DashboardData", "DashboardScreen"]

@@ -1,0 +1,311 @@
+"""Eval outcomes and their summary: accuracy with a Wilson interval, escalations, cost, latency.
+
+Arithmetic, over the N rows of one mode (a failed row, whatever the reason, stays in N):
+
+    accuracy            = correct / N, with the 95 % Wilson score interval
+    escalation rate     = rows with at least one escalation / N          (per node: / runs)
+    cost per 1M         = mean run cost_usd * 1,000,000                  (RunCost of each run)
+    frontier-only per 1M= mean run frontier_only_usd * 1,000,000
+    escalation outcomes = fixed (small attempt wrong, final right), unnecessary (small attempt
+                          already right), unfixed (both wrong), unscored (no small attempt to
+                          score, e.g. frontier mode or a kNN decision, or no gold for the node)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+__all__ = [
+    "EscalationOutcome",
+    "EvalReport",
+    "ModeReport",
+    "NodeOutcome",
+    "NodeReport",
+    "RowOutcome",
+    "compare_table",
+    "mode_table",
+    "percentile",
+    "summarise",
+    "to_jsonable",
+    "wilson",
+]
+
+EscalationOutcome = Literal["fixed", "unnecessary", "unfixed", "unscored"]
+PER_MILLION = 1_000_000
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (`(nan, nan)` when n is 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation; nan for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class NodeOutcome:
+    """What one node did in one run."""
+
+    ran: bool = False
+    correct: bool | None = None  # None: no gold for this node in this row
+    escalated: bool = False
+    escalation: EscalationOutcome | None = None
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class RowOutcome:
+    """One row's run: status, correctness, and per-node details."""
+
+    index: int
+    question: str
+    gold: Any
+    status: str
+    correct: bool
+    latency_s: float
+    cost_usd: float
+    frontier_only_usd: float
+    answer: str = ""
+    error: str | None = None
+    run_id: str | None = None
+    nodes: dict[str, NodeOutcome] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """The run did not finish with an answer (model error, timeout, failed node...)."""
+        return self.status != "ok"
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One node's numbers over a mode's rows."""
+
+    node: str
+    runs: int
+    scored: int
+    correct: int
+    accuracy: float
+    ci95: tuple[float, float]
+    escalations: int
+    escalation_rate: float
+    escalation_outcomes: dict[str, int]
+    cost_per_1m_usd: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+
+
+@dataclass(frozen=True)
+class ModeReport:
+    """One mode's numbers, overall and per node, with every row's outcome."""
+
+    mode: str
+    n: int
+    correct: int
+    accuracy: float
+    ci95: tuple[float, float]
+    failed: int
+    failed_by_status: dict[str, int]
+    escalated_rows: int
+    escalation_rate: float
+    escalation_outcomes: dict[str, int]
+    cost_per_1m_usd: float
+    frontier_only_per_1m_usd: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    duration_s: float
+    nodes: list[NodeReport]
+    rows: list[RowOutcome]
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """An eval of one target on one data file, in one or more modes."""
+
+    target: str
+    data: str
+    concurrency: int
+    modes: dict[str, ModeReport]
+
+
+def summarise(mode: str, rows: Sequence[RowOutcome], duration_s: float) -> ModeReport:
+    """Fold row outcomes into a mode report (see the module docstring for the arithmetic)."""
+    n = len(rows)
+    correct = sum(r.correct for r in rows)
+    escalated = [r for r in rows if any(o.escalated for o in r.nodes.values())]
+    outcomes = Counter(
+        o.escalation for r in rows for o in r.nodes.values() if o.escalation is not None
+    )
+    latencies = [r.latency_s * 1000 for r in rows]
+    names = list(dict.fromkeys(name for r in rows for name in r.nodes))
+    return ModeReport(
+        mode=mode,
+        n=n,
+        correct=correct,
+        accuracy=correct / n if n else math.nan,
+        ci95=wilson(correct, n),
+        failed=sum(r.failed for r in rows),
+        failed_by_status=dict(Counter(r.status for r in rows if r.failed)),
+        escalated_rows=len(escalated),
+        escalation_rate=len(escalated) / n if n else math.nan,
+        escalation_outcomes=_outcome_counts(outcomes),
+        cost_per_1m_usd=_mean([r.cost_usd for r in rows]) * PER_MILLION,
+        frontier_only_per_1m_usd=_mean([r.frontier_only_usd for r in rows]) * PER_MILLION,
+        p50_latency_ms=percentile(latencies, 50),
+        p95_latency_ms=percentile(latencies, 95),
+        duration_s=duration_s,
+        nodes=[_node_report(name, rows) for name in names],
+        rows=sorted(rows, key=lambda r: r.index),
+    )
+
+
+def _node_report(name: str, rows: Sequence[RowOutcome]) -> NodeReport:
+    outs = [r.nodes[name] for r in rows if name in r.nodes]
+    ran = [o for o in outs if o.ran]
+    scored = [o for o in outs if o.correct is not None]
+    correct = sum(bool(o.correct) for o in scored)
+    escalated = sum(o.escalated for o in ran)
+    latencies = [o.latency_s * 1000 for o in ran]
+    return NodeReport(
+        node=name,
+        runs=len(ran),
+        scored=len(scored),
+        correct=correct,
+        accuracy=correct / len(scored) if scored else math.nan,
+        ci95=wilson(correct, len(scored)),
+        escalations=escalated,
+        escalation_rate=escalated / len(ran) if ran else math.nan,
+        escalation_outcomes=_outcome_counts(Counter(o.escalation for o in outs if o.escalation)),
+        # Spread over every row of the mode: what this node adds to the cost of a request.
+        cost_per_1m_usd=sum(o.cost_usd for o in outs) / len(rows) * PER_MILLION if rows else 0.0,
+        p50_latency_ms=percentile(latencies, 50),
+        p95_latency_ms=percentile(latencies, 95),
+    )
+
+
+def _outcome_counts(counts: Counter[Any]) -> dict[str, int]:
+    return {k: counts.get(k, 0) for k in ("fixed", "unnecessary", "unfixed", "unscored")}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def to_jsonable(report: EvalReport) -> dict[str, Any]:
+    """The report as JSON-able data (nan becomes None)."""
+    from dataclasses import asdict
+
+    return _clean(asdict(report))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def _acc(accuracy: float, ci95: tuple[float, float], n: int) -> str:
+    if n == 0 or math.isnan(accuracy):
+        return "-"
+    return f"{accuracy:.1%} [{ci95[0]:.0%}-{ci95[1]:.0%}] n={n}"
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0f}"
+
+
+def _esc(outcomes: dict[str, int]) -> str:
+    return "{fixed}/{unnecessary}/{unfixed}/{unscored}".format(**outcomes)
+
+
+def mode_table(report: ModeReport, title: str) -> Table:
+    """Per node and overall numbers of one mode."""
+    from rich.table import Table
+
+    table = Table(title=title, caption="escalations: fixed/unnecessary/unfixed/unscored")
+    for name in ("node", "accuracy (95% CI)", "runs", "esc rate", "escalations", "$ per 1M"):
+        table.add_column(name, justify="left" if name in ("node", "accuracy (95% CI)") else "right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    for node in report.nodes:
+        table.add_row(
+            node.node,
+            _acc(node.accuracy, node.ci95, node.scored),
+            str(node.runs),
+            "-" if math.isnan(node.escalation_rate) else f"{node.escalation_rate:.0%}",
+            _esc(node.escalation_outcomes),
+            f"{node.cost_per_1m_usd:,.2f}",
+            _ms(node.p50_latency_ms),
+            _ms(node.p95_latency_ms),
+        )
+    failed = f" ({report.failed} failed)" if report.failed else ""
+    table.add_row(
+        "[b]overall[/b]",
+        _acc(report.accuracy, report.ci95, report.n) + failed,
+        str(report.n),
+        "-" if math.isnan(report.escalation_rate) else f"{report.escalation_rate:.0%}",
+        _esc(report.escalation_outcomes),
+        f"{report.cost_per_1m_usd:,.2f}",
+        _ms(report.p50_latency_ms),
+        _ms(report.p95_latency_ms),
+        end_section=True,
+    )
+    return table
+
+
+def compare_table(report: EvalReport) -> Table:
+    """Modes side by side: one column per mode, one row per measure (and per node accuracy)."""
+    from rich.table import Table
+
+    modes = list(report.modes.values())
+    table = Table(title=f"{report.target} on {report.data}: modes side by side")
+    table.add_column("measure")
+    for mode in modes:
+        table.add_column(mode.mode, justify="right")
+    lines: list[tuple[str, list[str]]] = [
+        ("accuracy (95% CI)", [_acc(m.accuracy, m.ci95, m.n) for m in modes]),
+        ("failed rows", [str(m.failed) for m in modes]),
+        ("escalation rate", [f"{m.escalation_rate:.0%}" if m.n else "-" for m in modes]),
+        ("escalations f/u/x/?", [_esc(m.escalation_outcomes) for m in modes]),
+        ("$ per 1M requests", [f"{m.cost_per_1m_usd:,.2f}" for m in modes]),
+        ("frontier-only $ per 1M", [f"{m.frontier_only_per_1m_usd:,.2f}" for m in modes]),
+        ("p50 latency ms", [_ms(m.p50_latency_ms) for m in modes]),
+        ("p95 latency ms", [_ms(m.p95_latency_ms) for m in modes]),
+    ]
+    names = list(dict.fromkeys(n.node for m in modes for n in m.nodes))
+    for name in names:
+        cells = []
+        for mode in modes:
+            node = next((n for n in mode.nodes if n.node == name), None)
+            cells.append(_acc(node.accuracy, node.ci95, node.scored) if node else "-")
+        lines.append((f"{name} accuracy", cells))
+    for label, cells in lines:
+        table.add_row(label, *cells)
+    return table

@@ -1,0 +1,106 @@
+"""Playground: type a request, pick a graph and a mode, watch the run's events stream in."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widgets import Input, Static
+
+from brickwork.errors import BrickworkError
+from brickwork.tui._format import money, seconds
+from brickwork.tui.screens._base import TUIScreen
+from brickwork.tui.widgets.request_form import RequestForm
+from brickwork.tui.widgets.summary_bar import SummaryBar
+from brickwork.tui.widgets.trace_log import TraceLog
+
+__all__ = ["PlaygroundScreen"]
+
+
+class PlaygroundScreen(TUIScreen):
+    """Runs one request at a time through `App.astream`, in a worker."""
+
+    MODE = "playground"
+    LIVE = False
+    BINDINGS = [
+        Binding("escape", "leave_box", "Leave box", show=False),
+        Binding("i", "focus_box", "Type"),
+        Binding("o", "open_run", "Open run"),
+    ]
+
+    #: "idle", "running", or the status of the last run.
+    state: reactive[str] = reactive("idle")
+    #: The id of the last run (set when it starts).
+    run_id: reactive[str | None] = reactive(None)
+
+    def body(self) -> ComposeResult:
+        """The form, a status line, the trace."""
+        if not self.tui.apps:
+            yield Static("No graph is loaded: start the TUI with --graph REF.", id="no-graphs")
+            return
+        yield RequestForm(list(self.tui.apps), id="request")
+        yield SummaryBar("Type a request and press Enter.", id="playground-status")
+        yield TraceLog(id="trace")
+
+    def resumed(self) -> None:
+        """Coming in: put the cursor in the request box."""
+        if self.tui.apps and self.state != "running":
+            self.query_one("#request-text", Input).focus()
+
+    def on_request_form_submitted(self, event: RequestForm.Submitted) -> None:
+        """Run the request, unless one is still running."""
+        if self.state == "running":
+            self.notify("A run is still going; wait for it to finish.", severity="warning")
+            return
+        self.run_request(event.text, event.graph, event.mode)
+
+    @work(exclusive=True, group="playground")
+    async def run_request(self, text: str, graph: str, mode: str) -> None:
+        """Stream one run's events into the trace."""
+        trace = self.query_one(TraceLog)
+        trace.reset()
+        self.state = "running"
+        self.run_id = None
+        status = self.query_one(SummaryBar)
+        status.show([("running", f"{graph} ({mode})")], note="the first run may start the model")
+        app = self.tui.apps[graph]
+        try:
+            async for event in app.astream(text, mode=mode):  # type: ignore[arg-type]
+                if event.kind == "run_started":
+                    self.run_id = event.run_id
+                trace.add_event(event.to_dict())
+                if event.kind == "run_finished":
+                    status.show(
+                        [
+                            ("run", event.run_id),
+                            ("status", event.status),
+                            ("took", seconds(event.latency_s)),
+                            ("cost", money(event.cost_usd)),
+                        ],
+                        note="o opens the run" if app.store is not None else "",
+                    )
+                    self.state = event.status
+        except BrickworkError as exc:
+            self.state = "refused"
+            status.show([("refused", str(exc))])
+        except Exception as exc:  # the TUI stays up whatever the run does
+            self.state = "error"
+            status.show([("error", f"{type(exc).__name__}: {exc}")])
+
+    def action_leave_box(self) -> None:
+        """Move focus from the request box to the trace, so letter keys switch screens."""
+        if self.tui.apps:
+            self.query_one(TraceLog).focus()
+
+    def action_focus_box(self) -> None:
+        """Back to the request box."""
+        if self.tui.apps:
+            self.query_one("#request-text", Input).focus()
+
+    def action_open_run(self) -> None:
+        """Open the last run in the run detail screen."""
+        if self.run_id is None or self.state == "running":
+            self.notify("No finished run yet.", severity="warning")
+            return
+        self.tui.open_run(self.run_id)

@@ -1,0 +1,108 @@
+"""Run detail: the node timeline, then the chosen step's decision, prompts, outputs, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from brickwork.store import RunSummary
+from brickwork.tui._format import clip, clock, money, seconds
+from brickwork.tui._trace import steps
+from brickwork.tui.screens._base import TUIScreen
+from brickwork.tui.widgets.step_view import StepView
+from brickwork.tui.widgets.summary_bar import SummaryBar
+from brickwork.tui.widgets.timeline import Timeline
+
+__all__ = ["RunDetailScreen"]
+
+StoredRun = tuple[RunSummary, list[dict[str, Any]]]
+
+
+class RunDetailScreen(TUIScreen):
+    """One stored run; Escape goes back."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("tab", "app.focus_next", "Timeline/detail", show=True),
+    ]
+
+    LIVE = False
+
+    run: reactive[StoredRun | None] = reactive(None)
+
+    def __init__(self, run_id: str, *, node: str | None = None) -> None:
+        """Show run `run_id`, with the cursor on `node`'s first step when given."""
+        super().__init__()
+        self.run_id = run_id
+        self.node = node
+        self.loaded = False
+
+    def body(self) -> ComposeResult:
+        """Summary, request and answer, the timeline, the step detail."""
+        yield SummaryBar(f"Loading run {self.run_id}…", id="run-summary")
+        yield Static("", id="run-text")
+        yield Timeline(id="timeline")
+        yield StepView(id="step")
+
+    def resumed(self) -> None:
+        """A stored run does not change: load it once."""
+        if not self.loaded:
+            self.reload()
+
+    @work(exclusive=True, group="run-detail")
+    async def reload(self) -> None:
+        """Read the run on a thread."""
+        store = self.tui.store
+        found = None if store is None else await asyncio.to_thread(store.run, self.run_id)
+        self.loaded = True
+        if found is None:
+            self.query_one(SummaryBar).update(f"Run {self.run_id!r} is not in the run store.")
+            return
+        self.run = found
+
+    def watch_run(self, run: StoredRun | None) -> None:
+        """Show the run."""
+        if run is None:
+            return
+        summary, events = run
+        self.query_one(SummaryBar).show(
+            [
+                ("run", summary.run_id),
+                ("graph", summary.graph),
+                ("mode", summary.mode),
+                ("status", summary.status),
+                ("at", clock(summary.started_at)),
+                ("took", seconds(summary.latency_s)),
+                ("cost", money(summary.cost_usd)),
+                ("frontier-only", money(summary.frontier_only_usd)),
+            ],
+            note=" ".join(summary.flags),
+        )
+        outcome = (
+            Text.assemble(("answer: ", "bold green"), clip(summary.answer, 150))
+            if summary.status == "ok"
+            else Text.assemble(("error: ", "bold red"), clip(summary.error or summary.status, 150))
+        )
+        self.query_one("#run-text", Static).update(
+            Text.assemble(("request: ", "bold"), clip(summary.text, 150), "\n", outcome)
+        )
+        timeline = self.query_one(Timeline)
+        timeline.show_steps(steps(events))
+        if not timeline.steps:
+            self.query_one(StepView).show(None)
+        for index, step in enumerate(timeline.steps):
+            if step.node == self.node:
+                timeline.move_cursor(row=index, animate=False)
+                break
+        timeline.focus()
+
+    def on_timeline_step_highlighted(self, event: Timeline.StepHighlighted) -> None:
+        """Show the step under the timeline's cursor."""
+        self.query_one(StepView).show(event.step)

@@ -1,0 +1,139 @@
+"""Runs: the newest runs first, filtered by graph, status and escalation; Enter opens one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import get_args
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.widgets import DataTable
+
+from brickwork.events import RunStatus
+from brickwork.store import RunSummary
+from brickwork.tui._format import clip, clock, money, seconds
+from brickwork.tui.screens._base import TUIScreen
+from brickwork.tui.widgets.filter_bar import Filter, FilterBar
+from brickwork.tui.widgets.summary_bar import SummaryBar
+
+__all__ = ["RunsScreen"]
+
+#: Rows shown at most (the newest).
+LIMIT = 200
+
+STATUS_STYLE = {"ok": "green", "failed": "red", "error": "red", "timeout": "red"}
+
+
+class RunsScreen(TUIScreen):
+    """A live table of runs."""
+
+    MODE = "runs"
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("g", "cycle('graph')", "Graph"),
+        Binding("s", "cycle('status')", "Status"),
+        Binding("x", "cycle('escalated')", "Escalated"),
+        Binding("c", "clear", "Clear"),
+    ]
+
+    rows: reactive[tuple[RunSummary, ...]] = reactive((), always_update=True)
+
+    def body(self) -> ComposeResult:
+        """Filters, a count, the table."""
+        yield FilterBar(
+            [
+                Filter("graph", "graph", tuple(self.tui.apps)),
+                Filter("status", "status", get_args(RunStatus)),
+                Filter("escalated", "escalated", ("yes", "no")),
+            ],
+            id="runs-filters",
+        )
+        yield SummaryBar("Reading the run store…", id="runs-summary")
+        table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table.add_columns("Time", "Graph", "Status", "Escal", "Latency", "Cost", "Request")
+        yield table
+
+    @work(exclusive=True, group="runs")
+    async def reload(self) -> None:
+        """Read the filtered runs on a thread."""
+        store = self.tui.store
+        if store is None:
+            self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
+            return
+        values = self.query_one(FilterBar).values
+        escalated = {"yes": True, "no": False}.get(values["escalated"])
+        rows, graphs = await asyncio.to_thread(
+            lambda: (
+                store.runs(
+                    limit=LIMIT,
+                    graph=values["graph"] or None,
+                    status=values["status"] or None,
+                    escalated=escalated,
+                ),
+                store.graphs(),
+            )
+        )
+        self.query_one(FilterBar).set_choices("graph", sorted({*self.tui.apps, *graphs}))
+        self.rows = tuple(rows)
+
+    def watch_rows(self, old: tuple[RunSummary, ...], rows: tuple[RunSummary, ...]) -> None:
+        """Redraw the table, keeping the cursor on the same run."""
+        values = self.query_one(FilterBar).values
+        shown = ", ".join(f"{k}={v}" for k, v in values.items() if v) or "all runs"
+        more = f" (the newest {LIMIT})" if len(rows) == LIMIT else ""
+        self.query_one(SummaryBar).show([("runs", f"{len(rows)}{more}"), ("filter", shown)])
+        table: DataTable[str | Text] = self.query_one("#runs", DataTable)
+        if [r.run_id for r in old] == [r.run_id for r in rows] and table.row_count:
+            return
+        selected = self.selected_run_id
+        table.clear()
+        for run in rows:
+            table.add_row(
+                clock(run.started_at),
+                Text(clip(run.graph, 12)),
+                Text(run.status, style=STATUS_STYLE.get(run.status, "yellow")),
+                Text(str(run.escalations), style="yellow") if run.escalations else "",
+                seconds(run.latency_s),
+                money(run.cost_usd),
+                Text(clip(run.text, 60)),
+                key=run.run_id,
+            )
+        ids = [r.run_id for r in rows]
+        if selected in ids:
+            table.move_cursor(row=ids.index(selected), animate=False)
+
+    @property
+    def selected_run_id(self) -> str | None:
+        """The run under the cursor."""
+        table: DataTable[str | Text] = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        return str(key.value) if key.value is not None else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row: open that run."""
+        event.stop()
+        if event.row_key.value is not None:
+            self.tui.open_run(str(event.row_key.value))
+
+    def action_open(self) -> None:
+        """Open the run under the cursor."""
+        run_id = self.selected_run_id
+        if run_id is not None:
+            self.tui.open_run(run_id)
+
+    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+        """Filters changed: read again."""
+        self.reload()
+
+    def action_cycle(self, name: str) -> None:
+        """Next choice of one filter."""
+        self.query_one(FilterBar).cycle(name)
+
+    def action_clear(self) -> None:
+        """Drop every filter."""
+        self.query_one(FilterBar).clear()

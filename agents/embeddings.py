@@ -254,8 +254,10 @@ def _load_minilm() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise MissingDependencyError("sentence-transformers", _EXTRA, _PURPOSE) from exc
+    hf_logging.disable_progress_bar()  # a 20 ms load needs no progress bar in the operator's log
     return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
 
 

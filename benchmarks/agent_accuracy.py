@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.agent_accuracy [--url http://127.0.0.1:8321/v1] [--limit N]
         [--sets banking8,ecommerce,smart_home,bank_voice,text2sql,own] [--concurrency 8]
 
-Sets are read at run time from /work/shared/data (never copied) and from the project's own
+Sets are read at run time from ../shared/data (never copied) and from the project's own
 example skills. Every row is scored with the examples shown to the model taken from the same set
 *without* that row (leave-one-out), so few-shot never sees its answer:
 
@@ -65,7 +65,7 @@ from brickwork.skills.skill import LabelSet, Skill, ToolContract
 from brickwork.tools.sql import Database
 
 RESULTS = Path(__file__).parent / "results"
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = ("banking8", "ecommerce", "smart_home", "bank_voice", "text2sql", "own")
 DEFAULT_URL = "http://127.0.0.1:8321/v1"
 #: Signals that mean the endpoint failed, not the model: counted as errors (and as wrong).

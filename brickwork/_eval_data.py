@@ -87,10 +87,11 @@ def load_rows(path: str | Path, limit: int | None = None) -> list[EvalRow]:
     rows = []
     for index in picked:
         example = examples[index]
+        messages: tuple[dict[str, Any], ...] = ()
         if isinstance(example.input, str):
-            text, messages, key = example.input, (), example.input
+            text, key = example.input, example.input
         else:
-            messages = tuple(normalise_messages(example.input))
+            messages = tuple(dict(m) for m in normalise_messages(example.input))
             users = [m["content"] for m in messages if m["role"] == "user"]
             text, key = (users[-1] if users else ""), _example_key(list(messages))
         rows.append(EvalRow(index, text, messages, example.output, key))
@@ -263,8 +264,10 @@ def load_target(ref: str) -> EvalTarget:
 
 
 class _RowAgents:
-    """An agent per question: its examples exclude that question (leave-one-out), and
-    text-to-SQL rows get a database built from their own DDL."""
+    """An agent per question, whose examples leave that question out.
+
+    Text-to-SQL rows also get a database built from their own DDL.
+    """
 
     def __init__(self, skill: Any) -> None:
         self.skill = skill

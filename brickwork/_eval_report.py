@@ -215,7 +215,8 @@ def to_jsonable(report: EvalReport) -> dict[str, Any]:
     """The report as JSON-able data (nan becomes None)."""
     from dataclasses import asdict
 
-    return _clean(asdict(report))
+    cleaned: dict[str, Any] = _clean(asdict(report))
+    return cleaned
 
 
 def _clean(value: Any) -> Any:

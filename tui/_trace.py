@@ -48,10 +48,8 @@ class Step:
 
     @property
     def models(self) -> str:
-        """The logical models called (or the node's model when it made no call)."""
-        names = list(dict.fromkeys(str(c.get("model")) for c in self.calls))
-        if not names and self.finished is not None:
-            names = [str(self.finished.get("model") or "-")]
+        """The logical models the span called ("-" when it made no call)."""
+        names = dict.fromkeys(str(c.get("model")) for c in self.calls)
         return ",".join(names) or "-"
 
     @property

@@ -64,6 +64,8 @@ class BrickworkTUI(TextualApp[None]):
         "playground": PlaygroundScreen,
     }
     DEFAULT_MODE = "dashboard"
+    # The footer needs its width at 80 columns; every command has a key (see the help).
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         *(Binding(key, f"switch_mode('{mode}')", label, show=False) for mode, key, label in NAV),
         Binding("question_mark", "help", "Help"),

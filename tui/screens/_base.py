@@ -60,5 +60,6 @@ class TUIScreen(Screen[None]):
         if self.is_current:
             self.reload()
 
-    def reload(self) -> None:
-        """Start loading the screen's data (in a worker when it does I/O)."""
+    def reload(self) -> object:
+        """Start loading the screen's data; returns the worker doing it, if it needs one."""
+        return None

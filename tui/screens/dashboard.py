@@ -54,6 +54,7 @@ class DashboardScreen(TUIScreen):
     """Figures over every stored run, refreshed while on show."""
 
     MODE = "dashboard"
+    AUTO_FOCUS = "#nodes"
     BINDINGS = [Binding("g", "cycle_graph", "Graph")]
 
     data: reactive[DashboardData | None] = reactive(None)
@@ -88,13 +89,12 @@ class DashboardScreen(TUIScreen):
         self.query_one(SummaryBar).show(
             [
                 ("runs", str(totals.runs)),
-                ("req/s", f"{data.requests_per_s:.2f}"),
+                (f"req/s ({RATE_WINDOW_S:.0f} s)", f"{data.requests_per_s:.2f}"),
                 ("ok", pct(totals.ok / totals.runs) if totals.runs else "-"),
                 ("escalated", pct(totals.escalation_rate)),
                 ("cost", money(totals.cost_usd)),
                 ("avoided", f"{money(saving)} ({pct(share)})"),
             ],
-            note=f"req/s over the last {RATE_WINDOW_S:.0f} s",
         )
         table: DataTable[str | Text] = self.query_one("#nodes", DataTable)
         row = table.cursor_row
@@ -110,7 +110,9 @@ class DashboardScreen(TUIScreen):
                 _rate(node.validation_failure_rate),
                 _rate(node.escalation_rate),
                 money(node.cost_usd),
-                Text(money(node.cost_avoided_usd), style="red" if node.cost_avoided_usd < 0 else ""),
+                Text(
+                    money(node.cost_avoided_usd), style="red" if node.cost_avoided_usd < 0 else ""
+                ),
                 key=f"{node.graph}/{node.node}",
             )
         if data.nodes:

@@ -26,15 +26,16 @@ LIMIT = 200
 
 
 class EscalationsScreen(TUIScreen):
-    """Escalation decisions, newest first; Enter opens the run at the escalated node."""
+    """Escalated (↑) and failed (✗) nodes, newest first; Enter opens the run at that node."""
 
     MODE = "escalations"
+    AUTO_FOCUS = "#escalations"
     BINDINGS = [
         Binding("enter", "open", "Open run"),
         Binding("g", "cycle('graph')", "Graph"),
         Binding("n", "cycle('node')", "Node"),
         Binding("w", "cycle('reason')", "Why"),
-        Binding("f", "cycle('action')", "Escalate/fail"),
+        Binding("a", "cycle('action')", "Action"),
         Binding("c", "clear", "Clear"),
     ]
 
@@ -47,7 +48,7 @@ class EscalationsScreen(TUIScreen):
                 Filter("graph", "graph", tuple(self.tui.apps)),
                 Filter("node", "node"),
                 Filter("reason", "why", get_args(Reason)),
-                Filter("action", "shown", ("fail", "both")),
+                Filter("action", "action", ("escalate", "fail")),
             ],
             id="escalation-filters",
         )
@@ -66,14 +67,13 @@ class EscalationsScreen(TUIScreen):
             self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
             return
         values = self.query_one(FilterBar).values
-        actions = {"": ("escalate",), "fail": ("fail",), "both": ("escalate", "fail")}
         records, graphs = await asyncio.to_thread(
             lambda: (
                 store.escalations(
                     graph=values["graph"] or None,
                     node=values["node"] or None,
                     reason=values["reason"] or None,
-                    actions=actions[values["action"]],
+                    actions=(values["action"],) if values["action"] else ("escalate", "fail"),
                     limit=LIMIT,
                 ),
                 store.graphs(),
@@ -92,18 +92,21 @@ class EscalationsScreen(TUIScreen):
             key = record.reason or record.action
             reasons[key] = reasons.get(key, 0) + 1
         top = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        self.query_one(SummaryBar).show([("decisions", str(len(records))), ("by reason", top or "-")])
+        self.query_one(SummaryBar).show(
+            [("decisions", str(len(records))), ("by reason", top or "-")]
+        )
         table: DataTable[str | Text] = self.query_one("#escalations", DataTable)
         row = table.cursor_row
         table.clear()
         for index, record in enumerate(records):
             signals = "; ".join(f"{k}: {v}" for k, v in record.signals) or record.detail
-            style = "yellow" if record.action == "escalate" else "red"
+            escalated = record.action == "escalate"
+            mark, style = ("↑ ", "yellow") if escalated else ("✗ ", "red")
             table.add_row(
                 clock(record.at),
                 Text(clip(record.graph, 12)),
                 Text(record.node),
-                Text(record.reason or record.action, style=style),
+                Text(mark + (record.reason or record.action), style=style),
                 Text(clip(signals, 70)),
                 key=str(index),
             )

@@ -23,7 +23,7 @@ HELP: tuple[tuple[str, str, str], ...] = (
     ("runs", "g s x", "filter by graph, status, escalated"),
     ("runs", "c", "clear the filters"),
     ("escalations", "enter", "open the run at the escalated node"),
-    ("escalations", "g n w f", "filter by graph, node, reason; show fails"),
+    ("escalations", "g n w a", "filter by graph, node, reason (why), action"),
     ("run detail", "↑ ↓", "choose a step; its prompts and errors show below"),
     ("run detail", "tab", "scroll the step detail"),
     ("run detail", "escape", "back"),

@@ -83,6 +83,7 @@ class ModelsScreen(TUIScreen):
     """Endpoint health, refreshed while on show (from memory: no I/O)."""
 
     MODE = "models"
+    AUTO_FOCUS = "#endpoints"
 
     endpoints: reactive[tuple[EndpointRow, ...]] = reactive(())
 
@@ -100,10 +101,9 @@ class ModelsScreen(TUIScreen):
         note = ""
         if waiting:
             note = f"{', '.join(waiting)}: the model pool starts with the first run (Playground)"
-        origins = {app.origin for name, app in self.tui.apps.items() if name not in waiting}
         self.query_one(SummaryBar).show(
             [("endpoints", str(len(rows))), ("in flight", str(sum(r.in_flight for r in rows)))],
-            note=note or "; ".join(sorted(origins)),
+            note=note,
         )
         self.endpoints = tuple(rows)
 

@@ -23,8 +23,9 @@ class PlaygroundScreen(TUIScreen):
 
     MODE = "playground"
     LIVE = False
+    AUTO_FOCUS = "#request-text"
     BINDINGS = [
-        Binding("escape", "leave_box", "Leave box", show=False),
+        Binding("escape", "leave_box", "Leave box"),
         Binding("i", "focus_box", "Type"),
         Binding("o", "open_run", "Open run"),
     ]
@@ -42,11 +43,6 @@ class PlaygroundScreen(TUIScreen):
         yield RequestForm(list(self.tui.apps), id="request")
         yield SummaryBar("Type a request and press Enter.", id="playground-status")
         yield TraceLog(id="trace")
-
-    def resumed(self) -> None:
-        """Coming in: put the cursor in the request box."""
-        if self.tui.apps and self.state != "running":
-            self.query_one("#request-text", Input).focus()
 
     def on_request_form_submitted(self, event: RequestForm.Submitted) -> None:
         """Run the request, unless one is still running."""
@@ -78,7 +74,7 @@ class PlaygroundScreen(TUIScreen):
                             ("took", seconds(event.latency_s)),
                             ("cost", money(event.cost_usd)),
                         ],
-                        note="o opens the run" if app.store is not None else "",
+                        note="o: open" if app.store is not None else "",
                     )
                     self.state = event.status
         except BrickworkError as exc:

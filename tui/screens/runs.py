@@ -31,6 +31,7 @@ class RunsScreen(TUIScreen):
     """A live table of runs."""
 
     MODE = "runs"
+    AUTO_FOCUS = "#runs"
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
         Binding("g", "cycle('graph')", "Graph"),
@@ -84,7 +85,9 @@ class RunsScreen(TUIScreen):
         values = self.query_one(FilterBar).values
         shown = ", ".join(f"{k}={v}" for k, v in values.items() if v) or "all runs"
         more = f" (the newest {LIMIT})" if len(rows) == LIMIT else ""
-        self.query_one(SummaryBar).show([("runs", f"{len(rows)}{more}"), ("filter", shown)])
+        self.query_one(SummaryBar).show(
+            [("runs", f"{len(rows)}{more}"), ("filter", shown)], note="enter opens a run"
+        )
         table: DataTable[str | Text] = self.query_one("#runs", DataTable)
         if [r.run_id for r in old] == [r.run_id for r in rows] and table.row_count:
             return

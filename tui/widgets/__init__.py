@@ -14,4 +14,9 @@ __all__ = [
     "Filter",
     "FilterBar",
     "NavBar",
-    "RequestForm", "StepView", "SummaryBar", "Timeline", "TraceLog"]
+    "RequestForm",
+    "StepView",
+    "SummaryBar",
+    "Timeline",
+    "TraceLog",
+]

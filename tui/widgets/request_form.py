@@ -33,7 +33,7 @@ class RequestForm(Vertical):
 
     def compose(self) -> ComposeResult:
         """The input, then the two pickers side by side."""
-        yield Input(placeholder="Type a request, Enter runs it", id="request-text")
+        yield Input(placeholder="Type a request, Enter runs it", compact=True, id="request-text")
         with Horizontal(classes="filter-bar"):
             yield Select(
                 [(f"graph: {g}", g) for g in self.graphs],
@@ -42,7 +42,10 @@ class RequestForm(Vertical):
                 id="request-graph",
             )
             yield Select(
-                [(f"mode: {m}", m) for m in MODES], allow_blank=False, compact=True, id="request-mode"
+                [(f"mode: {m}", m) for m in MODES],
+                allow_blank=False,
+                compact=True,
+                id="request-mode",
             )
 
     @property

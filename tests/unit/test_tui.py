@@ -1,0 +1,313 @@
+"""The operator TUI under Textual's Pilot, at 80x24, on a store filled by real runs of Apps
+over the package's fake models (the two-step graph: accepted, escalated, failed runs)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+
+from brickwork.app import App, RunResult
+from brickwork.serving.pool import ModelPool
+from brickwork.store import RunStore
+from brickwork.testing import FunctionModel
+from brickwork.tui._trace import steps
+from brickwork.tui.app import BrickworkTUI
+from brickwork.tui.screens import (
+    DashboardScreen,
+    EscalationsScreen,
+    HelpScreen,
+    ModelsScreen,
+    PlaygroundScreen,
+    RunDetailScreen,
+    RunsScreen,
+)
+from brickwork.tui.widgets import FilterBar, StepView, SummaryBar, Timeline, TraceLog
+
+GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
+SIZE = (80, 24)
+
+
+def _answer(body: dict[str, Any]) -> str:
+    """The small model gets a negative number wrong whenever the request says "bad"."""
+    if body["model"] == "fake-frontier":
+        return '{"n": 8}'
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    return '{"n": -1}' if "bad" in user else '{"n": 7}'
+
+
+@dataclass
+class Filled:
+    pool: ModelPool
+    store: RunStore
+    model: FunctionModel
+    results: dict[str, RunResult]
+
+    def app(self) -> App:
+        return App.from_graph(GRAPH, pool=self.pool, store=self.store)
+
+    def tui(self, app: App | None = None) -> BrickworkTUI:
+        app = app or self.app()
+        return BrickworkTUI({app.graph.name: app}, self.store, refresh_s=3600)
+
+
+@pytest.fixture
+async def filled(tmp_path: Path) -> AsyncIterator[Filled]:
+    """Four real runs: accepted, escalated on validation, failed in slm mode, frontier mode."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    model = FunctionModel(_answer)
+    async with model.pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool, store=store)
+        results = {}
+        for name, text, mode in [
+            ("accepted", "seven", "hybrid"),
+            ("escalated", "bad number", "hybrid"),
+            ("failed", "bad again", "slm"),
+            ("frontier", "seven more", "frontier"),
+        ]:
+            results[name] = await app.ainvoke(text, mode=mode)
+        await app.aclose()
+        yield Filled(pool, store, model, results)
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Let messages, then workers, then the messages they posted, all be handled."""
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def press(pilot: Pilot[Any], *keys: str) -> None:
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
+def rows(table: DataTable[Any]) -> list[list[str]]:
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.content)
+
+
+async def test_dashboard_shows_per_node_figures_from_the_store(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = tui.screen
+        assert isinstance(screen, DashboardScreen)
+        table = screen.query_one("#nodes", DataTable)
+        by_node = {r[0]: r for r in rows(table)}
+        stats = {s.node: s for s in filled.store.node_stats()}
+        assert set(by_node) == {"number", "supervisor"}
+        number = by_node["number"]
+        assert number[1] == str(stats["number"].calls) == "4"
+        assert number[4] == "50%"  # validation failed in the escalated and the slm run
+        assert number[5] == "50%"  # escalated in hybrid and in frontier mode
+        assert by_node["supervisor"][1] == "2"
+        summary = text_of(screen.query_one(SummaryBar))
+        assert "runs 4" in summary and "escalated 50%" in summary and "ok 75%" in summary
+
+
+async def test_keys_switch_screens_and_help_opens_and_closes(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        expected = {
+            "r": RunsScreen,
+            "e": EscalationsScreen,
+            "m": ModelsScreen,
+            "p": PlaygroundScreen,
+        }
+        for key, screen_type in expected.items():
+            if key != "r":
+                await press(pilot, "escape")  # the playground box holds the focus
+            await press(pilot, key)
+            assert isinstance(tui.screen, screen_type), key
+        await press(pilot, "escape", "d")
+        assert isinstance(tui.screen, DashboardScreen)
+        await press(pilot, "question_mark")
+        assert isinstance(tui.screen, HelpScreen)
+        await press(pilot, "escape")
+        assert isinstance(tui.screen, DashboardScreen)
+        await press(pilot, "q")
+    assert tui.return_code == 0
+
+
+async def test_runs_table_is_newest_first_and_filters_change_the_rows(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        table = tui.screen.query_one("#runs", DataTable)
+        texts = [r[6] for r in rows(table)]
+        assert texts == ["seven more", "bad again", "bad number", "seven"]
+        await press(pilot, "s")  # status: ok
+        assert tui.screen.query_one(FilterBar).values["status"] == "ok"
+        assert sorted(r[6] for r in rows(table)) == ["bad number", "seven", "seven more"]
+        await press(pilot, "x")  # and escalated
+        assert [r[6] for r in rows(table)] == ["seven more", "bad number"]
+        await press(pilot, "x")  # not escalated
+        assert [r[6] for r in rows(table)] == ["seven"]
+        await press(pilot, "s")  # status: failed
+        assert [r[6] for r in rows(table)] == ["bad again"]
+        await press(pilot, "g", "g")  # graph two_step, then back to any... and over to none
+        assert tui.screen.query_one(FilterBar).values["graph"] == ""
+        await press(pilot, "c")
+        assert len(rows(table)) == 4
+        assert "runs 4" in text_of(tui.screen.query_one(SummaryBar))
+
+
+async def test_enter_opens_the_run_under_the_cursor(filled: Filled) -> None:
+    tui = filled.tui()
+    escalated = filled.results["escalated"]
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r", "down", "down", "enter")  # the third newest: "bad number"
+        screen = tui.screen
+        assert isinstance(screen, RunDetailScreen) and screen.run_id == escalated.run_id
+        timeline = screen.query_one(Timeline)
+        assert [r[1:4] for r in rows(timeline)] == [
+            ["number", "escalated", "slm"],
+            ["supervisor", "ok", "frontier"],
+        ]
+        assert rows(timeline)[0][5] == "20+10"  # the first try and one repair
+        detail = text_of(screen.query_one("#step-text", Static))
+        assert "decision: escalate (validation_failed)" in detail
+        assert "signal invalid_output: $.n: -1 is less than the minimum of 0" in detail
+        assert "user: bad number" in detail and "attempt 2 (slm)" in detail
+        await press(pilot, "down")
+        detail = text_of(screen.query_one("#step-text", Static))
+        assert detail.startswith("supervisor") and 'result: {"n": 8}' in detail
+        summary = text_of(screen.query_one(SummaryBar))
+        assert "frontier_stand_in" in summary and "status ok" in summary
+        await press(pilot, "escape")
+        assert isinstance(tui.screen, RunsScreen)
+
+
+async def test_escalation_queue_filters_and_opens_the_run_at_its_node(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "e")
+        table = tui.screen.query_one("#escalations", DataTable)
+        decisions = sorted(r[3] for r in rows(table))
+        assert decisions == ["↑ frontier_mode", "↑ validation_failed", "✗ validation_failed"]
+        await press(pilot, "a")  # escalations only
+        assert sorted(r[3] for r in rows(table)) == ["↑ frontier_mode", "↑ validation_failed"]
+        await press(pilot, "w")  # reason: the first of the reasons, validation_failed
+        assert tui.screen.query_one(FilterBar).values["reason"] == "validation_failed"
+        [row] = rows(table)
+        assert "invalid_output" in row[4]
+        await press(pilot, "enter")
+        screen = tui.screen
+        assert isinstance(screen, RunDetailScreen)
+        assert screen.run_id == filled.results["escalated"].run_id and screen.node == "number"
+        assert screen.query_one(Timeline).cursor_row == 0
+
+
+async def test_models_screen_shows_the_pool_endpoints(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m")
+        table = tui.screen.query_one("#endpoints", DataTable)
+        by_name = {r[0]: r for r in rows(table)}
+        assert set(by_name) == {"fake-slm", "fake-frontier (stand-in)"}
+        slm = by_name["fake-slm"]
+        assert slm[1:4] == ["slm", "vllm", "closed"]
+        client = next(c for c in filled.pool.endpoints() if c.config.name == "fake-slm")
+        assert slm[5] == str(client.calls) and client.calls > 0
+        detail = text_of(tui.screen.query_one("#endpoint-detail", Static))
+        assert "http://slm.fake/v1" in detail
+        await press(pilot, "down")
+        detail = text_of(tui.screen.query_one("#endpoint-detail", Static))
+        assert "http://frontier.fake/v1" in detail and "stand-in" in detail
+
+
+async def test_models_screen_before_the_pool_has_started(tmp_path: Path) -> None:
+    app = App.from_graph(GRAPH, store=RunStore(tmp_path / "runs.sqlite"))  # no pool yet
+    tui = BrickworkTUI({"two_step": app}, refresh_s=3600)
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m")
+        assert tui.screen.query_one("#endpoints", DataTable).row_count == 0
+        note = text_of(tui.screen.query_one(SummaryBar))
+        assert "two_step: the model pool starts with the first run" in note
+        await press(pilot, "r")
+        assert "runs 0" in text_of(tui.screen.query_one(SummaryBar))
+
+
+async def test_playground_runs_a_request_and_shows_its_trace(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "p")
+        screen = tui.screen
+        assert isinstance(screen, PlaygroundScreen)
+        assert isinstance(tui.focused, Input)
+        await press(pilot, *"bad news", "enter")
+        assert screen.state == "ok" and screen.run_id is not None
+        lines = screen.query_one(TraceLog).plain
+        assert lines[0] == "▶ two_step (hybrid): bad news"
+        assert any("decision escalate (validation_failed)" in line for line in lines)
+        assert any(line.startswith("  ✓ supervisor") for line in lines)
+        assert lines[-1].startswith("■ ok in") and lines[-1].endswith("n=8")
+        stored = filled.store.run(screen.run_id)
+        assert stored is not None and stored[0].text == "bad news"
+        await press(pilot, "escape", "o")  # leave the box, open the run
+        assert isinstance(tui.screen, RunDetailScreen) and tui.screen.run_id == screen.run_id
+        await press(pilot, "escape", "r")
+        assert rows(tui.screen.query_one("#runs", DataTable))[0][6] == "bad news"
+
+
+async def test_playground_mode_picker_and_refused_input(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "p")
+        screen = tui.screen
+        screen.query_one("#request-mode").value = "slm"
+        await press(pilot, *"bad luck", "enter")
+        assert screen.state == "failed"
+        assert screen.query_one(TraceLog).plain[0] == "▶ two_step (slm): bad luck"
+        screen.query_one("#request-mode").value = "frontier"
+        screen.query_one("#request-text", Input).value = "x" * 20_001
+        await press(pilot, "enter")
+        assert screen.state == "refused"
+        assert "limit is 20000" in text_of(screen.query_one(SummaryBar))
+
+
+async def test_screenshots_of_key_screens(filled: Filled, tmp_path: Path) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        dashboard = Path(tui.save_screenshot("dashboard.svg", path=str(tmp_path)))
+        await press(pilot, "r", "down", "down", "enter")
+        detail = Path(tui.save_screenshot("detail.svg", path=str(tmp_path)))
+    svg = dashboard.read_text().replace("&#160;", " ")
+    for expected in ("Dashboard", "Playground", "supervisor", "number", "Help"):
+        assert expected in svg, expected
+    svg = detail.read_text().replace("&#160;", " ")
+    for expected in ("bad number", "escalated", "validation_failed", "Back"):
+        assert expected in svg, expected
+
+
+def test_steps_fold_events_into_spans(filled: Filled) -> None:
+    events = [e.to_dict() for e in filled.results["escalated"].events]
+    found = steps(events)
+    assert [(s.node, s.status, len(s.calls)) for s in found] == [
+        ("number", "escalated", 2),
+        ("supervisor", "ok", 1),
+    ]
+    assert found[0].cost_usd == pytest.approx(sum(c["cost_usd"] for c in events[2:4]))
+    assert steps([]) == []
+    running = steps(events[:3])
+    assert running[0].status == "running" and running[0].latency_s is None
+    assert isinstance(StepView, type)

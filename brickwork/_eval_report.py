@@ -72,6 +72,7 @@ class NodeOutcome:
     escalation: EscalationOutcome | None = None
     latency_s: float = 0.0
     cost_usd: float = 0.0
+    output: Any = None  # the node's final output (after any escalation)
 
 
 @dataclass

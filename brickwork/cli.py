@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--store", type=Path, help="run store file (default: in the cache)")
     api.add_argument("--api-key-env", help="environment variable holding the API key to require")
 
+    tui = sub.add_parser("tui", help="the operator TUI (runs, escalations, models, playground)")
+    tui.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    tui.add_argument("--graph", action="append", default=[], help="graph(s) for the playground")
+    tui.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -172,6 +177,25 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tui(args: argparse.Namespace) -> int:
+    from brickwork.serving.pool import ModelPool
+    from brickwork.tui.app import run_tui
+
+    from brickwork.serving.local import LocalServing
+
+    local = None
+    if args.pool is not None:
+        pool = ModelPool.from_config(args.pool)
+    else:  # one shared model for every graph: reuse `brickwork serve`, or start vLLM once
+        local = LocalServing().start()
+        pool = local.pool()
+    try:
+        return run_tui(args.store, args.graph or ["smart_home"], pool=pool)
+    finally:
+        if local is not None:
+            local.stop()
+
+
 def _api(args: argparse.Namespace) -> int:
     from brickwork.api import serve_api
     from brickwork.app import App
@@ -213,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _graph(args)
         if args.command == "api":
             return _api(args)
+        if args.command == "tui":
+            return _tui(args)
         print(__version__)
         return 0
     except BrickworkError as exc:

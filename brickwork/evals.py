@@ -253,6 +253,8 @@ def score_events(
     model's answer before the escalation is the last attempt of the node's failed finish.
     """
     outputs, small, nodes = _trace(events)
+    for name, output in outputs.items():
+        nodes[name].output = output
     for name, check in expectation.checks.items():
         nodes.setdefault(name, NodeOutcome()).correct = name in outputs and check(outputs[name])
     for name, node in nodes.items():
@@ -290,7 +292,8 @@ def _trace(
             if event.ok:
                 outputs[owner] = event.output
                 pending = None if owner == pending else pending
-            elif node.escalated and event.attempts:
+            elif event.model != "frontier" and node.escalated and event.attempts:
+                # The small model's last try before the escalation (frontier tries excluded).
                 small[owner] = event.attempts[-1].get("output")
         elif isinstance(event, RunFinished):
             break
@@ -311,7 +314,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", type=Path, help="report file (default: in the cache)")
     parser.add_argument("--pool", type=Path, help="pool config (.toml/.json)")
     parser.add_argument("--url", help="base URL of a running vLLM serving the embedded model")
-    parser.add_argument("--store", type=Path, help="save the runs in this run store file")
+    parser.add_argument("--store", type=Path, help="run store file (default: in the cache)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
 
 
@@ -345,7 +348,7 @@ async def _eval_main(args: argparse.Namespace) -> int:
         report = await arun_eval(
             args.target, args.data, mode=args.mode, concurrency=args.concurrency,
             limit=args.limit, pool=pool, compare_modes=modes,
-            timeout_s=args.timeout, store=RunStore(args.store) if args.store else None,
+            timeout_s=args.timeout, store=RunStore(args.store),
         )  # fmt: skip
     finally:
         if pool is not None:

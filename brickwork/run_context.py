@@ -13,7 +13,7 @@ from typing import Any
 from brickwork._prices import estimate_cost
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, ModelCallEvent
-from brickwork.ledger import Budget, BudgetBook, BudgetExceeded, Ledger, Reservation
+from brickwork.ledger import Budget, BudgetBook, BudgetExceeded, Ledger, LedgerRow, Reservation
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import Completion
 
@@ -41,6 +41,7 @@ class RunContext:
     resources: dict[str, Any] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     _reservations: dict[str, Reservation] = field(default_factory=dict)
+    _small_rows: dict[str, list[LedgerRow]] = field(default_factory=dict)
 
     def account(
         self,
@@ -57,6 +58,8 @@ class RunContext:
                 self.run_id, for_node or node, completion, tenant=self.tenant, escalated=escalated
             )
             total += row.cost_usd
+            if not escalated:
+                self._small_rows.setdefault(for_node or node, []).append(row)
             if row.stand_in and "frontier_stand_in" not in self.flags:
                 # No frontier API is configured: a local model played the part. Say so.
                 self.flags.append("frontier_stand_in")
@@ -109,6 +112,9 @@ class RunContext:
         except BudgetExceeded:
             return False
         self._reservations[node] = reservation
+        # The node's small-model attempts were the failed part of an escalation: the
+        # frontier-only counterfactual counts the node once, through its frontier call.
+        self.ledger.mark_escalated(self._small_rows.pop(node, []))
         return True
 
     def commit_escalation(self, node: str) -> None:

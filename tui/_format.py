@@ -9,25 +9,30 @@ __all__ = ["clip", "clock", "money", "pct", "seconds"]
 
 
 def money(usd: float) -> str:
-    """Dollars with as many decimals as a small amount needs: $12.34, $0.0123, $0.000066."""
+    """Dollars with as many decimals as a small amount needs: $12.34, $0.0123, -$0.000066."""
     size = abs(usd)
-    if size >= 0.01 or size == 0:
-        return f"${usd:,.2f}" if size >= 1 or size == 0 else f"${usd:.4f}"
+    sign = "-" if usd < 0 else ""
+    if size >= 1 or size == 0:
+        return f"{sign}${size:,.2f}"
+    if size >= 0.01:
+        return f"{sign}${size:.4f}"
     if size >= 0.0001:
-        return f"${usd:.5f}"
-    return f"${usd:.6f}"
+        return f"{sign}${size:.5f}"
+    return f"{sign}${size:.6f}"
 
 
-def seconds(value: float | None) -> str:
-    """A duration: 47 ms, 1.2 s, 3 m 05 s; a dash when unknown."""
+def seconds(value: float | None, *, compact: bool = False) -> str:
+    """A duration: 47 ms, 1.2 s, 3 m 05 s (compact: 47ms, 1.2s, 3m05s); a dash when unknown."""
     if value is None or math.isnan(value):
         return "-"
     if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, rest = divmod(int(value), 60)
-    return f"{minutes} m {rest:02d} s"
+        text = f"{value * 1000:.0f} ms"
+    elif value < 60:
+        text = f"{value:.1f} s"
+    else:
+        minutes, rest = divmod(int(value), 60)
+        text = f"{minutes} m {rest:02d} s"
+    return text.replace(" ", "") if compact else text
 
 
 def pct(rate: float) -> str:

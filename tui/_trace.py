@@ -48,8 +48,10 @@ class Step:
 
     @property
     def models(self) -> str:
-        """The logical models the span called ("-" when it made no call)."""
+        """The logical models the span called (else how it answered, e.g. knn; else "-")."""
         names = dict.fromkeys(str(c.get("model")) for c in self.calls)
+        if not names and self.finished is not None and self.finished.get("ok"):
+            return str(self.finished.get("method") or "-")
         return ",".join(names) or "-"
 
     @property

@@ -61,14 +61,17 @@ def _query(body: dict[str, Any]) -> str:
     return next((u for u in reversed(users) if u in WORDS or "Question:" in u), users[-1])
 
 
-def _number_model(bad: str = "nine", broken: str | None = None) -> FunctionModel:
-    """Small model: right except on `bad` (invalid) and `broken` (HTTP 500); frontier right."""
+def _number_model(
+    bad: str = "nine", broken: str | None = None, hopeless: str | None = None
+) -> FunctionModel:
+    """Small model: right except on `bad` (invalid) and `broken` (HTTP 500); frontier right
+    except on `hopeless` (invalid on both)."""
 
     def answer(body: dict[str, Any]) -> str | ModelStep:
         word = _query(body)
         if word == broken:
             return ModelStep(text="server exploded", status=500)
-        if body["model"] == "fake-slm" and word == bad:
+        if (body["model"] == "fake-slm" and word == bad) or word == hopeless:
             return '{"n": -1}'
         return json.dumps({"n": WORDS[word]})
 
@@ -170,6 +173,20 @@ async def test_compare_modes_side_by_side(numbers: Path) -> None:
     header = next(line for line in text.splitlines() if "measure" in line)
     assert header.index("slm") < header.index("hybrid") < header.index("frontier")
     assert "75.0%" in text and "100.0%" in text and "extract accuracy" in text
+
+
+async def test_an_escalation_that_fails_too_is_unfixed_and_frontier_mode_is_unscored(
+    numbers: Path,
+) -> None:
+    async with _number_model(bad="", hopeless="five").pool() as pool:
+        report = await arun_eval(
+            str(numbers), None, compare_modes=["hybrid", "frontier"], pool=pool, console=Console()
+        )
+    hybrid, frontier = report.modes["hybrid"], report.modes["frontier"]
+    assert hybrid.escalation_outcomes == {"fixed": 0, "unnecessary": 0, "unfixed": 1, "unscored": 0}
+    assert frontier.escalation_outcomes["unfixed"] == 0
+    assert frontier.escalation_outcomes["unscored"] == 4
+    assert hybrid.failed == frontier.failed == 1 and hybrid.correct == frontier.correct == 3
 
 
 async def test_intent_low_confidence_escalation_of_a_right_label_is_unnecessary(
@@ -304,3 +321,29 @@ def test_cli_arguments() -> None:
     assert (args.target, args.mode, args.compare, args.limit, args.concurrency) == (
         "smart_home", "hybrid", "slm,hybrid", 3, 8,
     )  # fmt: skip
+
+
+def test_score_events_maps_the_supervisor_output_and_ignores_frontier_tries() -> None:
+    from brickwork._eval_data import Expectation, label_check
+    from brickwork.evals import score_events
+    from brickwork.events import Escalation, ModelCallEvent, NodeFinished
+
+    def call(node: str, cost: float) -> ModelCallEvent:
+        return ModelCallEvent("r", node, "e", "m", "m", 1, 1, 0.1, cost, cost, False, False)
+
+    events = [
+        call("intent", 0.001),
+        Escalation("r", "intent", "escalate", "low_confidence", "", ()),
+        NodeFinished("r", "intent", False, 0.1, None, "slm", "slm", ({"output": "up"},), "esc"),
+        call("supervisor", 0.01),
+        NodeFinished("r", "supervisor", True, 0.2, {"label": "down"}, "frontier", "frontier"),
+        Escalation("r", "step_1", "escalate", "frontier_mode", "", ()),
+        NodeFinished("r", "step_1", False, 0.1, None, "frontier", "frontier", ({"output": "x"},)),
+    ]
+    checks = {"intent": label_check("down"), "step_1": label_check("x")}
+    expectation = Expectation(checks, lambda outputs: outputs["intent"]["label"] == "down")
+    correct, nodes = score_events(events, expectation)
+    assert correct and nodes["intent"].escalation == "fixed"
+    assert nodes["intent"].cost_usd == pytest.approx(0.011)
+    assert nodes["intent"].latency_s == pytest.approx(0.3)
+    assert nodes["step_1"].escalation == "unscored" and nodes["step_1"].correct is False

@@ -16,6 +16,7 @@ from brickwork.app import App, RunResult
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel
+from brickwork.tui._format import seconds
 from brickwork.tui._trace import steps
 from brickwork.tui.app import BrickworkTUI
 from brickwork.tui.screens import (
@@ -27,7 +28,7 @@ from brickwork.tui.screens import (
     RunDetailScreen,
     RunsScreen,
 )
-from brickwork.tui.widgets import FilterBar, StepView, SummaryBar, Timeline, TraceLog
+from brickwork.tui.widgets import FilterBar, SummaryBar, Timeline, TraceLog
 
 GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
 SIZE = (80, 24)
@@ -108,15 +109,23 @@ async def test_dashboard_shows_per_node_figures_from_the_store(filled: Filled) -
         assert set(by_node) == {"number", "supervisor"}
         number = by_node["number"]
         assert number[1] == str(stats["number"].calls) == "4"
-        assert number[4] == "50%"  # validation failed in the escalated and the slm run
-        assert number[5] == "50%"  # escalated in hybrid and in frontier mode
+        p50, p95 = stats["number"].p50_s, stats["number"].p95_s
+        assert number[2] == f"{seconds(p50, compact=True)}/{seconds(p95, compact=True)}"
+        assert number[3] == "50%"  # validation failed in the escalated and the slm run
+        assert number[4] == "50%"  # escalated in hybrid and in frontier mode
         assert by_node["supervisor"][1] == "2"
         summary = text_of(screen.query_one(SummaryBar))
         assert "runs 4" in summary and "escalated 50%" in summary and "ok 75%" in summary
 
 
 async def test_keys_switch_screens_and_help_opens_and_closes(filled: Filled) -> None:
-    tui = filled.tui()
+    closed: list[bool] = []
+
+    async def on_exit() -> None:
+        closed.append(True)
+
+    app = filled.app()
+    tui = BrickworkTUI({"two_step": app}, filled.store, refresh_s=3600, on_exit=on_exit)
     async with tui.run_test(size=SIZE) as pilot:
         await settle(pilot)
         expected = {
@@ -137,7 +146,7 @@ async def test_keys_switch_screens_and_help_opens_and_closes(filled: Filled) -> 
         await press(pilot, "escape")
         assert isinstance(tui.screen, DashboardScreen)
         await press(pilot, "q")
-    assert tui.return_code == 0
+    assert tui.return_code == 0 and closed == [True]
 
 
 async def test_runs_table_is_newest_first_and_filters_change_the_rows(filled: Filled) -> None:
@@ -157,8 +166,16 @@ async def test_runs_table_is_newest_first_and_filters_change_the_rows(filled: Fi
         assert [r[6] for r in rows(table)] == ["seven"]
         await press(pilot, "s")  # status: failed
         assert [r[6] for r in rows(table)] == ["bad again"]
-        await press(pilot, "g", "g")  # graph two_step, then back to any... and over to none
+        await press(pilot, "c", "g")  # no filter but the graph
+        assert tui.screen.query_one(FilterBar).values == {
+            "graph": "two_step",
+            "status": "",
+            "escalated": "",
+        }
+        assert len(rows(table)) == 4
+        await press(pilot, "s", "g")  # status ok, graph back to any
         assert tui.screen.query_one(FilterBar).values["graph"] == ""
+        assert len(rows(table)) == 3
         await press(pilot, "c")
         assert len(rows(table)) == 4
         assert "runs 4" in text_of(tui.screen.query_one(SummaryBar))
@@ -254,6 +271,7 @@ async def test_playground_runs_a_request_and_shows_its_trace(filled: Filled) -> 
         assert isinstance(tui.focused, Input)
         await press(pilot, *"bad news", "enter")
         assert screen.state == "ok" and screen.run_id is not None
+        assert not screen.has_class("-running")
         lines = screen.query_one(TraceLog).plain
         assert lines[0] == "▶ two_step (hybrid): bad news"
         assert any("decision escalate (validation_failed)" in line for line in lines)
@@ -306,8 +324,48 @@ def test_steps_fold_events_into_spans(filled: Filled) -> None:
         ("number", "escalated", 2),
         ("supervisor", "ok", 1),
     ]
-    assert found[0].cost_usd == pytest.approx(sum(c["cost_usd"] for c in events[2:4]))
+    small = [e for e in events if e["kind"] == "model_call" and e["node"] == "number"]
+    assert found[0].cost_usd == pytest.approx(sum(c["cost_usd"] for c in small))
+    assert found[0].tokens == (20, 10) and found[1].models == "frontier"
     assert steps([]) == []
     running = steps(events[:3])
     assert running[0].status == "running" and running[0].latency_s is None
-    assert isinstance(StepView, type)
+
+
+async def test_runs_and_dashboard_pick_up_new_runs_on_their_timer(filled: Filled) -> None:
+    app = filled.app()
+    tui = BrickworkTUI({"two_step": app}, filled.store, refresh_s=0.05)
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        table = tui.screen.query_one("#runs", DataTable)
+        assert table.row_count == 4
+        await app.ainvoke("seven at last")  # as another process writing to the store would
+        for _ in range(100):  # the screen's timer reloads it; wait for the row, not a time
+            if table.row_count == 5:
+                break
+            await pilot.pause(0.05)
+        assert rows(table)[0][6] == "seven at last"
+        await press(pilot, "d")
+        for _ in range(100):
+            summary = text_of(tui.screen.query_one(SummaryBar))
+            if "runs 5" in summary:
+                break
+            await pilot.pause(0.05)
+        assert "runs 5" in summary
+    await app.aclose()
+
+
+async def test_without_graphs_the_store_screens_work_and_the_playground_says_why(
+    filled: Filled,
+) -> None:
+    tui = BrickworkTUI({}, filled.store, refresh_s=3600)
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        assert tui.screen.query_one("#runs", DataTable).row_count == 4
+        await press(pilot, "p")
+        message = text_of(tui.screen.query_one("#no-graphs", Static))
+        assert "start the TUI with --graph REF" in message
+        await press(pilot, "o")
+        assert isinstance(tui.screen, PlaygroundScreen)

@@ -64,7 +64,7 @@ class DashboardScreen(TUIScreen):
         yield FilterBar([Filter("graph", "graph", tuple(self.tui.apps))], id="dashboard-filters")
         yield SummaryBar("Reading the run store…", id="dashboard-summary")
         table: DataTable[str | Text] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
-        table.add_columns("Node", "Calls", "p50", "p95", "Inval", "Escal", "Cost", "Avoided")
+        table.add_columns("Node", "Calls", "p50/p95", "Inval", "Escal", "Cost", "Avoided")
         yield table
 
     @work(exclusive=True, group="dashboard")
@@ -105,8 +105,7 @@ class DashboardScreen(TUIScreen):
             table.add_row(
                 Text(name),
                 str(node.calls),
-                seconds(node.p50_s),
-                seconds(node.p95_s),
+                f"{seconds(node.p50_s, compact=True)}/{seconds(node.p95_s, compact=True)}",
                 _rate(node.validation_failure_rate),
                 _rate(node.escalation_rate),
                 money(node.cost_usd),
@@ -118,7 +117,7 @@ class DashboardScreen(TUIScreen):
         if data.nodes:
             table.move_cursor(row=min(row, len(data.nodes) - 1))
         else:
-            table.add_row(Text("no runs yet", style="dim"), *[""] * 7)
+            table.add_row(Text("no runs yet", style="dim"), *[""] * 6)
 
     def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
         """Another graph: read again."""

@@ -11,38 +11,35 @@ from textual.widgets import Static
 
 __all__ = ["HELP", "HelpScreen"]
 
-#: (where, key, what) rows of the help table.
+#: (where, keys, what) rows of the help table.
 HELP: tuple[tuple[str, str, str], ...] = (
     ("anywhere", "d r e m p", "Dashboard, Runs, Escalations, Models, Playground"),
-    ("anywhere", "?", "this help"),
-    ("anywhere", "q / ctrl+q", "quit"),
-    ("anywhere", "tab / shift+tab", "move between filters, tables and boxes"),
+    ("", "? q", "this help; quit (also ctrl+q)"),
+    ("", "tab shift+tab", "next / previous filter, table or box"),
     ("tables", "↑ ↓ pgup pgdn", "move the cursor"),
-    ("dashboard", "g", "next graph (or all graphs)"),
-    ("runs", "enter", "open the run under the cursor"),
-    ("runs", "g s x", "filter by graph, status, escalated"),
-    ("runs", "c", "clear the filters"),
-    ("escalations", "enter", "open the run at the escalated node"),
-    ("escalations", "g n w a", "filter by graph, node, reason (why), action"),
-    ("run detail", "↑ ↓", "choose a step; its prompts and errors show below"),
-    ("run detail", "tab", "scroll the step detail"),
-    ("run detail", "escape", "back"),
+    ("", "enter", "open the run (runs, escalations)"),
+    ("dashboard", "g", "next graph, or all graphs"),
+    ("runs", "g s x c", "filter by graph, status, escalated; clear"),
+    ("escalations", "g n w a c", "filter by graph, node, why, action; clear"),
+    ("run detail", "↑ ↓", "choose a step: its prompts, outputs, errors"),
+    ("", "tab esc", "scroll the step detail; back"),
     ("playground", "enter", "run the request in the box"),
-    ("playground", "escape / i", "leave the box (keys work again) / back to it"),
-    ("playground", "o", "open the finished run"),
+    ("", "esc i", "leave the box (keys work again); back to it"),
+    ("", "o", "open the finished run"),
 )
 
 
 class HelpScreen(ModalScreen[None]):
     """The keys; any of escape, ? or q closes it."""
 
+    AUTO_FOCUS = "#help"
     BINDINGS = [
         Binding("escape,question_mark,q", "dismiss", "Close"),
     ]
 
     def compose(self) -> ComposeResult:
         """The key table."""
-        table = Table(title="brickwork keys", expand=True, show_edge=False)
+        table = Table(title="brickwork keys", expand=True, box=None, show_header=False)
         table.add_column("Where", style="dim", no_wrap=True)
         table.add_column("Keys", style="bold", no_wrap=True)
         table.add_column("What")

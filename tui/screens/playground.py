@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
-from brickwork.errors import BrickworkError
+from brickwork.errors import BrickworkError, ConfigError
 from brickwork.tui._format import money, seconds
 from brickwork.tui.screens._base import TUIScreen
 from brickwork.tui.widgets.request_form import RequestForm
 from brickwork.tui.widgets.summary_bar import SummaryBar
 from brickwork.tui.widgets.trace_log import TraceLog
+
+if TYPE_CHECKING:
+    from brickwork.app import App
 
 __all__ = ["PlaygroundScreen"]
 
@@ -44,6 +49,10 @@ class PlaygroundScreen(TUIScreen):
         yield SummaryBar("Type a request and press Enter.", id="playground-status")
         yield TraceLog(id="trace")
 
+    def watch_state(self, state: str) -> None:
+        """Dim the request box while a run is going (another Enter is refused meanwhile)."""
+        self.set_class(state == "running", "-running")
+
     def on_request_form_submitted(self, event: RequestForm.Submitted) -> None:
         """Run the request, unless one is still running."""
         if self.state == "running":
@@ -58,9 +67,9 @@ class PlaygroundScreen(TUIScreen):
         trace.reset()
         self.state = "running"
         self.run_id = None
-        status = self.query_one(SummaryBar)
-        status.show([("running", f"{graph} ({mode})")], note="the first run may start the model")
         app = self.tui.apps[graph]
+        status = self.query_one(SummaryBar)
+        status.show([("running", f"{graph} ({mode})")], note=_starting_note(app))
         try:
             async for event in app.astream(text, mode=mode):  # type: ignore[arg-type]
                 if event.kind == "run_started":
@@ -100,3 +109,11 @@ class PlaygroundScreen(TUIScreen):
             self.notify("No finished run yet.", severity="warning")
             return
         self.tui.open_run(self.run_id)
+
+
+def _starting_note(app: App) -> str:
+    try:
+        app.pool  # noqa: B018 - raises until the app has a pool
+    except ConfigError:
+        return "starting the embedded model first (a minute or two)"
+    return ""

@@ -178,10 +178,9 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
+    from brickwork.serving.local import LocalServing
     from brickwork.serving.pool import ModelPool
     from brickwork.tui.app import run_tui
-
-    from brickwork.serving.local import LocalServing
 
     local = None
     if args.pool is not None:

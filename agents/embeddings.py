@@ -257,7 +257,7 @@ def _load_minilm() -> Any:
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise MissingDependencyError("sentence-transformers", _EXTRA, _PURPOSE) from exc
-    hf_logging.disable_progress_bar()  # a 20 ms load needs no progress bar in the operator's log
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
 
 

@@ -1,5 +1,9 @@
 """`python -m benchmarks` (what `make bench` runs): every benchmark, one after the other."""
 
-from benchmarks import serving
+import sys
 
-serving.main()
+from benchmarks import overhead, scale, serving
+
+for bench in (overhead, scale, serving):
+    sys.argv = [bench.__name__]
+    bench.main()

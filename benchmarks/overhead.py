@@ -11,7 +11,9 @@ so what is measured is brickwork's own cost. Per concurrency level, in one run:
   grounded tool call executed on the simulated hub), mode "slm", no run store.
 
 Per-node overhead of a run = (run wall time - model calls x raw p50 latency at the same
-concurrency) / nodes that finished. Throughput ratio = brickwork model calls/s / raw requests/s.
+concurrency) / nodes that finished; above concurrency 1 it includes waiting for this process's
+own CPU. CPU ms per run = this process's CPU time over the batch / runs (the raw client's own
+CPU is not subtracted). Throughput ratio = brickwork model calls/s / raw requests/s.
 The pool's endpoint allows 256 requests in flight (the default is 64) so the pool's own
 limit is not what is measured at concurrency 128. Writes benchmarks/results/overhead.json.
 """
@@ -119,10 +121,11 @@ async def _app(app: App, total: int, concurrency: int, raw_p50_ms: float) -> dic
     await asyncio.gather(*(one() for _ in range(8)))  # warm up (loads MiniLM for smart_home)
     overheads.clear()
     calls = errors = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
+        "cpu_ms_per_run": cpu / total * 1000,  # this process: graph, agents, client, threads
         "runs_per_s": total / wall,
         "calls_per_s": calls / wall,
         "calls_per_run": calls / total,
@@ -157,7 +160,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> Table:
     out = Table(title="brickwork overhead against an instant OpenAI-compatible server")
     for name in ("conc", "graph", "runs/s", "calls/s", "raw calls/s", "ratio", "node p50 ms",
-                 "node p99 ms", "errors"):  # fmt: skip
+                 "node p99 ms", "cpu ms/run", "errors"):  # fmt: skip
         out.add_column(name, justify="right")
     for level, row in results["levels"].items():
         raw = row["raw"]
@@ -167,7 +170,7 @@ def table(results: dict[str, Any]) -> Table:
                 level, name, f"{r['runs_per_s']:.0f}", f"{r['calls_per_s']:.0f}",
                 f"{raw['calls_per_s']:.0f}", f"{r['throughput_ratio']:.2f}",
                 f"{r['node_overhead_p50_ms']:.2f}", f"{r['node_overhead_p99_ms']:.2f}",
-                str(r["errors"]),
+                f"{r['cpu_ms_per_run']:.1f}", str(r["errors"]),
             )  # fmt: skip
     return out
 

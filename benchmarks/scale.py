@@ -52,6 +52,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     statuses = Counter(
         r.status if not isinstance(r, BaseException) else "exception" for r in results
     )
+    reasons = Counter(
+        repr(r)[:160] if isinstance(r, BaseException) else (r.error or "")[:160]
+        for r in results
+        if isinstance(r, BaseException) or not r.ok
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "graph": args.graph,
@@ -60,6 +65,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "runs_per_s": args.runs / wall,
         "statuses": dict(statuses),
         "errors": args.runs - statuses.get("ok", 0),
+        "top_errors": reasons.most_common(3),
         "rss_before_mb": before / 2**20,
         "peak_rss_mb": peak / 2**20,
         "under_1_gib": peak < GIB,
@@ -78,6 +84,8 @@ def main() -> None:
         f"RSS {report['rss_before_mb']:.0f} MB before, peak {report['peak_rss_mb']:.0f} MB "
         f"({'under' if report['under_1_gib'] else 'OVER'} 1 GiB)"
     )
+    for reason, count in report["top_errors"]:
+        print(f"  {count} x {reason}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"scale_{args.graph}.json").write_text(json.dumps(report, indent=2))
 

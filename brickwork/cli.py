@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     tui.add_argument("--graph", action="append", default=[], help="graph(s) for the playground")
     tui.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
 
+    from brickwork.evals import add_eval_arguments
+
+    add_eval_arguments(sub.add_parser("eval", help="accuracy, escalations, cost and latency"))
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -238,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _api(args)
         if args.command == "tui":
             return _tui(args)
+        if args.command == "eval":
+            from brickwork.evals import eval_main
+
+            return eval_main(args)
         print(__version__)
         return 0
     except BrickworkError as exc:

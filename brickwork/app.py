@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from brickwork._prices import PriceBook
+from brickwork._settings import cache_dir
 from brickwork.errors import ConfigError
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, RunFinished, RunStarted, RunStatus
@@ -74,7 +75,7 @@ class App:
         prices: PriceBook | None = None,
         policy: Policy | None = None,
         budgets: BudgetBook | None = None,
-        checkpoints: str | Path | None = None,
+        checkpoints: str | Path | None = "default",
     ) -> None:
         self.graph = graph
         self.graph_options = dict(graph_options or {})
@@ -85,7 +86,11 @@ class App:
         self.budgets = budgets or BudgetBook()
         self._prices = prices
         self.ledger: Ledger | None = None
-        self.checkpoints = checkpoints
+        # Durable graph state: a SQLite file in the cache by default, a PostgreSQL URL, a file
+        # path, or None for memory only (then runs cannot be resumed).
+        self.checkpoints = (
+            cache_dir() / "checkpoints.sqlite" if checkpoints == "default" else checkpoints
+        )
         self._compiled: Any = None
         self._saver_cm: Any = None
         self._start_lock = asyncio.Lock()
@@ -300,7 +305,9 @@ class App:
     async def aresume(self, run_id: str, **options: Any) -> RunResult:
         """Continue a run that was interrupted, from its last checkpoint."""
         if self.checkpoints is None:
-            raise ConfigError("resuming needs durable state: create the App with checkpoints=")
+            raise ConfigError(
+                "resuming needs durable state; this App was made with checkpoints=None"
+            )
         events = [e async for e in self.astream("(resumed)", run_id=run_id, resume=True, **options)]
         return self._result(events)
 

@@ -19,9 +19,17 @@ from brickwork.testing import FunctionModel, ModelStep
 GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
 
 
-def _model(small: str = '{"n": 7}', frontier: str = '{"n": 8}') -> FunctionModel:
-    def answer(body: dict[str, Any]) -> str:
-        return frontier if body["model"] == "fake-frontier" else small
+def _model(
+    small: str = '{"n": 7}',
+    frontier: str = '{"n": 8}',
+    *,
+    frontier_tokens: tuple[int, int] = (10, 5),
+) -> FunctionModel:
+    def answer(body: dict[str, Any]) -> ModelStep:
+        if body["model"] == "fake-frontier":
+            return ModelStep(frontier, prompt_tokens=frontier_tokens[0],
+                             completion_tokens=frontier_tokens[1])  # fmt: skip
+        return ModelStep(small)
 
     return FunctionModel(answer)
 
@@ -80,14 +88,18 @@ async def test_exhausted_budget_blocks_the_escalation_and_flags_the_run() -> Non
 
 
 async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
-    model = _model(small='{"n": -1}')
+    from brickwork.run_context import ESCALATION_OUTPUT_TOKENS, ESCALATION_PROMPT_TOKENS
+
+    # Every escalation really costs what was reserved for it, so the budget must bind.
+    model = _model(
+        small='{"n": -1}', frontier_tokens=(ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
+    )
     async with model.pool() as pool:
         probe = App.from_graph(GRAPH, pool=pool)
         await probe.ainvoke("warm up", mode="slm")  # starts the app to read the estimate
         estimate = probe.ledger.prices.frontier_reference  # type: ignore[union-attr]
         await probe.aclose()
         from brickwork._prices import estimate_cost
-        from brickwork.run_context import ESCALATION_OUTPUT_TOKENS, ESCALATION_PROMPT_TOKENS
 
         one = estimate_cost(estimate, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
         limit = one * 10.5  # room for at most 10 escalations (small calls cost a little too)

@@ -144,8 +144,19 @@ async def _run(args: argparse.Namespace) -> int:
     texts = tuple(args.texts) or (DEMO_REQUESTS if "smart_home" in args.graph else ())
     if not texts:
         raise ConfigError(f'give the request text: brickwork run {args.graph} "..."')
-    pool = ModelPool.from_config(args.pool) if args.pool is not None else None
-    app = App.from_graph(args.graph, pool=pool, store=RunStore(args.store))
+    from brickwork.serving.local import LocalServing
+
+    app = App.from_graph(args.graph, store=RunStore(args.store))  # a bad graph fails first
+    local = None
+    if args.pool is not None:
+        pool = ModelPool.from_config(args.pool)
+        origin = f"pool config {args.pool}"
+    else:  # reuse `brickwork serve`, or start vLLM here, with a progress display
+        local = await asyncio.to_thread(LocalServing(progress=not args.json).start)
+        pool = local.pool()
+        origin = local.origin
+    app = App(app.graph, pool=pool, store=app.store)
+    Console(stderr=True).print(f"model: {origin}", highlight=False)
     console = Console(stderr=args.json)
     results = []
     try:
@@ -154,8 +165,6 @@ async def _run(args: argparse.Namespace) -> int:
                 text, mode=args.mode, tenant=args.tenant, budget_usd=args.budget
             )
             results.append(result)
-            if len(results) == 1:
-                Console(stderr=True).print(f"model: {app.origin}", highlight=False)
             if args.json:
                 print(result_json(result), flush=True)
             else:
@@ -165,8 +174,9 @@ async def _run(args: argparse.Namespace) -> int:
             print_batch(results, console)
     finally:
         await app.aclose()
-        if pool is not None:
-            await pool.aclose()
+        await pool.aclose()
+        if local is not None:
+            await asyncio.to_thread(local.stop)
     return 0 if all(r.ok for r in results) or len(results) > 1 else 1
 
 

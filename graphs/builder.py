@@ -38,6 +38,7 @@ __all__ = [
     "plan_gate",
     "run_step",
     "to_jsonable",
+    "write_tool_call",
 ]
 
 SUPERVISOR = "supervisor"
@@ -147,6 +148,15 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def write_tool_call(result: Any) -> dict[str, Any]:
+    """A tool-calling node's output: the call, and what the tool returned (None on error)."""
+    tool_result = result.extra.get("tool_result")
+    return {
+        "call": to_jsonable(result.value),
+        "result": to_jsonable(tool_result.value) if tool_result and tool_result.ok else None,
+    }
 
 
 def _attempts(result: Any) -> tuple[dict[str, Any], ...]:

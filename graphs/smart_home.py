@@ -31,6 +31,7 @@ from brickwork.graphs.builder import (
     plan_gate,
     run_step,
     to_jsonable,
+    write_tool_call,
 )
 from brickwork.run_context import RunContext
 from brickwork.skills.examples import smart_home_intent_skill, smart_home_skill
@@ -68,15 +69,6 @@ def read_request(state: GraphState) -> Any:
 def after_intent(output: Any) -> str:
     """Device commands and status questions go to the tool caller; the rest ends."""
     return END if output["label"] == "out_of_scope" else "toolcall"
-
-
-def write_call(result: Any) -> dict[str, Any]:
-    """A tool call's output: the call and what the hub answered."""
-    tool_result = result.extra.get("tool_result")
-    return {
-        "call": to_jsonable(result.value),
-        "result": to_jsonable(tool_result.value) if tool_result and tool_result.ok else None,
-    }
 
 
 def answer(state: GraphState) -> str:
@@ -130,7 +122,7 @@ def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
         done = []
         for number, step in enumerate(steps, 1):
             result, _ = await run_step(f"step_{number}", toolcall, step, ctx)
-            done.append(write_call(result) if result.value is not None else {"error": step})
+            done.append(write_tool_call(result) if result.value is not None else {"error": step})
         return {"outputs": {"execute_plan": done}}
 
     gate, gate_targets = plan_gate(
@@ -146,7 +138,7 @@ def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
                 destinations=("toolcall", END),
                 write=lambda r: to_jsonable(r.value),
             ),
-            Specialist("toolcall", toolcall, read_request, next=END, write=write_call),
+            Specialist("toolcall", toolcall, read_request, next=END, write=write_tool_call),
         ],
         entry="plan_check",
         plain_nodes={"plan_check": (gate, gate_targets), "execute_plan": (execute_plan, (END,))},

@@ -17,8 +17,14 @@ from brickwork.agents.embeddings import EmbeddingKNN
 from brickwork.agents.extract import ExtractAgent
 from brickwork.agents.intent import IntentAgent
 from brickwork.agents.toolcall import ToolCallAgent
-from brickwork.graphs.builder import END, GraphState, LazyAgent, Specialist, build_graph
-from brickwork.graphs.builder import to_jsonable as _json
+from brickwork.graphs.builder import (
+    END,
+    GraphState,
+    LazyAgent,
+    Specialist,
+    build_graph,
+    write_tool_call,
+)
 from brickwork.skills.examples import (
     banking_intent_skill,
     banking_support_skill,
@@ -50,15 +56,6 @@ def read_for_action(state: GraphState) -> str:
     return f"{text}\n(Transfer details: {fields})"
 
 
-def write_action(result: Any) -> dict[str, Any]:
-    """The call and the bank's answer."""
-    tool_result = result.extra.get("tool_result")
-    return {
-        "call": _json(result.value),
-        "result": _json(tool_result.value) if tool_result and tool_result.ok else None,
-    }
-
-
 def answer(state: GraphState) -> str:
     """What the bank did, in one line."""
     outputs = state.get("outputs", {})
@@ -83,7 +80,7 @@ def build(*, checkpointer: Any = None, bank: SimulatedBank | None = None) -> Any
                 "intent", intent, read_text, next=after_intent, destinations=("extract", "act")
             ),
             Specialist("extract", extract, read_text, next="act"),
-            Specialist("act", act, read_for_action, next=END, write=write_action),
+            Specialist("act", act, read_for_action, next=END, write=write_tool_call),
         ],
         checkpointer=checkpointer,
     )

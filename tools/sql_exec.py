@@ -17,6 +17,7 @@ import math
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -285,7 +286,7 @@ def _normalise(value: Any) -> Any:
 _Rows = list[tuple[Any, ...]]
 
 
-class _Connection:
+class _Connection(ABC):
     """A read-only connection with a deadline; `query` maps errors to brickwork's."""
 
     explain_prefix = "EXPLAIN "
@@ -295,11 +296,11 @@ class _Connection:
         self.timeout_s = timeout_s
         self.deadline = time.monotonic() + timeout_s
 
+    @abstractmethod
     def query(self, sql: str, limit: int | None) -> tuple[tuple[str, ...], _Rows]:
         """Run one statement and fetch up to `limit` rows (all when None)."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - connections without resources need no close
         """Close the connection (never commits)."""
 
     def _timeout(self) -> SQLTimeoutError:

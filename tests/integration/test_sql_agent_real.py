@@ -28,10 +28,11 @@ from brickwork.skills.skill import Skill, SQLContract
 from brickwork.tools.sample_db import create_sample_db, database_from_ddl
 from brickwork.tools.sql import Database, SchemaInfo
 from brickwork.tools.sql_exec import execute_readonly, execution_match
+from tests._paths import SHARED_DATA
 
 pytestmark = pytest.mark.vllm
 
-TEXT2SQL = Path("/work/shared/data/text2sql")
+TEXT2SQL = SHARED_DATA / "text2sql"
 QUESTIONS = (
     "How many products are in the Books category?",
     "What is the most expensive product?",

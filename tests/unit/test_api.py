@@ -25,8 +25,8 @@ from brickwork.api import ApiServer, create_api
 from brickwork.app import App
 from brickwork.errors import ConfigError, ServerStartError
 from brickwork.graphs import GraphModule
-from brickwork.graphs.builder import END, Specialist, build_graph
-from brickwork.graphs.smart_home import answer, read_request, write_call
+from brickwork.graphs.builder import END, Specialist, build_graph, write_tool_call
+from brickwork.graphs.smart_home import answer, read_request
 from brickwork.skills.examples import smart_home_skill
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel, ModelStep
@@ -55,7 +55,7 @@ def tiny_graph() -> GraphModule:
     def build(*, checkpointer: Any = None) -> Any:
         agent = ToolCallAgent(smart_home_skill(SmartHomeHub()))
         return build_graph(
-            [Specialist("toolcall", agent, read_request, next=END, write=write_call)],
+            [Specialist("toolcall", agent, read_request, next=END, write=write_tool_call)],
             entry="gate",
             plain_nodes={"gate": (gate, ("toolcall",))},
             checkpointer=checkpointer,

@@ -23,6 +23,7 @@ __all__ = [
     "Validator",
     "call_with",
     "repair_loop",
+    "shots_for",
 ]
 
 T = TypeVar("T")
@@ -146,6 +147,15 @@ async def repair_loop(
             {"role": "user", "content": _REPAIR.format(errors="\n".join(f"- {e}" for e in errors))},
         ]
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shots_for(model: str, few_shot: int) -> int:
+    """Few-shot examples to show `model`: none for a LoRA adapter (`slm:<adapter>`).
+
+    Adapters made by `brickwork tune` learned the task from zero-shot prompts (the examples are
+    in their weights); showing them examples again would be a prompt they were not trained on.
+    """
+    return 0 if ":" in model else few_shot
 
 
 def call_with(pool: ModelPool, model: str, **options: Any) -> Caller:

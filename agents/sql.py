@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from brickwork.agents.base import AgentResult, Signal, SignalKind, repair_loop
+from brickwork.agents.base import AgentResult, Signal, SignalKind, repair_loop, shots_for
 from brickwork.errors import (
     SkillError,
     SQLError,
@@ -154,7 +154,9 @@ class SQLAgent:
             return schema
         return schema.relevant(question, max_tables=self.max_prompt_tables)
 
-    def messages(self, question: str, schema: SchemaInfo) -> list[Message]:
+    def messages(
+        self, question: str, schema: SchemaInfo, *, few_shot: int | None = None
+    ) -> list[Message]:
         """The prompt: instructions, dialect and answer format; examples; schema and question.
 
         The schema goes in the last user turn, next to the question, in the layout of
@@ -164,7 +166,7 @@ class SQLAgent:
         dialect = _DIALECT_NAMES[self.dialect]
         system = f"{self.skill.instructions}\n\n{_ANSWER.format(dialect=dialect)}"
         messages: list[Message] = [{"role": "system", "content": system}]
-        for example in self.skill.few_shot(self.few_shot):
+        for example in self.skill.few_shot(self.few_shot if few_shot is None else few_shot):
             messages += _example_turns(example)
         content = f"Schema:\n{schema.to_ddl()}\n\nQuestion: {question.strip()}"
         messages.append({"role": "user", "content": content})
@@ -227,7 +229,7 @@ class SQLAgent:
             return value, errors, kind
 
         value, attempts, signals = await repair_loop(
-            self.messages(question, shown),
+            self.messages(question, shown, few_shot=shots_for(logical, self.few_shot)),
             call,
             validate,
             max_repairs=self.skill.thresholds.max_repairs,

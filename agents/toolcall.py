@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop
+from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop, shots_for
 from brickwork.errors import (
     SkillError,
     ToolArgumentsError,
@@ -123,12 +123,15 @@ class ToolCallAgent:
         tools = "\n".join(tool_signature(t) for t in self.registry)
         return f"{self.skill.instructions}\n\nTools:\n{tools}\n\n{_ANSWER_FORMAT}"
 
-    def messages(self, conversation: str | Sequence[Message]) -> list[Message]:
+    def messages(
+        self, conversation: str | Sequence[Message], *, few_shot: int | None = None
+    ) -> list[Message]:
         """The full prompt for one request: system, few-shot turns, then the conversation.
 
         Args:
             conversation: A user text, a conversation in the data format (a JSON list of
                 chat messages), or chat messages.
+            few_shot: Examples to show instead of the agent's `few_shot`.
         """
         if isinstance(conversation, str):
             turns = parse_conversation(conversation)
@@ -137,7 +140,7 @@ class ToolCallAgent:
         if not turns:
             raise ValueError("the conversation is empty; give at least one user message")
         prompt: list[Message] = [{"role": "system", "content": self.system_prompt()}]
-        for example in self.skill.few_shot(self.few_shot):
+        for example in self.skill.few_shot(self.few_shot if few_shot is None else few_shot):
             prompt += _example_turns(example)
         return prompt + turns
 
@@ -187,7 +190,7 @@ class ToolCallAgent:
             return value, errors, kind
 
         value, attempts, signals = await repair_loop(
-            self.messages(input),
+            self.messages(input, few_shot=shots_for(logical, self.few_shot)),
             call,
             validate,
             max_repairs=self.skill.thresholds.max_repairs,

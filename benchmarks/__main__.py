@@ -1,9 +1,96 @@
-"""`python -m benchmarks` (what `make bench` runs): every benchmark, one after the other."""
+"""`python -m benchmarks` (what `make bench` runs): every benchmark, then the targets, checked.
 
+Runs, one after the other, each writing its JSON under benchmarks/results/:
+overhead against the instant server (concurrency 1, 8, 32, 128), overhead against the real
+local vLLM (1, 8, 32), scale with 1,000 concurrent runs (one-node graph and smart_home), and
+the serving benchmark. Then prints the issue's targets next to what was measured, and writes
+them to benchmarks/results/summary.json and summary.txt.
+"""
+
+from __future__ import annotations
+
+import json
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from benchmarks import overhead, scale, serving
 
-for bench in (overhead, scale, serving):
-    sys.argv = [bench.__name__]
-    bench.main()
+RESULTS = Path(__file__).parent / "results"
+
+RUNS: list[tuple[Callable[[], None], list[str]]] = [
+    (overhead.main, ["overhead"]),
+    (
+        overhead.main,
+        ["overhead", "--server", "vllm", "--concurrency", "1,8,32", "--requests", "96"],
+    ),
+    (scale.main, ["scale", "--graph", "one_node"]),
+    (scale.main, ["scale", "--graph", "smart_home"]),
+    (serving.main, ["serving"]),
+]
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def targets() -> list[dict[str, Any]]:
+    """Each target of the benchmarks issue with the value measured in this run."""
+    rows: list[dict[str, Any]] = []
+
+    def add(target: str, measured: float | None, limit: float, at_most: bool, unit: str) -> None:
+        met = None if measured is None else (measured <= limit if at_most else measured >= limit)
+        rows.append({"target": target, "limit": limit, "at_most": at_most, "unit": unit,
+                     "measured": measured, "met": met})  # fmt: skip
+
+    instant = _load("overhead.json")
+    one = (instant or {}).get("levels", {}).get("1", {}).get("one_node")
+    add("per-node overhead p50 (instant server, c=1)",
+        one and one["node_overhead_p50_ms"], 1.0, True, "ms")  # fmt: skip
+    add("per-node overhead p99 (instant server, c=1)",
+        one and one["node_overhead_p99_ms"], 5.0, True, "ms")  # fmt: skip
+    vllm = _load("overhead_vllm.json")
+    at32 = (vllm or {}).get("levels", {}).get("32", {}).get("one_node")
+    add("throughput brickwork/raw (local vLLM, c=32)",
+        at32 and at32["throughput_ratio"], 0.95, False, "x")  # fmt: skip
+    for graph in ("one_node", "smart_home"):
+        report = _load(f"scale_{graph}.json")
+        add(f"1,000 concurrent runs ({graph}): errors",
+            report and report["errors"], 0, True, "runs")  # fmt: skip
+        add(f"1,000 concurrent runs ({graph}): peak RSS",
+            report and report["peak_rss_mb"], 1024, True, "MB")  # fmt: skip
+    return rows
+
+
+def summary_text(rows: list[dict[str, Any]]) -> str:
+    """One line per target: measured, limit, met or not."""
+    lines = []
+    for row in rows:
+        sign = "<=" if row["at_most"] else ">="
+        measured = "not measured" if row["measured"] is None else f"{row['measured']:.3g}"
+        verdict = {True: "MET", False: "NOT MET", None: "-"}[row["met"]]
+        lines.append(
+            f"{row['target']:<48} {measured:>12} {row['unit']:<4} "
+            f"(target {sign} {row['limit']:g})  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every benchmark, then check the targets."""
+    for bench, argv in RUNS:
+        print(f"\n=== python -m benchmarks.{' '.join(argv)}", flush=True)
+        sys.argv = argv
+        bench()
+    rows = targets()
+    text = summary_text(rows)
+    print("\n=== targets\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "summary.json").write_text(json.dumps(rows, indent=2))
+    (RESULTS / "summary.txt").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

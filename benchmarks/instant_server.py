@@ -28,7 +28,7 @@ CALL = {"name": "toggle_lights", "parameters": {"room": "kitchen", "state": "on"
 
 def answer(body: dict[str, Any]) -> dict[str, Any]:
     """The chat completion for one request body."""
-    choices = (body.get("extra_body") or {}).get("structured_outputs", {}).get("choice")
+    choices = (body.get("structured_outputs") or {}).get("choice")
     schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema")
     if choices:
         text = "device_command" if "device_command" in choices else str(choices[0])

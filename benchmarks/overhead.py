@@ -1,11 +1,16 @@
 """Framework overhead: the same requests raw, through a one-node graph, and through smart_home.
 
     .venv/bin/python -m benchmarks.overhead [--requests 256] [--concurrency 1,8,32,128]
+    .venv/bin/python -m benchmarks.overhead --server vllm [--url URL] [--concurrency 1,8,32]
 
 Against the instant server (`benchmarks.instant_server`, a subprocess that answers at once),
-so what is measured is brickwork's own cost. Per concurrency level, in one run:
+so what is measured is brickwork's own cost; with `--server vllm`, against the real local vLLM
+(the running `brickwork serve`, or `--url`, or one started for the benchmark), where the
+question is whether brickwork keeps the model server's throughput. Per concurrency level, in
+one run:
 
-- raw: `openai.AsyncOpenAI` chat completions straight to the server;
+- raw: `openai.AsyncOpenAI` chat completions straight to the server, with exactly the body the
+  one-node graph's agent sends (same messages, JSON schema and max_tokens);
 - one_node: `App` over a graph with one `ExtractAgent` node (schema-checked JSON);
 - smart_home: `App.from_graph("graphs.smart_home")` (plan gate, MiniLM kNN intent, then the
   grounded tool call executed on the simulated hub), mode "slm", no run store.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 import types
@@ -33,11 +39,13 @@ from rich.table import Table
 
 from benchmarks.instant_server import InstantServer
 from brickwork._eval_report import percentile
+from brickwork.agents.extract import ExtractAgent
 from brickwork.app import App
 from brickwork.events import ModelCallEvent, NodeFinished
 from brickwork.graphs import GraphModule
 from brickwork.serving.client import EndpointConfig
 from brickwork.serving.pool import ModelPool, PoolConfig
+from brickwork.skills.skill import JSONContract, Skill
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = "Turn on the kitchen lights"
@@ -49,13 +57,13 @@ SCHEMA = {
 }
 
 
-def instant_pool(base_url: str) -> ModelPool:
-    """A pool whose `slm` and `frontier` both answer from the instant server."""
+def instant_pool(base_url: str, model: str = "instant") -> ModelPool:
+    """A pool whose `slm` and `frontier` both answer from one server (`model` on it)."""
 
     def endpoint(name: str, stand_in: bool) -> EndpointConfig:
         return EndpointConfig(
-            name=name, base_url=base_url, model="instant", kind="vllm", stand_in=stand_in,
-            max_concurrency=256,
+            name=name, base_url=base_url, model=model, kind="vllm", stand_in=stand_in,
+            max_concurrency=256, read_timeout_s=600, connect_timeout_s=60,
         )  # fmt: skip
 
     return ModelPool(
@@ -63,33 +71,46 @@ def instant_pool(base_url: str) -> ModelPool:
     )
 
 
+def _agent() -> ExtractAgent:
+    skill = Skill(name="number", instructions="Give the number.", contract=JSONContract(SCHEMA))
+    return ExtractAgent(skill, max_tokens=16)
+
+
 def one_node_graph() -> GraphModule:
     """A graph with one extraction node and nothing else."""
-    from brickwork.agents.extract import ExtractAgent
     from brickwork.graphs.builder import END, Specialist, build_graph
-    from brickwork.skills.skill import JSONContract, Skill
 
-    skill = Skill(name="number", instructions="Give the number.", contract=JSONContract(SCHEMA))
     module = types.ModuleType("one_node")
     module.build = lambda *, checkpointer=None: build_graph(  # type: ignore[attr-defined]
-        [Specialist("number", ExtractAgent(skill), lambda s: s["text"], next=END)],
+        [Specialist("number", _agent(), lambda s: s["text"], next=END)],
         checkpointer=checkpointer,
     )
     return GraphModule("one_node", module)
 
 
-async def _raw(base_url: str, total: int, concurrency: int) -> dict[str, Any]:
+async def _raw(base_url: str, model: str, total: int, concurrency: int) -> dict[str, Any]:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0)
+    # Generous timeouts: on a loaded machine a connect can wait seconds for the accept.
+    client = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600.0)
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
+    agent = _agent()
+    messages: Any = agent.messages(TEXT)
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": agent.skill.name, "schema": SCHEMA},
+    }
 
     async def one() -> None:
         async with gate:
             started = time.perf_counter()
             await client.chat.completions.create(
-                model="instant", messages=[{"role": "user", "content": TEXT}], max_tokens=16
+                model=model,
+                messages=messages,
+                response_format=response_format,
+                max_tokens=agent.max_tokens,
+                temperature=0.0,
             )
             latencies.append(time.perf_counter() - started)
 
@@ -99,8 +120,7 @@ async def _raw(base_url: str, total: int, concurrency: int) -> dict[str, Any]:
     await asyncio.gather(*(one() for _ in range(total)))
     wall = time.perf_counter() - started
     await client.close()
-    return {"calls_per_s": total / wall, "p50_ms": percentile(latencies, 50) * 1000,
-            "p99_ms": percentile(latencies, 99) * 1000}  # fmt: skip
+    return {"calls": total, "wall_s": wall, "latencies": latencies}
 
 
 async def _app(app: App, total: int, concurrency: int, raw_p50_ms: float) -> dict[str, Any]:
@@ -124,51 +144,111 @@ async def _app(app: App, total: int, concurrency: int, raw_p50_ms: float) -> dic
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"runs": total, "calls": calls, "wall_s": wall, "cpu_s": cpu, "errors": errors,
+            "overheads": overheads}  # fmt: skip
+
+
+def _raw_summary(legs: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = [x for leg in legs for x in leg["latencies"]]
     return {
-        "cpu_ms_per_run": cpu / total * 1000,  # this process: graph, agents, client, threads
-        "runs_per_s": total / wall,
+        "calls_per_s": sum(leg["calls"] for leg in legs) / sum(leg["wall_s"] for leg in legs),
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def _app_summary(legs: list[dict[str, Any]]) -> dict[str, Any]:
+    runs, calls = sum(leg["runs"] for leg in legs), sum(leg["calls"] for leg in legs)
+    wall, cpu = sum(leg["wall_s"] for leg in legs), sum(leg["cpu_s"] for leg in legs)
+    overheads = [x for leg in legs for x in leg["overheads"]]
+    return {
+        "cpu_ms_per_run": cpu / runs * 1000,  # this process: graph, agents, client, threads
+        "runs_per_s": runs / wall,
         "calls_per_s": calls / wall,
-        "calls_per_run": calls / total,
-        "errors": errors,
+        "calls_per_run": calls / runs,
+        "errors": sum(leg["errors"] for leg in legs),
         "node_overhead_p50_ms": percentile(overheads, 50),
         "node_overhead_p99_ms": percentile(overheads, 99),
     }
 
 
+async def _level(
+    apps: dict[str, App], base_url: str, model: str, total: int, level: int
+) -> dict[str, Any]:
+    """One concurrency level, legs in A-B-B-A order (raw, apps, apps reversed, raw).
+
+    Each leg sends half the requests; the order cancels a load that drifts during the run
+    (these machines are shared), which would otherwise favour whichever leg ran first.
+    """
+    half = max(total // 2, level)
+    raw_legs = [await _raw(base_url, model, half, level)]
+    p50 = _raw_summary(raw_legs)["p50_ms"]
+    app_legs: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
+    for name in [*apps, *reversed(apps)]:
+        app_legs[name].append(await _app(apps[name], half, level, p50))
+    raw_legs.append(await _raw(base_url, model, half, level))
+    row: dict[str, Any] = {"raw": _raw_summary(raw_legs)}
+    for name, legs in app_legs.items():
+        row[name] = _app_summary(legs)
+        row[name]["throughput_ratio"] = row[name]["calls_per_s"] / row["raw"]["calls_per_s"]
+    return row
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(c) for c in args.concurrency.split(",")]
-    results: dict[str, Any] = {"requests": args.requests, "levels": {}}
-    with InstantServer() as server:
-        async with instant_pool(server.base_url) as pool:
+    graphs = args.graphs.split(",")
+    results: dict[str, Any] = {
+        "server": args.server, "requests": args.requests, "graphs": graphs, "levels": {},
+    }  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if args.server == "instant":
+            base_url, model = stack.enter_context(InstantServer()).base_url, "instant"
+        else:
+            base_url, model = _vllm(args.url, stack)
+        results["base_url"] = base_url
+        async with instant_pool(base_url, model) as pool:
             apps = {
-                "one_node": App(one_node_graph(), pool=pool),
-                "smart_home": App.from_graph("graphs.smart_home", pool=pool),
+                name: App(one_node_graph(), pool=pool)
+                if name == "one_node"
+                else App.from_graph(f"graphs.{name}", pool=pool)
+                for name in graphs
             }
             for level in levels:
                 total = max(args.requests, 4 * level)
-                raw = await _raw(server.base_url, total, level)
-                row: dict[str, Any] = {"raw": raw}
-                for name, app in apps.items():
-                    row[name] = await _app(app, total, level, raw["p50_ms"])
-                    row[name]["throughput_ratio"] = row[name]["calls_per_s"] / raw["calls_per_s"]
-                results["levels"][str(level)] = row
+                results["levels"][str(level)] = await _level(apps, base_url, model, total, level)
             for app in apps.values():
                 await app.aclose()
     return results
 
 
+def _vllm(url: str | None, stack: contextlib.ExitStack) -> tuple[str, str]:
+    """The real local vLLM: `url`, the running `brickwork serve`, or one started here."""
+    from brickwork.serving.local import LocalServing
+    from brickwork.serving.models import EMBEDDED_MODEL
+
+    if url:
+        return url.rstrip("/"), EMBEDDED_MODEL.served_name
+    local = stack.enter_context(LocalServing())
+    return local.base_url, local.served_name
+
+
 def table(results: dict[str, Any]) -> Table:
-    out = Table(title="brickwork overhead against an instant OpenAI-compatible server")
+    against = (
+        "an instant OpenAI-compatible server"
+        if results["server"] == "instant"
+        else (f"the real local vLLM ({results['base_url']})")
+    )
+    out = Table(title=f"brickwork overhead against {against}")
     for name in ("conc", "graph", "runs/s", "calls/s", "raw calls/s", "ratio", "node p50 ms",
                  "node p99 ms", "cpu ms/run", "errors"):  # fmt: skip
         out.add_column(name, justify="right")
     for level, row in results["levels"].items():
         raw = row["raw"]
-        for name in ("one_node", "smart_home"):
+        for name in results["graphs"]:
             r = row[name]
             out.add_row(
-                level, name, f"{r['runs_per_s']:.0f}", f"{r['calls_per_s']:.0f}",
-                f"{raw['calls_per_s']:.0f}", f"{r['throughput_ratio']:.2f}",
+                level, name, f"{r['runs_per_s']:.3g}", f"{r['calls_per_s']:.3g}",
+                f"{raw['calls_per_s']:.3g}", f"{r['throughput_ratio']:.2f}",
                 f"{r['node_overhead_p50_ms']:.2f}", f"{r['node_overhead_p99_ms']:.2f}",
                 f"{r['cpu_ms_per_run']:.1f}", str(r["errors"]),
             )  # fmt: skip
@@ -179,12 +259,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=256, help="requests per level (min 4x)")
     parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--server", choices=("instant", "vllm"), default="instant")
+    parser.add_argument("--url", help="with --server vllm: a running vLLM's /v1 URL")
+    parser.add_argument(
+        "--graphs",
+        default=None,
+        help="comma-separated (default one_node,smart_home; vllm: one_node)",
+    )
     args = parser.parse_args()
+    if args.graphs is None:
+        args.graphs = "one_node,smart_home" if args.server == "instant" else "one_node"
     results = asyncio.run(run(args))
     console = Console(width=140)
     console.print(table(results))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overhead.json").write_text(json.dumps(results, indent=2))
+    name = "overhead.json" if args.server == "instant" else "overhead_vllm.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

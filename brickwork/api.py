@@ -12,7 +12,14 @@
     reply.model_extra["brickwork"]  # run_id, status, cost_usd, frontier_only_usd, ...
 
 Routes: `/v1/chat/completions`, `/v1/models`, `/v1/models/{id}`, `/v1/runs`,
-`/v1/runs/{run_id}`, `/health`. Errors use OpenAI's `{"error": {message, type, param, code}}`.
+`/v1/runs/{run_id}`, `/health`, `/metrics`. Errors use OpenAI's `{"error": {message, type,
+param, code}}`.
+
+`/metrics` is the Prometheus text format (see `brickwork._api_metrics` for the series): runs
+by status, runs in flight, node latency histograms, escalations by reason, cost and its
+frontier-only counterfactual, per graph. It needs the API key like `/v1` when one is set
+(Prometheus sends it with `authorization: {credentials: ...}` in the scrape config), unless
+the server is made with `public_metrics=True`; `/health` never needs it.
 
 How run statuses map to HTTP: `ok`, `failed` and `over_budget` runs answer 200 (the run
 happened, is recorded and may have cost money; the content says what stopped it and
@@ -51,6 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError(exc.name or "fastapi", "api", "the HTTP front") from exc
 
 import brickwork.app as _app_module
+from brickwork._api_metrics import CONTENT_TYPE, ApiMetrics
 from brickwork._api_models import (
     ApiError,
     ChatCompletionRequest,
@@ -84,6 +92,7 @@ class _Front:
     stores: list[RunStore]
     max_body_bytes: int
     timeout_s: float
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
     created: int = field(default_factory=lambda: int(time.time()))
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -109,6 +118,7 @@ def create_api(
     max_body_bytes: int = 1_000_000,
     timeout_s: float = 300,
     close_apps: bool = False,
+    public_metrics: bool = False,
 ) -> FastAPI:
     """The FastAPI application serving `apps` (graph name -> App).
 
@@ -119,6 +129,8 @@ def create_api(
         max_body_bytes: Larger request bodies are refused with 413 before parsing.
         timeout_s: Each run's time limit; a run past it answers 504.
         close_apps: Close every App and its pool when the server shuts down.
+        public_metrics: `/metrics` answers without the API key (for scrapers that cannot
+            send one); by default it needs the key whenever `api_key` is set.
     """
     if not apps:
         raise ConfigError("no graphs to serve; pass at least one App, e.g. {'smart_home': app}")
@@ -153,6 +165,12 @@ def create_api(
     async def health() -> dict[str, Any]:
         return {"status": "ok", "graphs": sorted(front.apps)}
 
+    metrics_auth = authorizer(None if public_metrics else api_key)
+
+    @api.get("/metrics", dependencies=[Depends(metrics_auth)], response_model=None)
+    async def metrics() -> Response:
+        return Response(front.metrics.render(), media_type=CONTENT_TYPE)
+
     return api
 
 
@@ -166,6 +184,7 @@ def serve_api(
     max_body_bytes: int = 1_000_000,
     timeout_s: float = 300,
     log_level: str = "info",
+    public_metrics: bool = False,
 ) -> None:
     """Serve `apps` over HTTP until interrupted (blocking); the apps are closed on shutdown.
 
@@ -180,6 +199,7 @@ def serve_api(
         max_body_bytes=max_body_bytes,
         timeout_s=timeout_s,
         close_apps=True,
+        public_metrics=public_metrics,
     )
     uvicorn.run(api, host=host, port=port, log_level=log_level)
 
@@ -201,7 +221,7 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        events = await _run(app, text, options, None)
+        events = await _run(front, app, text, options, None)
         outcome = RunOutcome.from_events(events)
         failure = _status_error(front, outcome)
         if failure is not None:
@@ -277,15 +297,24 @@ def _run_options(body: ChatCompletionRequest, timeout_s: float) -> dict[str, Any
 
 
 async def _run(
-    app: App, text: str, options: dict[str, Any], sink: asyncio.Queue[Event | None] | None
+    front: _Front,
+    app: App,
+    text: str,
+    options: dict[str, Any],
+    sink: asyncio.Queue[Event | None] | None,
 ) -> list[Event]:
     events: list[Event] = []
+    graph = app.graph.name
+    in_flight = front.metrics.in_flight.labels(graph)
+    in_flight.inc()
     try:
         async for event in app.astream(text, **options):
             events.append(event)
+            front.metrics.observe(graph, event)
             if sink is not None:
                 sink.put_nowait(event)
     except Exception as exc:  # the run never finished: a server-side failure
+        front.metrics.run_failed(graph)
         log.exception("run %s could not run", options["run_id"])
         raise ApiError(
             500,
@@ -295,6 +324,7 @@ async def _run(
             headers=_NO_RETRY,
         ) from exc
     finally:
+        in_flight.dec()
         if sink is not None:
             sink.put_nowait(None)
     return events
@@ -336,7 +366,7 @@ async def _stream(
     chunk_id = f"chatcmpl-{options['run_id']}"
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
     # The run is its own task: it finishes and is recorded even if the client goes away.
-    task = asyncio.create_task(_run(app, text, options, queue))
+    task = asyncio.create_task(_run(front, app, text, options, queue))
     front.tasks.add(task)
     task.add_done_callback(front.tasks.discard)
     yield chunk(chunk_id, body.model, created, delta={"role": "assistant", "content": ""})
@@ -414,6 +444,7 @@ class ApiServer:
         max_body_bytes: int = 1_000_000,
         timeout_s: float = 300,
         startup_timeout_s: float = 60,
+        public_metrics: bool = False,
     ) -> None:
         if (apps is None) == (apps_factory is None):
             raise ConfigError("give ApiServer either apps or apps_factory (exactly one)")
@@ -426,6 +457,7 @@ class ApiServer:
             "api_key": api_key,
             "max_body_bytes": max_body_bytes,
             "timeout_s": timeout_s,
+            "public_metrics": public_metrics,
         }
         self._startup_timeout_s = startup_timeout_s
         self._socket: socket.socket | None = None

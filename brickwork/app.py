@@ -19,8 +19,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from brickwork._instances import Instance, instances_of
 from brickwork._prices import PriceBook
 from brickwork._settings import cache_dir
 from brickwork.errors import ConfigError
@@ -31,8 +32,12 @@ from brickwork.ledger import BudgetBook, Ledger, RunCost
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore, RunSummary
+from brickwork.telemetry import RunTracer, resolve_tracer
 
-__all__ = ["MAX_TEXT_CHARS", "App", "RunResult"]
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
+
+__all__ = ["MAX_TEXT_CHARS", "App", "Instance", "RunResult"]
 
 T = TypeVar("T")
 
@@ -76,7 +81,24 @@ class App:
         policy: Policy | None = None,
         budgets: BudgetBook | None = None,
         checkpoints: str | Path | None = "default",
+        telemetry: bool | TracerProvider | None = None,
     ) -> None:
+        """Wrap a graph; nothing starts until the first run.
+
+        Args:
+            graph: The graph module.
+            graph_options: Keyword arguments for the graph's `build` (e.g. a hub).
+            pool: The model pool (default: the embedded model, started on the first run).
+            store: Where runs and their events are saved (default: nowhere).
+            prices: Prices for the ledger (default: from the pool's endpoints).
+            policy: The escalation policy (default: the graph's, else `Policy()`).
+            budgets: Run and tenant budgets (default: no limits).
+            checkpoints: Durable graph state: "default" (a SQLite file in the cache), a
+                PostgreSQL URL, a file path, or None (memory only: runs cannot be resumed).
+            telemetry: OpenTelemetry spans per run, node and model call: None follows
+                `$BRICKWORK_OTEL` (off when unset), True/False turn them on/off, or give a
+                `TracerProvider` (see `brickwork.telemetry`).
+        """
         self.graph = graph
         self.graph_options = dict(graph_options or {})
         self._pool = pool
@@ -95,6 +117,11 @@ class App:
         self._saver_cm: Any = None
         self._start_lock = asyncio.Lock()
         self._loop_thread: _LoopThread | None = None
+        self._tracer: Tracer | None = resolve_tracer(telemetry)
+        self._restart_lock = threading.Lock()
+        # Restarts of the launched server before its last operator restart (`start()` counts
+        # from zero again), so `instances()` shows them all.
+        self._earlier_restarts = 0
 
     @classmethod
     def from_graph(cls, ref: str, **options: Any) -> App:
@@ -127,11 +154,11 @@ class App:
             saver = await self._saver_cm.__aenter__()
             await saver.setup()
             return saver
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+        from brickwork._checkpoints import InlineSqliteSaver
 
-        Path(where).parent.mkdir(parents=True, exist_ok=True)
-        self._saver_cm = AsyncSqliteSaver.from_conn_string(where)
-        return await self._saver_cm.__aenter__()
+        saver = InlineSqliteSaver.open(where)
+        self._saver_cm = contextlib.closing(saver)
+        return saver
 
     @property
     def origin(self) -> str:
@@ -149,9 +176,11 @@ class App:
 
     async def aclose(self) -> None:
         """Close the checkpointer, the pool and any private vLLM this app started."""
-        if self._saver_cm is not None:
+        if isinstance(self._saver_cm, contextlib.closing):
+            self._saver_cm.__exit__(None, None, None)
+        elif self._saver_cm is not None:
             await self._saver_cm.__aexit__(None, None, None)
-            self._saver_cm = None
+        self._saver_cm = None
         if self._local is not None:
             if self._pool is not None:
                 await self._pool.aclose()
@@ -203,9 +232,13 @@ class App:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         events: list[Event] = []
 
+        trace = RunTracer(self._tracer, self.graph.name) if self._tracer is not None else None
+
         def emit(event: Event) -> None:
             events.append(event)
             queue.put_nowait(event)
+            if trace is not None:
+                trace(event)
 
         from brickwork.ledger import Budget
 
@@ -347,11 +380,98 @@ class App:
             error=None if finished.status == "ok" else (finished.error or error),
         )
 
+    # -- model instances ----------------------------------------------------------------------
+
+    async def instances(self) -> list[Instance]:
+        """A snapshot of every endpoint of the pool, with what its server says about itself.
+
+        Health, served adapters, running requests, queue depth and KV-cache use come from the
+        vLLM servers (`/health`, `/v1/models`, `/metrics`, read with a short timeout); restarts
+        and whether `restart_instance` can restart it, from the server this App launched.
+
+        Raises:
+            ConfigError: the pool has not started yet (see `pool`).
+        """
+        pool = self.pool
+        states = await pool.server_metrics()
+        server = self.launched_server
+        origins: dict[str, str] = {}
+        if self._local is not None:
+            origins[str(self._local.base_url)] = str(self._local.origin)
+        return instances_of(
+            pool,
+            states,
+            server=server,
+            earlier_restarts=self._earlier_restarts,
+            origins=origins,
+        )
+
+    async def restart_instance(self, name: str, *, timeout_s: float | None = None) -> None:
+        """Restart the vLLM server behind endpoint `name`, if this App launched it.
+
+        The server is stopped (its whole process group) and started again on the same port;
+        this returns when it answers again. Requests meanwhile fail over or fail clearly.
+
+        Args:
+            name: The endpoint's name (as in `instances()`).
+            timeout_s: How long to wait for it to be ready (default: the server's own).
+
+        Raises:
+            ConfigError: no such endpoint, or its server was not launched by this App (a
+                running `brickwork serve`, or a server outside brickwork): restart it where it
+                runs. Also when a restart of it is already under way.
+            ServerStartError: the server did not come back.
+        """
+        pool = self.pool
+        client = next((c for c in pool.endpoints() if c.config.name == name), None)
+        if client is None:
+            known = ", ".join(c.config.name for c in pool.endpoints())
+            raise ConfigError(f"no endpoint named {name!r} in the pool; known: {known}")
+        server = self.launched_server
+        if server is None or getattr(server, "base_url", None) != client.config.base_url:
+            where = (
+                str(self._local.origin)
+                if self._local is not None and self._local.base_url == client.config.base_url
+                else f"a server this process did not start ({client.config.base_url})"
+            )
+            raise ConfigError(
+                f"endpoint {name!r} is served by {where}; brickwork restarts only servers this "
+                "App launched. Restart it where it runs"
+            )
+        if not self._restart_lock.acquire(blocking=False):
+            raise ConfigError(f"a restart of {name!r} is already under way; wait for it")
+        try:
+            self._earlier_restarts += int(server.restarts) + 1
+            await asyncio.to_thread(_restart, server, timeout_s)
+        finally:
+            self._restart_lock.release()
+
+    @property
+    def launched_server(self) -> Any:
+        """The `VLLMServer` this App launched for its pool (None: it launched none)."""
+        return getattr(self._local, "server", None) if self._local is not None else None
+
     def runs(self, *, limit: int = 100) -> list[RunSummary]:
         """Past runs from the store, newest first."""
         if self.store is None:
             raise ConfigError("this App has no run store; create it with store=RunStore()")
         return self.store.runs(limit=limit, graph=self.graph.name)
+
+
+def _restart(server: Any, timeout_s: float | None) -> None:
+    """Stop a VLLMServer and start it again on the same port (blocking)."""
+    from brickwork.errors import ServerStartError
+
+    previous = server.ready_timeout_s
+    if timeout_s is not None:
+        server.ready_timeout_s = timeout_s
+    try:
+        server.stop()
+        server.start()
+    finally:
+        server.ready_timeout_s = previous
+    if server.status != "ready":
+        raise ServerStartError(f"the restarted server is {server.status!r}, not ready")
 
 
 def _check_text(text: str) -> None:

@@ -1,7 +1,9 @@
 """The `brickwork` command line.
 
-brickwork serve [--port P] [--lora NAME=PATH ...]   run the shared local vLLM
+brickwork serve [--port P] [--lora NAME=PATH ...] [--merged NAME ...]   run the shared local vLLM
 brickwork run [TEXT ...] [--pool FILE]              the main job (see README)
+brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
+brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
 brickwork version
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -16,12 +19,18 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
 from brickwork.errors import BrickworkError, ConfigError
 
+if TYPE_CHECKING:
+    from brickwork.serving.launcher import ServerSpec, VLLMServer
+
 __all__ = ["main"]
+
+STORE_HELP = "run store: a SQLite file or a postgresql:// URL (default: a file in the cache)"
 
 
 def _lora(value: str) -> tuple[str, Path]:
@@ -41,6 +50,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", type=Path, help="model folder (default: the embedded model)")
     serve.add_argument("--served-name", help="name clients use (default: the model's)")
     serve.add_argument("--lora", type=_lora, action="append", default=[], metavar="NAME=PATH")
+    serve.add_argument(
+        "--enable-lora",
+        action="store_true",
+        help="start with LoRA support even when no adapter is registered, so `brickwork tune` "
+        "can add one without a restart (it slows base-model requests; LoRA is on anyway "
+        "when adapters are registered)",
+    )
+    serve.add_argument(
+        "--merged",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also serve registered adapter NAME merged into its own copy of the weights, "
+        "on its own instance (port P+1, P+2, ...); the pool routes slm:NAME there",
+    )
     serve.add_argument("--ready-timeout", type=float, default=600.0, metavar="SECONDS")
 
     run = sub.add_parser("run", help="run requests on a graph and print answers and traces")
@@ -50,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tenant", default="default")
     run.add_argument("--budget", type=float, metavar="USD", help="budget of each run")
     run.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
-    run.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    run.add_argument("--store", help=STORE_HELP)
     run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
 
     graph = sub.add_parser("graph", help="inspect graphs")
@@ -64,17 +88,27 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
-    api.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    api.add_argument("--store", help=STORE_HELP)
     api.add_argument("--api-key-env", help="environment variable holding the API key to require")
+    api.add_argument(
+        "--public-metrics", action="store_true", help="serve /metrics without the API key"
+    )
 
     tui = sub.add_parser("tui", help="the operator TUI (runs, escalations, models, playground)")
-    tui.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    tui.add_argument("--store", help=STORE_HELP)
     tui.add_argument("--graph", action="append", default=[], help="graph(s) for the playground")
     tui.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
 
     from brickwork.evals import add_eval_arguments
 
     add_eval_arguments(sub.add_parser("eval", help="accuracy, escalations, cost and latency"))
+
+    from brickwork.tune import add_skill_arguments, add_tune_arguments
+
+    add_tune_arguments(
+        sub.add_parser("tune", help="fine-tune a LoRA adapter for a skill, evaluate, promote")
+    )
+    add_skill_arguments(sub.add_parser("skill", help="skills, their adapters and bindings"))
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -84,53 +118,98 @@ def _serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from brickwork.serving.launcher import ServerSpec, VLLMServer
+    from brickwork.serving.local import embedded_spec, sync_adapters
     from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
     from brickwork.serving.registry import ServeLease, ServeRecord
 
     console = Console(stderr=True)
     lease = ServeLease(args.port)
     lease.acquire()
+    servers: list[VLLMServer] = []
     try:
-        model = args.model or ensure_embedded_model()
-        spec = ServerSpec(
-            model=model,
-            served_name=args.served_name or EMBEDDED_MODEL.served_name,
-            host=args.host,
-            port=args.port,
-            lora_modules=dict(args.lora),
-        )
+        if args.model is not None:
+            spec = ServerSpec(
+                model=args.model,
+                served_name=args.served_name or EMBEDDED_MODEL.served_name,
+                lora_modules=dict(args.lora),
+                runtime_lora=True,
+            )
+        else:
+            ensure_embedded_model()
+            registered = embedded_spec().lora_modules
+            modules = {**registered, **dict(args.lora)}
+            spec = embedded_spec(lora_modules=modules)
+            if args.served_name:
+                spec = dataclasses.replace(spec, served_name=args.served_name)
+        spec = dataclasses.replace(spec, host=args.host, port=args.port)
+        if args.enable_lora:
+            spec = dataclasses.replace(spec, enable_lora=True)
         server = VLLMServer(spec, ready_timeout_s=args.ready_timeout).start()
-        try:
-            lease.publish(
-                ServeRecord(
-                    pid=os.getpid(),
-                    host=spec.host,
-                    port=server.port,
-                    served_name=spec.served_name,
-                    adapters=tuple(sorted(spec.lora_modules)),
-                    model=str(spec.model),
-                    log=str(server.log_path),
-                    started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                )
+        servers.append(server)
+        merged = {}
+        for offset, name in enumerate(args.merged, 1):
+            merged_server = _start_merged(name, spec, args.port + offset, args.ready_timeout)
+            servers.append(merged_server)
+            merged[name] = merged_server.base_url
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+        def record(adapters: tuple[str, ...]) -> ServeRecord:
+            return ServeRecord(
+                pid=os.getpid(),
+                host=spec.host,
+                port=server.port,
+                served_name=spec.served_name,
+                adapters=adapters,
+                model=str(spec.model),
+                log=str(server.log_path),
+                started_at=started_at,
+                merged=merged,
             )
-            console.print(
-                f"[green]serving[/] {', '.join(spec.model_names)} at {server.base_url} "
-                f"(ready in {server.ready_after_s or 0:.1f} s; log {server.log_path}). "
-                "Ctrl-C stops."
-            )
-            done = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: done.set())
-            while not done.wait(1.0):
-                if server.status == "failed":
-                    console.print(f"[red]server failed for good[/]:\n{server.log_tail()}")
-                    return 1
-        finally:
-            console.print("stopping...")
-            server.stop()
+
+        adapters = tuple(sorted(spec.lora_modules))
+        lease.publish(record(adapters))
+        names = [*spec.model_names, *(f"{n} (merged)" for n in merged)]
+        console.print(
+            f"[green]serving[/] {', '.join(names)} at {server.base_url} "
+            f"(ready in {server.ready_after_s or 0:.1f} s; log {server.log_path}). "
+            "Ctrl-C stops."
+        )
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        while not done.wait(5.0):
+            if any(s.status == "failed" for s in servers):
+                failed = next(s for s in servers if s.status == "failed")
+                console.print(f"[red]server failed for good[/]:\n{failed.log_tail()}")
+                return 1
+            if server.status == "ready":
+                # Adapters registered by `brickwork tune` meanwhile are loaded at runtime.
+                now = sync_adapters(server)
+                if now != adapters:
+                    adapters = now
+                    lease.publish(record(adapters))
+                    console.print(f"adapters now served: {', '.join(adapters) or 'none'}")
     finally:
+        console.print("stopping...")
+        for each in reversed(servers):
+            each.stop()
         lease.release()
     return 0
+
+
+def _start_merged(name: str, base: ServerSpec, port: int, ready_timeout: float) -> VLLMServer:
+    """Serve registered adapter `name` merged into its own weights (merged once, then reused)."""
+    from brickwork._tune_train import check_base, merge_adapter
+    from brickwork.adapters import get_adapter, merged_dir
+    from brickwork.serving.launcher import ServerSpec, VLLMServer
+
+    info = get_adapter(name)
+    folder = merged_dir(name)
+    if not (folder / "config.json").is_file():
+        check_base(info.path, base.model)
+        merge_adapter(info.path, folder, base_model_dir=base.model)
+    spec = ServerSpec(model=folder, served_name=name, host=base.host, port=port)
+    return VLLMServer(spec).start()
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -231,7 +310,14 @@ def _api(args: argparse.Namespace) -> int:
         for ref in args.graph or ["smart_home"]:
             app = App.from_graph(ref, pool=pool, store=store)
             apps[app.graph.name] = app
-        serve_api(apps, host=args.host, port=args.port, store=store, api_key=api_key)
+        serve_api(
+            apps,
+            host=args.host,
+            port=args.port,
+            store=store,
+            api_key=api_key,
+            public_metrics=args.public_metrics,
+        )
     finally:
         if local is not None:
             local.stop()
@@ -256,6 +342,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from brickwork.evals import eval_main
 
             return eval_main(args)
+        if args.command == "tune":
+            from brickwork.tune import tune_main
+
+            return tune_main(args)
+        if args.command == "skill":
+            from brickwork.tune import skill_main
+
+            return skill_main(args)
         print(__version__)
         return 0
     except BrickworkError as exc:

@@ -7,6 +7,7 @@ BrickworkError
 ├── MissingDependencyError      an optional extra is not installed (names the extra)
 ├── ModelFolderError            a model folder is missing, corrupt or cannot be built
 ├── SkillError                  a skill definition or its data files are invalid
+├── TuneError                   tuning data, a training run or an adapter is unusable
 ├── ToolError                   a tool call went wrong (agents turn these into signals)
 │   ├── UnknownToolError        the model named a tool the registry does not have
 │   ├── ToolArgumentsError      arguments fail the tool's JSON schema / types
@@ -48,6 +49,7 @@ __all__ = [
     "ToolError",
     "ToolExecutionError",
     "ToolTimeoutError",
+    "TuneError",
     "UnknownModelError",
     "UnknownToolError",
     "UnsafeSQLError",
@@ -84,6 +86,10 @@ class ModelFolderError(BrickworkError):
 
 class SkillError(BrickworkError):
     """A skill definition or one of its data files is invalid."""
+
+
+class TuneError(BrickworkError):
+    """Tuning data is empty or invalid, training failed, or an adapter does not fit its base."""
 
 
 class ToolError(BrickworkError):

@@ -314,7 +314,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", type=Path, help="report file (default: in the cache)")
     parser.add_argument("--pool", type=Path, help="pool config (.toml/.json)")
     parser.add_argument("--url", help="base URL of a running vLLM serving the embedded model")
-    parser.add_argument("--store", type=Path, help="run store file (default: in the cache)")
+    parser.add_argument(
+        "--store", help="run store: SQLite file or postgresql:// URL (default: in the cache)"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
 
 
@@ -337,10 +339,14 @@ async def _eval_main(args: argparse.Namespace) -> int:
     if args.pool is not None:
         pool = ModelPool.from_config(args.pool)
     elif args.url:
+        from brickwork.serving.launcher import served_models
         from brickwork.serving.local import pool_config_for
         from brickwork.serving.models import EMBEDDED_MODEL
 
-        pool = ModelPool(pool_config_for(args.url.rstrip("/"), EMBEDDED_MODEL.served_name))
+        url = args.url.rstrip("/")
+        served = EMBEDDED_MODEL.served_name
+        adapters = sorted(served_models(url) - {served})  # promoted skills run on these
+        pool = ModelPool(pool_config_for(url, served, adapters=adapters))
     console = Console()
     if not console.is_terminal:  # a log file: do not squeeze the tables into 80 columns
         console = Console(width=140)

@@ -26,6 +26,7 @@ from brickwork.escalation import Decision, EscalationInput, decide
 from brickwork.events import Escalation, NodeFinished, NodeStarted
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
+from brickwork.skills.skill import Skill
 
 __all__ = [
     "END",
@@ -34,6 +35,7 @@ __all__ = [
     "LazyAgent",
     "Planner",
     "Specialist",
+    "bound_model",
     "build_graph",
     "plan_gate",
     "run_step",
@@ -129,6 +131,20 @@ class LazyAgent:
         return await (await self.agent()).run(input, pool=pool, model=model)
 
 
+async def bound_model(agent: _Agent, pool: ModelPool) -> str | None:
+    """The promoted adapter's logical name for the agent's skill, when `pool` serves it.
+
+    None leaves the choice to the agent (its skill's own binding): for agents without a
+    `skill`, skills bound explicitly or `pinned`, and adapters the pool does not serve.
+    """
+    inner = await agent.agent() if isinstance(agent, LazyAgent) else agent
+    skill = getattr(inner, "skill", None)
+    if not isinstance(skill, Skill):
+        return None
+    binding = skill.effective_binding(pool.logical_names)
+    return binding.logical_name if binding != skill.binding else None
+
+
 #: Writes a plan (a list of step requests) for a multi-step request, on the frontier model.
 Planner = Callable[[str, RunContext], Awaitable[list[str]]]
 
@@ -188,7 +204,8 @@ def _specialist_node(
                 )
             )
             return await _route_decision(spec, decision, None, started, ctx)
-        result = await spec.agent.run(spec.read(state), pool=ctx.pool)
+        model = await bound_model(spec.agent, ctx.pool)
+        result = await spec.agent.run(spec.read(state), pool=ctx.pool, model=model)
         ctx.account(spec.name, result.completions, escalated=False)
         signals = tuple((s.kind, s.detail) for s in result.signals)
         decision = decide(
@@ -350,7 +367,8 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     started = time.perf_counter()
     result = None
     if ctx.mode != "frontier":
-        result = await agent.run(input, pool=ctx.pool)
+        model = await bound_model(agent, ctx.pool)
+        result = await agent.run(input, pool=ctx.pool, model=model)
         ctx.account(name, result.completions, escalated=False)
     signals = tuple((s.kind, s.detail) for s in (result.signals if result else ()))
     decision = decide(

@@ -1,11 +1,15 @@
 """One OpenAI-compatible endpoint: its config, its shared HTTP client, and a single attempt.
 
 Each `EndpointClient` owns one shared async HTTP client (injectable, so tests can pass a
-`MockTransport`) and one `openai.AsyncOpenAI` over it, with the SDK's own retries off:
-retries, circuit breaking and failover are the pool's job, done once, in one place.
+`MockTransport`) and sends the OpenAI chat-completions wire format on it directly: one JSON
+body out, one JSON body in. Retries, circuit breaking and failover are the pool's job, done
+once, in one place.
 
-The openai SDK (3.x) is built on `httpx2`, httpx's successor with the same API, so the client
-handed to it is an `httpx2.AsyncClient`.
+Why not `openai.AsyncOpenAI` here: the SDK walks every request's JSON schema through its
+type-driven transform and builds typed response models on every call, which was about 40 % of
+a one-node run's CPU in `benchmarks/overhead.py`; the wire format is small and stable. The
+client is an `httpx2.AsyncClient` (httpx's successor with the same API, which the openai SDK
+3.x is also built on), so one connection pool serves both when an application shares it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,9 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from brickwork.errors import ConfigError, ModelCallError, ModelTimeoutError
 from brickwork.serving.resilience import CircuitBreaker, CircuitPolicy
 from brickwork.serving.types import ChatRequest, Completion, TokenLogprob, Usage
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
 
 __all__ = ["EndpointClient", "EndpointConfig", "TransientError"]
 
@@ -113,7 +114,8 @@ class EndpointClient:
                 max_keepalive_connections=config.max_concurrency,
             ),
         )
-        self._openai: AsyncOpenAI | None = None
+        self._url = f"{config.base_url}/chat/completions"
+        self._headers: dict[str, str] | None = None
 
     @property
     def timeout(self) -> httpx2.Timeout:
@@ -121,21 +123,8 @@ class EndpointClient:
         cfg = self.config
         return httpx2.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s)
 
-    def _sdk(self) -> AsyncOpenAI:
-        if self._openai is None:
-            from openai import AsyncOpenAI
-
-            self._openai = AsyncOpenAI(
-                base_url=self.config.base_url,
-                api_key=self.config.api_key(),
-                http_client=self._http,
-                max_retries=0,
-                timeout=self.timeout,
-            )
-        return self._openai
-
     def payload(self, request: ChatRequest, served_model: str) -> dict[str, Any]:
-        """Keyword arguments for `chat.completions.create` (the exact wire body)."""
+        """The exact JSON body sent to `/chat/completions`."""
         body: dict[str, Any] = {
             "model": served_model,
             "messages": [dict(m) for m in request.messages],
@@ -153,7 +142,7 @@ class EndpointClient:
         schema = request.json_schema
         if request.choices is not None:
             if self.config.kind == "vllm":
-                body["extra_body"] = {"structured_outputs": {"choice": list(request.choices)}}
+                body["structured_outputs"] = {"choice": list(request.choices)}
             else:
                 schema = {
                     "type": "object",
@@ -176,73 +165,92 @@ class EndpointClient:
             }
         return body
 
+    def headers(self) -> dict[str, str]:
+        """Request headers (the API key is read from the environment once)."""
+        if self._headers is None:
+            self._headers = {
+                "Authorization": f"Bearer {self.config.api_key()}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        return self._headers
+
     async def attempt(self, request: ChatRequest, *, served_model: str, logical: str) -> Completion:
         """One attempt, no retries.
 
         Raises:
             TransientError: connection error, 429 or 5xx (the pool may retry or fail over).
             ModelTimeoutError: no answer within the read timeout.
-            ModelCallError: any other error answer (4xx): retrying would not help.
+            ModelCallError: any other error answer (4xx), or an answer that is not a chat
+                completion: retrying would not help.
         """
-        import openai
-
+        content = json.dumps(self.payload(request, served_model)).encode()
+        headers = self.headers()
         async with self._semaphore:
             self.in_flight += 1
             self.calls += 1
             started = time.perf_counter()
             try:
-                response = await self._sdk().chat.completions.create(
-                    **self.payload(request, served_model)
+                response = await self._http.post(
+                    self._url, content=content, headers=headers, timeout=self.timeout
                 )
-            except openai.APITimeoutError as exc:
+            except httpx2.ConnectTimeout as exc:
                 self.failures += 1
-                if isinstance(exc.__cause__, httpx2.ConnectTimeout):
-                    raise TransientError(
-                        f"{self._where()}: connect timeout", counts_against_endpoint=True
-                    ) from exc
+                raise TransientError(
+                    f"{self._where()}: connect timeout", counts_against_endpoint=True
+                ) from exc
+            except httpx2.TimeoutException as exc:
+                self.failures += 1
                 raise ModelTimeoutError(
                     f"{self._where()} gave no answer within {self.config.read_timeout_s:.0f} s; "
                     "raise read_timeout_s or lower max_tokens"
                 ) from exc
-            except openai.APIConnectionError as exc:
+            except httpx2.TransportError as exc:
                 self.failures += 1
                 raise TransientError(
-                    f"{self._where()}: cannot connect ({exc.__cause__ or exc})",
-                    counts_against_endpoint=True,
-                ) from exc
-            except openai.APIStatusError as exc:
-                self.failures += 1
-                detail = _error_detail(exc.response)
-                if exc.status_code == 429 or exc.status_code >= 500:
-                    raise TransientError(
-                        f"{self._where()}: HTTP {exc.status_code}: {detail}",
-                        counts_against_endpoint=exc.status_code >= 500,
-                    ) from exc
-                hint = ""
-                if exc.status_code == 404:
-                    hint = f" (does the endpoint serve a model named {served_model!r}?)"
-                raise ModelCallError(
-                    f"{self._where()} refused the request with HTTP {exc.status_code}: "
-                    f"{detail}{hint}",
-                    status_code=exc.status_code,
+                    f"{self._where()}: cannot connect ({exc})", counts_against_endpoint=True
                 ) from exc
             finally:
                 self.in_flight -= 1
             latency = time.perf_counter() - started
+            if response.status_code >= 400:
+                self.failures += 1
+                raise self._status_error(response, served_model)
         return self._completion(response, request, served_model, logical, latency)
+
+    def _status_error(self, response: httpx2.Response, served_model: str) -> Exception:
+        status, detail = response.status_code, _error_detail(response)
+        if status == 429 or status >= 500:
+            return TransientError(
+                f"{self._where()}: HTTP {status}: {detail}",
+                counts_against_endpoint=status >= 500,
+            )
+        hint = ""
+        if status == 404:
+            hint = f" (does the endpoint serve a model named {served_model!r}?)"
+        return ModelCallError(
+            f"{self._where()} refused the request with HTTP {status}: {detail}{hint}",
+            status_code=status,
+        )
 
     def _completion(
         self,
-        response: Any,
+        response: httpx2.Response,
         request: ChatRequest,
         served_model: str,
         logical: str,
         latency: float,
     ) -> Completion:
-        if not response.choices:
-            raise ModelCallError(f"{self._where()} returned no choices")
-        choice = response.choices[0]
-        text = choice.message.content or ""
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelCallError(
+                f"{self._where()} answered with something that is not a chat completion: "
+                f"{response.text[:200]!r}"
+            ) from exc
+        text = message.get("content") or ""
         if request.choices is not None and self.config.kind != "vllm":
             text = _unwrap_choice(text, request.choices, self._where())
         elif (
@@ -251,18 +259,18 @@ class EndpointClient:
             and _needs_wrapping(request.json_schema)
         ):
             text = _unwrap_value(text, self._where())
-        usage = response.usage
+        usage = data.get("usage") or {}
         return Completion(
             text=text,
             model=logical,
             served_model=served_model,
             endpoint=self.config.name,
             usage=Usage(
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
             ),
             latency_s=latency,
-            finish_reason=choice.finish_reason,
+            finish_reason=choice.get("finish_reason"),
             logprobs=_logprobs(choice) if request.logprobs else None,
             endpoint_kind=self.config.kind,
             stand_in=self.config.stand_in,
@@ -277,13 +285,15 @@ class EndpointClient:
             await self._http.aclose()
 
 
-def _logprobs(choice: Any) -> tuple[TokenLogprob, ...]:
-    content = getattr(choice.logprobs, "content", None) or []
+def _logprobs(choice: Mapping[str, Any]) -> tuple[TokenLogprob, ...]:
+    content = (choice.get("logprobs") or {}).get("content") or []
     return tuple(
         TokenLogprob(
-            token=item.token,
-            logprob=float(item.logprob),
-            top=tuple((alt.token, float(alt.logprob)) for alt in (item.top_logprobs or [])),
+            token=item["token"],
+            logprob=float(item["logprob"]),
+            top=tuple(
+                (alt["token"], float(alt["logprob"])) for alt in item.get("top_logprobs") or ()
+            ),
         )
         for item in content
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -43,7 +44,9 @@ __all__ = [
     "VLLMServer",
     "free_port",
     "group_members",
+    "load_lora_adapter",
     "port_in_use",
+    "served_models",
 ]
 
 ServerStatus = Literal["new", "starting", "ready", "restarting", "stopped", "failed"]
@@ -68,6 +71,10 @@ class ServerSpec:
         max_model_len: Context length to allocate for.
         max_lora_rank: Largest adapter rank the server accepts.
         max_loras: Adapters that may be active in one batch.
+        enable_lora: Start with LoRA support even without `lora_modules` (to load adapters
+            at runtime later); LoRA is on whenever `lora_modules` is not empty.
+        runtime_lora: Allow loading adapters into the running server
+            (`VLLM_ALLOW_RUNTIME_LORA_UPDATING`, `POST /v1/load_lora_adapter`).
         enforce_eager: Skip graph compilation (start-up about 25 s instead of 150 s on CPU).
         kv_cache_gib: `VLLM_CPU_KVCACHE_SPACE` for the CPU build.
         extra_args: Appended to the command line as given.
@@ -84,6 +91,8 @@ class ServerSpec:
     max_model_len: int | None = 4096
     max_lora_rank: int = 16
     max_loras: int = 4
+    enable_lora: bool = False
+    runtime_lora: bool = False
     enforce_eager: bool = True
     kv_cache_gib: int = 2
     extra_args: Sequence[str] = ()
@@ -111,13 +120,16 @@ class ServerSpec:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
-        if self.lora_modules:
+        if self.lora_enabled:
             cmd += [
                 "--enable-lora",
                 "--max-lora-rank",
                 str(self.max_lora_rank),
                 "--max-loras",
                 str(self.max_loras),
+            ]
+        if self.lora_modules:
+            cmd += [
                 "--lora-modules",
                 *(f"{name}={path}" for name, path in sorted(self.lora_modules.items())),
             ]
@@ -132,8 +144,15 @@ class ServerSpec:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_gib))
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
+        if self.runtime_lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         env.update(self.extra_env)
         return env
+
+    @property
+    def lora_enabled(self) -> bool:
+        """True when the server starts with LoRA support."""
+        return self.enable_lora or bool(self.lora_modules)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -291,6 +310,33 @@ class VLLMServer:
                 self._state_changed.wait(min(left, 0.5))
         return True
 
+    def load_adapter(self, name: str, path: Path, *, timeout_s: float = 120.0) -> bool:
+        """Load a LoRA adapter into the running server without a restart.
+
+        On success the adapter also joins `spec.lora_modules`, so a restart keeps it.
+
+        Returns:
+            False when the server cannot load adapters at runtime (started without LoRA or
+            without `runtime_lora`); the caller then restarts it with the adapter instead.
+
+        Raises:
+            ModelFolderError: The folder has no `adapter_config.json`.
+            ServerStartError: The server is not running, or refused the adapter.
+        """
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise ModelFolderError(
+                f"adapter {name!r} folder {str(path)!r} has no adapter_config.json"
+            )
+        if self.status != "ready":
+            raise ServerStartError(f"server {self.spec.served_name!r} is {self.status}, not ready")
+        if not (self.spec.lora_enabled and self.spec.runtime_lora):
+            return False
+        if not load_lora_adapter(self.base_url, name, path, timeout_s=timeout_s):
+            return False
+        modules = {**self.spec.lora_modules, name: Path(path)}
+        self.spec = dataclasses.replace(self.spec, lora_modules=modules)
+        return True
+
     def log_tail(self, lines: int = 25) -> str:
         """The last lines of the server's log."""
         return _tail(self.log_path, lines)
@@ -434,6 +480,55 @@ class VLLMServer:
         if self._start_error is not None:
             self.stop()
             raise self._start_error
+
+
+def served_models(base_url: str, *, timeout_s: float = 5.0) -> set[str]:
+    """The model names a running OpenAI-compatible server lists (empty when it is down)."""
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s)) as http:
+            data = http.get(f"{base_url.rstrip('/')}/models").json().get("data", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return set()
+    return {str(m.get("id")) for m in data if isinstance(m, dict)}
+
+
+def load_lora_adapter(base_url: str, name: str, path: Path, *, timeout_s: float = 120.0) -> bool:
+    """Ask a running vLLM (`base_url` ending in /v1) to load adapter `name` from `path`.
+
+    Returns:
+        True when the adapter is served afterwards (also when it already was); False when
+        the server has no runtime LoRA loading (404/405: started without
+        `VLLM_ALLOW_RUNTIME_LORA_UPDATING`, or 400 because LoRA is not enabled).
+
+    Raises:
+        ServerStartError: The server is unreachable or failed loading the adapter.
+    """
+    if name in served_models(base_url):
+        return True
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s)) as http:
+            response = http.post(
+                f"{base_url.rstrip('/')}/load_lora_adapter",
+                json={"lora_name": name, "lora_path": str(path)},
+            )
+    except httpx.HTTPError as exc:
+        raise ServerStartError(
+            f"cannot reach vLLM at {base_url!r} to load {name!r}: {exc}"
+        ) from exc
+    if response.status_code in (404, 405):
+        return False
+    if (
+        response.status_code == 400
+        and "lora" in response.text.lower()
+        and "enable" in response.text.lower()
+    ):
+        return False
+    if response.status_code != 200:
+        raise ServerStartError(
+            f"vLLM at {base_url!r} refused adapter {name!r} ({str(path)!r}): "
+            f"HTTP {response.status_code} {response.text[:300]}"
+        )
+    return name in served_models(base_url)
 
 
 def _answers(http: httpx.Client, root: str, names: Sequence[str]) -> bool:

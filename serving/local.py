@@ -4,45 +4,178 @@
 private vLLM instance for the life of the context. The frontier role goes to the API named by
 `BRICKWORK_FRONTIER_*`; without it, the local model stands in and every completion says so
 (`Completion.stand_in`).
+
+Adapters: the server starts with `--lora-modules` for every adapter registered for its base
+(`brickwork.adapters`), and allows runtime loading, so `ensure_adapter` can add a newly trained
+one without a restart (and restarts a private server that cannot load it). The pool maps
+`slm:<adapter>` for each adapter served, and `slm:<name>` for a merged adapter served by its
+own instance.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from brickwork._settings import FrontierSettings, frontier_settings
+from brickwork.errors import BrickworkError, ServingError
 from brickwork.serving.client import EndpointConfig
-from brickwork.serving.launcher import ServerSpec, VLLMServer
+from brickwork.serving.launcher import ServerSpec, VLLMServer, load_lora_adapter, served_models
 from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
 from brickwork.serving.pool import ModelPool, PoolConfig
 from brickwork.serving.registry import ServeRecord, running_servers
 
-__all__ = ["LocalServing", "embedded_spec", "pool_config_for"]
+__all__ = [
+    "LocalServing",
+    "embedded_spec",
+    "pool_config_for",
+    "registered_lora_modules",
+    "sync_adapters",
+]
 
 SLM = "slm"
 FRONTIER = "frontier"
+#: `--max-lora-rank` is never below this, so adapters up to rank 16 load at runtime.
+MIN_LORA_RANK = 16
+
+AdapterLoad = Literal["served", "loaded", "restarted"]
+
+
+def registered_lora_modules(model: Path, served_name: str) -> dict[str, Path]:
+    """Registered adapters trained on this base model: name -> folder.
+
+    An adapter belongs to the base when its manifest names the base (by served name, folder
+    or folder name) or, without a manifest, when peft's `base_model_name_or_path` does.
+    """
+    from brickwork.adapters import list_adapters
+
+    names = {served_name, str(model), model.name, str(model.resolve()), *_manifest_name(model)}
+    modules = {}
+    for info in list_adapters(strict=False):
+        base = info.base_model
+        if base is None:
+            base = _peft_base(info.path)
+        if base is None or base in names or Path(base).name == model.name:
+            modules[info.name] = info.path
+    return modules
+
+
+def _manifest_name(model: Path) -> tuple[str, ...]:
+    """The name in the model folder's brickwork manifest (what adapter manifests record)."""
+    import json
+
+    from brickwork.serving.models import MANIFEST_NAME
+
+    try:
+        name = json.loads((model / MANIFEST_NAME).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return (str(name),) if name else ()
+
+
+def _peft_base(folder: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads((folder / "adapter_config.json").read_text()).get(
+            "base_model_name_or_path"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _max_rank(modules: Mapping[str, Path]) -> int:
+    from brickwork.adapters import AdapterInfo
+
+    ranks = [AdapterInfo.read(Path(path)).rank for path in modules.values()]
+    return max([MIN_LORA_RANK, *ranks])
 
 
 def embedded_spec(
-    *, port: int | None = None, lora_modules: Mapping[str, Path] | None = None
+    *,
+    port: int | None = None,
+    lora_modules: Mapping[str, Path] | None = None,
+    enable_lora: bool | None = None,
 ) -> ServerSpec:
-    """Server spec for the embedded model (materialised on first use)."""
+    """Server spec for the embedded model (materialised on first use).
+
+    Args:
+        port: Port to bind (None: a free one).
+        lora_modules: Adapters to serve; None serves every registered adapter of this base.
+        enable_lora: Start with LoRA support; None enables it only when there are adapters
+            (measured: LoRA support slows base-model requests on the CPU build).
+    """
+    model = ensure_embedded_model()
+    if lora_modules is None:
+        lora_modules = registered_lora_modules(model, EMBEDDED_MODEL.served_name)
+    modules = dict(lora_modules)
     return ServerSpec(
-        model=ensure_embedded_model(),
+        model=model,
         served_name=EMBEDDED_MODEL.served_name,
         port=port,
-        lora_modules=dict(lora_modules or {}),
+        lora_modules=modules,
+        max_lora_rank=_max_rank(modules),
+        enable_lora=bool(modules) if enable_lora is None else enable_lora,
+        runtime_lora=True,
     )
 
 
+def sync_adapters(server: VLLMServer) -> tuple[str, ...]:
+    """Load registered adapters of the server's base that it does not serve yet.
+
+    Used by `brickwork serve` to pick up adapters that `brickwork tune` registers while it
+    runs. Adapters that cannot be loaded at runtime are skipped (a restart serves them).
+
+    Returns:
+        The adapters the server answers to afterwards.
+    """
+    spec = server.spec
+    served = served_models(server.base_url)
+    if not served:
+        return tuple(sorted(spec.lora_modules))
+    for name, path in registered_lora_modules(spec.model, spec.served_name).items():
+        if name in served or not spec.lora_enabled:
+            continue
+        try:
+            if _max_rank({name: path}) <= spec.max_lora_rank:
+                server.load_adapter(name, path)
+        except BrickworkError:  # a broken folder or a refused adapter: serve the others
+            continue
+    return tuple(sorted(served_models(server.base_url) - {spec.served_name}))
+
+
 def pool_config_for(
-    base_url: str, served_name: str, *, frontier: FrontierSettings | None = None
+    base_url: str,
+    served_name: str,
+    *,
+    adapters: Iterable[str] = (),
+    merged: Mapping[str, str] | None = None,
+    frontier: FrontierSettings | None = None,
 ) -> PoolConfig:
-    """Pool with `slm` on the given vLLM and `frontier` on the real API or the stand-in."""
+    """Pool with `slm` on the given vLLM and `frontier` on the real API or the stand-in.
+
+    Args:
+        base_url: The vLLM serving the base model (and its adapters).
+        served_name: The base model's name on that server.
+        adapters: LoRA adapters that server serves; each becomes `slm:<adapter>`.
+        merged: Merged adapters served by their own instance: name -> base URL (the instance
+            serves the name); each becomes `slm:<name>`, replacing the LoRA route.
+        frontier: The frontier settings (default: from the environment).
+    """
     local = EndpointConfig(name="local-vllm", base_url=base_url, model=served_name, kind="vllm")
+    models: dict[str, list[EndpointConfig]] = {SLM: [local]}
+    for adapter in sorted(set(adapters) - {served_name}):
+        endpoint = EndpointConfig(
+            name=f"local-vllm:{adapter}", base_url=base_url, model=adapter, kind="vllm"
+        )
+        models[f"{SLM}:{adapter}"] = [endpoint]
+    for name, url in sorted((merged or {}).items()):
+        endpoint = EndpointConfig(name=f"merged:{name}", base_url=url, model=name, kind="vllm")
+        models[f"{SLM}:{name}"] = [endpoint]
     frontier = frontier or frontier_settings()
     if frontier.configured:
         assert frontier.base_url is not None and frontier.model is not None
@@ -61,7 +194,8 @@ def pool_config_for(
             kind="vllm",
             stand_in=True,
         )
-    return PoolConfig(models={SLM: [local], FRONTIER: [remote]})
+    models[FRONTIER] = [remote]
+    return PoolConfig(models=models)
 
 
 class LocalServing:
@@ -98,6 +232,52 @@ class LocalServing:
             return f"brickwork serve (pid {self.record.pid}) at {self.record.base_url}"
         return f"private vLLM at {self.base_url}"
 
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The LoRA adapters the server in use answers to."""
+        if self.record is not None:
+            return self.record.adapters
+        if self.server is not None:
+            return tuple(sorted(self.server.spec.lora_modules))
+        return ()
+
+    def ensure_adapter(self, name: str, path: Path) -> AdapterLoad:
+        """Make the server in use serve adapter `name`, without a restart when it can.
+
+        Returns:
+            "served" (it already was), "loaded" (at runtime) or "restarted" (a private
+            server restarted with the adapter; `base_url` may have changed).
+
+        Raises:
+            ServingError: A `brickwork serve` that cannot load adapters at runtime (it must
+                be restarted: it serves every registered adapter at start), or a failed load.
+        """
+        if name in self.adapters:
+            return "served"
+        if self.record is not None:
+            if not load_lora_adapter(self.record.base_url, name, path):
+                raise ServingError(
+                    f"brickwork serve (pid {self.record.pid}) cannot load adapter {name!r} "
+                    "at runtime (it was started without LoRA); restart it and it will serve "
+                    "every registered adapter (`brickwork serve --enable-lora` starts with "
+                    "LoRA even before the first adapter)"
+                )
+            adapters = tuple(sorted({*self.record.adapters, name}))
+            self.record = dataclasses.replace(self.record, adapters=adapters)
+            return "loaded"
+        if self.server is None:
+            raise RuntimeError("LocalServing is not started; use it as a context manager")
+        modules = {**self.server.spec.lora_modules, name: path}
+        rank = _max_rank(modules)
+        if rank <= self.server.spec.max_lora_rank and self.server.load_adapter(name, path):
+            return "loaded"
+        spec = dataclasses.replace(
+            self.server.spec, lora_modules=modules, max_lora_rank=rank, enable_lora=True
+        )
+        self.server.stop()
+        self.server = VLLMServer(spec, progress=self.progress).start()
+        return "restarted"
+
     def start(self) -> Self:
         """Find a running `brickwork serve`, or launch a private instance."""
         if self.reuse:
@@ -116,7 +296,10 @@ class LocalServing:
 
     def pool_config(self) -> PoolConfig:
         """Pool config for this server plus the frontier role."""
-        return pool_config_for(self.base_url, self.served_name)
+        merged = self.record.merged if self.record is not None else {}
+        return pool_config_for(
+            self.base_url, self.served_name, adapters=self.adapters, merged=merged
+        )
 
     def pool(self) -> ModelPool:
         """A new pool over this server (close it with `await pool.aclose()`)."""

@@ -29,6 +29,7 @@ from brickwork.errors import (
 from brickwork.serving.client import EndpointClient, EndpointConfig, TransientError
 from brickwork.serving.resilience import CircuitPolicy, RetryPolicy
 from brickwork.serving.types import ChatRequest, Completion, Message
+from brickwork.serving.vllm_metrics import DEFAULT_TIMEOUT_S, ServerState, read_server_state
 
 __all__ = ["ModelPool", "PoolConfig", "label_confidence"]
 
@@ -106,8 +107,22 @@ class ModelPool:
         http_client_factory: Callable[[EndpointConfig], httpx2.AsyncClient] | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics_http: httpx2.AsyncClient | None = None,
     ) -> None:
+        """Create the pool's endpoint clients (no connection is opened yet).
+
+        Args:
+            config: The endpoints and the policy.
+            http_client_factory: Makes each endpoint's HTTP client (tests pass MockTransports).
+            sleep: The backoff sleep (tests pass a recorder).
+            rng: Randomness for the backoff jitter.
+            metrics_http: The client `server_metrics` reads with (default: one per server,
+                from `http_client_factory` when given).
+        """
         self.config = config
+        self._metrics_http = metrics_http
+        self._metrics_clients: dict[str, httpx2.AsyncClient] = {}
+        self._http_client_factory = http_client_factory
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clients: dict[str, EndpointClient] = {}
@@ -266,9 +281,54 @@ class ModelPool:
                 f"(finish_reason={completion.finish_reason!r}): {completion.text[:200]!r}"
             ) from exc
 
+    async def server_metrics(
+        self, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> dict[str, ServerState]:
+        """Each endpoint's server-side view: health, served adapters, running, queue, KV use.
+
+        vLLM endpoints are read (`/health`, `/v1/models`, `/metrics`; once per server when
+        several endpoints share one); other kinds have no such routes and get an "unknown"
+        state. Never raises for an unreachable server: its state says "down".
+        """
+        reads: dict[str, asyncio.Future[ServerState]] = {}
+        for client in self._clients.values():
+            config = client.config
+            if config.kind == "vllm" and config.base_url not in reads:
+                reads[config.base_url] = asyncio.ensure_future(
+                    read_server_state(
+                        self._metrics_client(config),
+                        config.base_url,
+                        timeout_s=timeout_s,
+                        headers=_auth(config),
+                    )
+                )
+        if reads:
+            await asyncio.gather(*reads.values())
+        return {
+            name: reads[c.config.base_url].result() if c.config.base_url in reads else ServerState()
+            for name, c in self._clients.items()
+        }
+
+    def _metrics_client(self, config: EndpointConfig) -> httpx2.AsyncClient:
+        """The client that reads a server's state.
+
+        The injected one, else one per server made like the endpoints' clients (so a test's
+        transport serves these reads too).
+        """
+        if self._metrics_http is not None:
+            return self._metrics_http
+        client = self._metrics_clients.get(config.base_url)
+        if client is None:
+            factory = self._http_client_factory
+            client = factory(config) if factory is not None else httpx2.AsyncClient()
+            self._metrics_clients[config.base_url] = client
+        return client
+
     async def aclose(self) -> None:
         """Close every endpoint's HTTP client."""
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+        clients, self._metrics_clients = list(self._metrics_clients.values()), {}
+        await asyncio.gather(*(c.aclose() for c in clients))
 
     async def __aenter__(self) -> Self:
         return self
@@ -287,6 +347,16 @@ def label_confidence(completion: Completion) -> float:
     if not completion.logprobs:
         return math.nan
     return math.exp(sum(t.logprob for t in completion.logprobs))
+
+
+def _auth(config: EndpointConfig) -> dict[str, str]:
+    """The bearer header for a vLLM started with `--api-key` (none when no key is set)."""
+    if config.api_key_env is None:
+        return {}
+    try:
+        return {"Authorization": f"Bearer {config.api_key()}"}
+    except ConfigError:
+        return {}
 
 
 def _with_attempts(result: Completion, attempts: int) -> Completion:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -23,7 +23,12 @@ __all__ = ["ServeLease", "ServeRecord", "running_servers"]
 
 @dataclass(frozen=True)
 class ServeRecord:
-    """What a running `brickwork serve` tells other processes about itself."""
+    """What a running `brickwork serve` tells other processes about itself.
+
+    `adapters` are the LoRA adapters the server answers to by name; `merged` maps each
+    merged adapter served by its own instance (`brickwork serve --merged NAME`) to that
+    instance's base URL.
+    """
 
     pid: int
     host: str
@@ -33,6 +38,7 @@ class ServeRecord:
     model: str
     log: str
     started_at: str
+    merged: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -48,6 +54,7 @@ class ServeRecord:
         """Parse a state file (raises `ValueError`/`KeyError`/`TypeError` when malformed)."""
         data = json.loads(text)
         data["adapters"] = tuple(data.get("adapters", ()))
+        data["merged"] = dict(data.get("merged", {}))
         return cls(**data)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -147,10 +147,18 @@ _KINDS: dict[type[Any], SkillKind] = {
 
 @dataclass(frozen=True)
 class ModelBinding:
-    """Which logical model (and LoRA adapter) runs a skill."""
+    """Which logical model (and LoRA adapter) runs a skill.
+
+    Attributes:
+        model: The logical model name in the pool.
+        adapter: A LoRA adapter on that model; None runs the adapter promoted for the skill
+            (`brickwork tune --promote`, see `brickwork.adapters`), or else the base model.
+        pinned: Use exactly this binding and ignore promoted adapters (e.g. in tests).
+    """
 
     model: str = "slm"
     adapter: str | None = None
+    pinned: bool = False
 
     def __post_init__(self) -> None:
         if not self.model or ":" in self.model:
@@ -235,6 +243,32 @@ class Skill:
         """
         binding = model if isinstance(model, ModelBinding) else ModelBinding(model, adapter)
         return dataclasses.replace(self, binding=binding)
+
+    def check_output(self, output: Any) -> str | None:
+        """Why `output` breaks this skill's contract, or None when it satisfies it."""
+        return _check_output(self.contract, output)
+
+    def effective_binding(self, served: Collection[str] | None = None) -> ModelBinding:
+        """The binding to run with: this skill's own, or the adapter promoted for it.
+
+        A promoted adapter (`brickwork.adapters.binding_for(self.name)`) applies when the
+        skill's binding names no adapter and is not `pinned`, and, when `served` is given,
+        only if `served` holds its logical name (so a pool without the adapter keeps working).
+
+        Args:
+            served: The logical model names the pool serves, or None to skip that check.
+        """
+        if self.binding.adapter is not None or self.binding.pinned:
+            return self.binding
+        from brickwork.adapters import binding_for
+
+        adapter = binding_for(self.name)
+        if adapter is None:
+            return self.binding
+        promoted = ModelBinding(self.binding.model, adapter)
+        if served is not None and promoted.logical_name not in served:
+            return self.binding
+        return promoted
 
     def few_shot(self, k: int) -> tuple[Example, ...]:
         """Up to `k` examples, spread over labels (or tools) before repeating one.

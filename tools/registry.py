@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -45,6 +48,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 30.0
+#: Threads that run sync tool functions (shared by every registry in the process).
+TOOL_THREADS = 32
 """Time limit of one tool call when neither the call nor the tool sets one."""
 
 
@@ -391,7 +396,8 @@ class ToolRegistry:
             async with deadline:
                 if found.is_async:
                     return await found.function(**kwargs)
-                return await asyncio.to_thread(found.function, **kwargs)
+                call = functools.partial(found.function, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(_tool_executor(), call)
         except ToolError:
             raise
         except TimeoutError as exc:
@@ -404,6 +410,25 @@ class ToolRegistry:
             raise _execution_error(found.name, exc) from exc
         except Exception as exc:
             raise _execution_error(found.name, exc) from exc
+
+
+_executor_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _tool_executor() -> ThreadPoolExecutor:
+    """The threads that run sync tools.
+
+    Their own, so a call's time limit never runs out while it waits behind other blocking work
+    (embeddings, file I/O) in the loop's default pool.
+    """
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=TOOL_THREADS, thread_name_prefix="brickwork-tool"
+            )
+        return _executor
 
 
 def _execution_error(name: str, exc: Exception) -> ToolExecutionError:

@@ -120,8 +120,8 @@ def run_tui(
     """Run the TUI in this terminal until the operator quits; returns an exit code.
 
     Args:
-        store: The run store file (default: the store in brickwork's cache, which
-            `brickwork run` and `brickwork api` write to).
+        store: The run store, a SQLite file or a postgresql:// URL (default: the file in the
+            cache, which `brickwork run` and `brickwork api` write to).
         graphs: Graph references to load for the playground (`smart_home`, a module, a file).
         pool: The model pool to run requests on. Without one, each app starts the embedded
             model on its first playground run, so pass one when loading several graphs.

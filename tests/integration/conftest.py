@@ -38,12 +38,16 @@ def identity_adapter(embedded_model: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def vllm_server(embedded_model: Path, identity_adapter: Path) -> Iterator[VLLMServer]:
-    """One real vLLM server for the whole session, serving the base model and the adapter."""
+    """One real vLLM server for the whole session, serving the base model and the adapter.
+
+    It allows runtime adapter loading (`POST /v1/load_lora_adapter`) up to rank 16.
+    """
     spec = ServerSpec(
         model=embedded_model,
         served_name=EMBEDDED_MODEL.served_name,
         lora_modules={IDENTITY_ADAPTER: identity_adapter},
-        max_lora_rank=8,
+        max_lora_rank=16,
+        runtime_lora=True,  # adapters trained during the session can be loaded into it
     )
     server = VLLMServer(spec, progress=False, ready_timeout_s=900).start()
     yield server

@@ -185,3 +185,39 @@ def test_the_conversation_reaches_the_model(client: openai.OpenAI, store: RunSto
         for m in attempt["messages"]
     ]
     assert "Lock the front door" in sent and "Now turn off the bedroom lights" in sent
+
+
+def test_metrics_count_the_real_runs(
+    client: openai.OpenAI, server: ApiServer, store: RunStore
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(2):
+        client.chat.completions.create(model="smart_home", messages=KITCHEN)
+    assert httpx.get(f"{server.url}/metrics").status_code == 401  # the key guards it
+    response = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    runs = store.runs(limit=10)
+    by_status: dict[str, int] = {}
+    for summary in runs:
+        by_status[summary.status] = by_status.get(summary.status, 0) + 1
+    for status, count in by_status.items():
+        labels = (("graph", "smart_home"), ("status", status))
+        assert samples[("brickwork_runs_total", labels)] == count
+    graph = (("graph", "smart_home"),)
+    assert samples[("brickwork_cost_usd_total", graph)] == pytest.approx(
+        sum(s.cost_usd for s in runs)
+    )
+    assert samples[("brickwork_runs_in_flight", graph)] == 0
+    node_counts = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "brickwork_node_latency_seconds_count"
+    }
+    finished = [e for s in runs for e in stored(store, s.run_id)[1] if e["kind"] == "node_finished"]
+    assert sum(node_counts.values()) == len(finished) > 0

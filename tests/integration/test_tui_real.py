@@ -1,8 +1,11 @@
 """The operator TUI on the real local model: the playground runs a smart_home request and
-shows its trace; the run then shows up in the runs table and its detail."""
+shows its trace; the run then shows up in the runs table and its detail. The models screen
+shows the real server's own health and load, read from its `/metrics`."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,4 +87,53 @@ async def test_playground_runs_smart_home_on_the_real_model(
             await settle(pilot)
             table = tui.screen.query_one("#runs", DataTable)
             assert str(table.get_row_at(0)[6]) == "Turn on the kitchen lights"
+        await app.aclose()
+
+
+async def test_models_screen_reads_the_real_servers_metrics(
+    slm_base_url: str, tmp_path: Path
+) -> None:
+    async with ModelPool(pool_config_for(slm_base_url, EMBEDDED_MODEL.served_name)) as pool:
+        app = App.from_graph("graphs.smart_home", pool=pool, graph_options={"hub": SmartHomeHub()})
+        messages = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+        # Load the server, and see its own gauges count the requests (wait on the state).
+        load = [
+            asyncio.create_task(pool.complete("slm", messages, max_tokens=48)) for _ in range(4)
+        ]
+        busiest = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(t.done() for t in load):
+            state = (await pool.server_metrics())["local-vllm"]
+            assert state.running is not None and state.waiting is not None
+            busiest = max(busiest, state.running + state.waiting)
+            if busiest >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert busiest >= 2, "vLLM's /metrics never showed the requests in flight"
+        for task in load:  # seen; no need to wait for the stories (the server aborts them)
+            task.cancel()
+        await asyncio.gather(*load, return_exceptions=True)
+
+        [local] = [i for i in await app.instances() if i.name == "local-vllm"]
+        assert local.health == "ok" and local.error is None
+        # Other clients may share the server: the counts are its own, so only their form is ours.
+        assert local.running is not None and local.waiting is not None
+        assert local.kv_cache_usage is not None and 0 <= local.kv_cache_usage <= 1
+        assert local.adapters is not None  # the list may be empty: it was read
+        assert not local.restartable and local.calls == 4
+
+        tui = BrickworkTUI({app.graph.name: app}, refresh_s=3600)
+        async with tui.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("m")
+            await settle(pilot)
+            table = tui.screen.query_one("#endpoints", DataTable)
+            by_name = {str(r[0]): [str(c) for c in r] for r in map(table.get_row_at, range(2))}
+            row = by_name["local-vllm"]
+            assert row[1] == "ok" and row[4].isdigit() and row[5].isdigit()
+            assert row[6].endswith("%") and row[7] == "-"
+            await pilot.press("R")
+            await settle(pilot)
+            [note] = list(tui._notifications)
+            assert note.title == "Cannot restart" and "restart it where it runs" in note.message
         await app.aclose()

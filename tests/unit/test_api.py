@@ -578,3 +578,121 @@ def test_api_server_takes_apps_or_a_factory_and_reports_start_failures(
 
     with pytest.raises(ServerStartError, match="no graphs today"), ApiServer(apps_factory=broken):
         pass
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_runs_nodes_escalations_and_cost(
+    client: httpx.AsyncClient, store: RunStore
+) -> None:
+    for text, extra in [
+        ("kitchen lights on", {}),
+        ("kitchen lights on", {"mode": "frontier"}),
+        ("gibberish", {}),  # fails on both models after an escalation
+        ("crash", {}),  # an exception inside the run: status error, 500
+    ]:
+        await client.post("/v1/chat/completions", json=chat(text, **extra))
+    streamed = await client.post("/v1/chat/completions", json=chat(stream=True))
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = scrape(response.text)
+    graph = (("graph", "tiny_home"),)
+
+    def runs(status: str) -> float:
+        return samples.get(
+            ("brickwork_runs_total", (("graph", "tiny_home"), ("status", status))), 0
+        )
+
+    assert (runs("ok"), runs("failed"), runs("error")) == (3, 1, 1)
+    assert samples[("brickwork_runs_in_flight", graph)] == 0
+
+    stored = store.runs(limit=10)
+    assert len(stored) == 5
+    assert samples[("brickwork_cost_usd_total", graph)] == pytest.approx(
+        sum(s.cost_usd for s in stored)
+    )
+    assert samples[("brickwork_frontier_only_cost_usd_total", graph)] == pytest.approx(
+        sum(s.frontier_only_usd for s in stored)
+    )
+    assert samples[("brickwork_cost_usd_total", graph)] > 0
+
+    reasons = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "brickwork_escalations_total"
+    }
+    assert reasons == {
+        (("graph", "tiny_home"), ("node", "toolcall"), ("reason", "frontier_mode")): 1,
+        (("graph", "tiny_home"), ("node", "toolcall"), ("reason", "validation_failed")): 1,
+    }
+
+    # The latency histogram holds every node that finished, with their latencies summed.
+    finished = [
+        event
+        for summary in stored
+        for event in store.run(summary.run_id)[1]  # type: ignore[index]
+        if event["kind"] == "node_finished"
+    ]
+    for node in ("toolcall", "supervisor"):
+        latencies = [e["latency_s"] for e in finished if e["node"] == node]
+        labels = (("graph", "tiny_home"), ("node", node))
+        assert latencies, node
+        assert samples[("brickwork_node_latency_seconds_count", labels)] == len(latencies)
+        assert samples[("brickwork_node_latency_seconds_sum", labels)] == pytest.approx(
+            sum(latencies)
+        )
+        infinite = (*labels[:1], ("le", "+Inf"), *labels[1:])
+        assert samples[("brickwork_node_latency_seconds_bucket", infinite)] == len(latencies)
+
+
+async def test_metrics_show_runs_in_flight(
+    make_client: Callable[..., httpx.AsyncClient],
+) -> None:
+    client = make_client(timeout_s=0.5)
+    slow = asyncio.create_task(client.post("/v1/chat/completions", json=chat("slow")))
+    key = ("brickwork_runs_in_flight", (("graph", "tiny_home"),))
+    for _ in range(200):  # wait for the run to start, not for a time
+        samples = scrape((await client.get("/metrics")).text)
+        if samples.get(key) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert samples[key] == 1
+    assert (await slow).status_code == 504
+    samples = scrape((await client.get("/metrics")).text)
+    assert samples[key] == 0
+    assert samples[("brickwork_runs_total", (("graph", "tiny_home"), ("status", "timeout")))] == 1
+
+
+async def test_metrics_need_the_api_key_unless_public(
+    make_client: Callable[..., httpx.AsyncClient],
+) -> None:
+    keyed = make_client(api_key="s3cret")
+    assert_error(await keyed.get("/metrics"), 401, "missing API key")
+    right = await keyed.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 200 and "brickwork_runs_in_flight" in right.text
+    public = make_client(api_key="s3cret", public_metrics=True)
+    assert (await public.get("/metrics")).status_code == 200
+    assert_error(await public.get("/v1/models"), 401, "missing API key")
+
+
+async def test_each_api_has_its_own_metrics(make_client: Callable[..., httpx.AsyncClient]) -> None:
+    first, second = make_client(), make_client()
+    await first.post("/v1/chat/completions", json=chat())
+    key = ("brickwork_runs_total", (("graph", "tiny_home"), ("status", "ok")))
+    assert scrape((await first.get("/metrics")).text)[key] == 1
+    assert key not in scrape((await second.get("/metrics")).text)

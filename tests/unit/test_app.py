@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from brickwork.app import App
-from brickwork.errors import ConfigError
+from brickwork.errors import ConfigError, ServerStartError
 from brickwork.events import ModelCallEvent
 from brickwork.ledger import BudgetBook
+from brickwork.serving.client import EndpointConfig
+from brickwork.serving.pool import ModelPool, PoolConfig
+from brickwork.serving.resilience import RetryPolicy
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel, ModelStep
 
@@ -132,8 +137,10 @@ async def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, where
         crashed = await app.ainvoke("seven")
         assert crashed.status == "error" and "simulated crash" in (crashed.error or "")
         calls_before = len(model.requests)
-        resumed = await app.aresume(crashed.run_id)
-        await app.aclose()
+        await app.aclose()  # as if the process had died: a new App resumes from the file
+        again = App.from_graph(GRAPH, pool=pool, checkpoints=checkpoints)
+        resumed = await again.aresume(crashed.run_id)
+        await again.aclose()
     assert resumed.ok and resumed.answer == "n=7"
     assert len(model.requests) == calls_before  # the first node was not run again
     assert two_step_graph is not None
@@ -190,3 +197,136 @@ async def test_model_server_error_becomes_a_clear_failed_run() -> None:
     assert result.status == "failed"
     assert "model_error" in (result.error or "") or "escalation_failed" in " ".join(result.flags)
     json.dumps([e.to_dict() for e in result.events])  # the trace is JSON-able
+
+
+# -- model instances ----------------------------------------------------------------------------
+
+
+def _vllm_like_pool(model: FunctionModel, *, kv: float = 0.5) -> ModelPool:
+    """`slm` and a stand-in `frontier` on one fake vLLM that also answers its GET routes."""
+    metrics = (
+        'vllm:num_requests_running{model_name="fake-slm"} 1\n'
+        'vllm:num_requests_waiting{model_name="fake-slm"} 4\n'
+        f'vllm:kv_cache_usage_perc{{model_name="fake-slm"}} {kv}\n'
+    )
+    models = {"data": [{"id": "fake-slm", "parent": None}, {"id": "intent", "parent": "fake-slm"}]}
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            routes = {
+                "/health": httpx2.Response(200),
+                "/v1/models": httpx2.Response(200, json=models),
+                "/metrics": httpx2.Response(200, text=metrics),
+            }
+            return routes.get(request.url.path, httpx2.Response(404))
+        return model._handle(request)
+
+    def endpoint(name: str, stand_in: bool) -> EndpointConfig:
+        return EndpointConfig(
+            name=name, base_url="http://vllm.fake/v1", model="fake-slm", stand_in=stand_in
+        )
+
+    config = PoolConfig(
+        models={"slm": [endpoint("local", False)], "frontier": [endpoint("stand-in", True)]},
+        retry=RetryPolicy(max_retries=0),
+    )
+    return ModelPool(
+        config,
+        http_client_factory=lambda _: httpx2.AsyncClient(transport=httpx2.MockTransport(handle)),
+    )
+
+
+@dataclass
+class FakeServer:
+    """What `App.restart_instance` uses of a `VLLMServer`: it records stop and start."""
+
+    base_url: str
+    restarts: int = 2
+    status: str = "ready"
+    ready_timeout_s: float = 300.0
+    calls: list[str] = field(default_factory=list)
+    fail_start: bool = False
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self.status = "stopped"
+
+    def start(self) -> FakeServer:
+        self.calls.append(f"start(timeout={self.ready_timeout_s:g})")
+        if self.fail_start:
+            self.status = "failed"
+            raise ServerStartError("the server did not come back")
+        self.restarts = 0
+        self.status = "ready"
+        return self
+
+
+@dataclass
+class FakeLocal:
+    """A `LocalServing` that launched `server`."""
+
+    server: FakeServer | None
+    base_url: str = "http://vllm.fake/v1"
+    origin: str = "private vLLM at http://vllm.fake/v1"
+
+    def stop(self) -> None:
+        self.server = None
+
+
+async def test_instances_join_the_pool_and_what_the_servers_say() -> None:
+    model = _model()
+    async with _vllm_like_pool(model) as pool:
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=None)
+        assert (await app.ainvoke("seven")).ok
+        found = {i.name: i for i in await app.instances()}
+        await app.aclose()
+    assert set(found) == {"local", "stand-in"}
+    local = found["local"]
+    assert local.serves == ("slm",) and local.kind == "vllm" and local.circuit == "closed"
+    assert local.calls == 1 and local.failures == 0 and local.in_flight == 0
+    assert (local.health, local.running, local.waiting, local.kv_cache_usage) == ("ok", 1, 4, 0.5)
+    assert local.adapters == ("intent",)
+    assert not local.launched and not local.restartable and local.restarts is None
+    assert local.origin == "external server"
+    assert found["stand-in"].stand_in and found["stand-in"].serves == ("frontier",)
+
+
+async def test_restart_refuses_servers_this_app_did_not_launch() -> None:
+    async with _vllm_like_pool(_model()) as pool:
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=None)
+        with pytest.raises(ConfigError, match="no endpoint named 'nope'.*known: local, stand-in"):
+            await app.restart_instance("nope")
+        with pytest.raises(ConfigError, match="did not start .*Restart it where it runs"):
+            await app.restart_instance("local")
+        # A reused `brickwork serve`: the LocalServing has a record, no server of its own.
+        app._local = FakeLocal(None, origin="brickwork serve (pid 42) at http://vllm.fake/v1")
+        with pytest.raises(ConfigError, match=r"served by brickwork serve \(pid 42\)"):
+            await app.restart_instance("local")
+        app._local = None
+        await app.aclose()
+
+
+async def test_restart_stops_and_starts_the_launched_server_and_counts_it() -> None:
+    server = FakeServer("http://vllm.fake/v1")
+    async with _vllm_like_pool(_model()) as pool:
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=None)
+        app._local = FakeLocal(server)
+        before = {i.name: i for i in await app.instances()}
+        assert before["local"].restartable and before["local"].restarts == 2
+        assert before["local"].status == "ready"
+        assert before["local"].origin == "private vLLM at http://vllm.fake/v1"
+        await app.restart_instance("stand-in", timeout_s=42)
+        assert server.calls == ["stop", "start(timeout=42)"] and server.ready_timeout_s == 300
+        after = {i.name: i for i in await app.instances()}
+        assert after["local"].restarts == 3  # two crash restarts before, and this one
+        server.fail_start = True
+        with pytest.raises(ServerStartError, match="did not come back"):
+            await app.restart_instance("local")
+        app._local = None
+        await app.aclose()
+
+
+async def test_instances_before_the_pool_starts_is_a_clear_error() -> None:
+    app = App.from_graph(GRAPH, checkpoints=None)
+    with pytest.raises(ConfigError, match="the pool starts with the first run"):
+        await app.instances()

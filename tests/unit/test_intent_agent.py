@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -279,3 +280,39 @@ def test_knn_embeds_the_last_user_turn_of_a_chat_example() -> None:
     ]
     EmbeddingKNN.from_examples([Example(chat, "pin"), Example("card", "card")], encoder=encoder)
     assert seen == [["pin", "card"]]
+
+
+async def test_concurrent_aclassify_calls_share_encoder_calls() -> None:
+    batches: list[int] = []
+
+    def counting_encoder(texts: list[str]) -> np.ndarray:
+        batches.append(len(texts))
+        return keyword_encoder(texts)
+
+    knn = EmbeddingKNN.from_examples(EXAMPLES, encoder=counting_encoder)
+    batches.clear()  # the examples' own embedding
+    texts = ["lost my card", "pin change", "transfer late"] * 30
+    votes = await asyncio.gather(*(knn.aclassify(t) for t in texts))
+    assert [v.label for v in votes] == [knn.classify(t).label for t in texts]
+    assert sum(batches[: len(batches) - len(texts)]) == len(texts)  # the gathered calls
+    assert len(batches) - len(texts) < len(texts) / 10  # batched, not one call per text
+
+
+async def test_aclassify_gives_every_waiter_the_encoder_error() -> None:
+    calls = 0
+
+    def flaky(texts: list[str]) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the first call embeds the examples
+            raise RuntimeError("encoder down")
+        return keyword_encoder(texts)
+
+    knn = EmbeddingKNN.from_examples(EXAMPLES, encoder=flaky)
+    results = await asyncio.gather(
+        *(knn.aclassify(t) for t in ("card", "pin")), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    # A later query on the same loop starts a fresh batch (the drainer is not stuck).
+    with pytest.raises(RuntimeError, match="encoder down"):
+        await knn.aclassify("card")

@@ -271,3 +271,121 @@ async def test_429_is_retried() -> None:
     assert (await pool.complete("slm", MESSAGES)).attempts == 2
     assert pool.endpoints()[0].breaker.state == "closed"
     await pool.aclose()
+
+
+# -- the servers' own state (health, adapters, /metrics) --------------------------------------
+
+VLLM_METRICS = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 3.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 5.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:num_requests_running_but_other{model_name="m"} 99.0
+"""
+
+
+def _vllm_state(metrics: str = VLLM_METRICS, *, health: int = 200) -> Handler:
+    """A vLLM server's GET routes; the models list has the base model and one adapter."""
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        if path == "/health":
+            return httpx2.Response(health)
+        if path == "/v1/models":
+            return httpx2.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [
+                        {"id": "m", "object": "model", "parent": None},
+                        {"id": "intent", "object": "model", "parent": "m"},
+                    ],
+                },
+            )
+        if path == "/metrics":
+            return httpx2.Response(200, text=metrics)
+        return httpx2.Response(404)
+
+    return handle
+
+
+def test_parse_gauges_sums_label_sets_and_skips_what_it_cannot_read() -> None:
+    from brickwork.serving.vllm_metrics import parse_gauges, server_root
+
+    text = VLLM_METRICS + 'vllm:num_requests_running{model_name="a b}"} NaN\nbroken{ line\n'
+    gauges = parse_gauges(text, ["vllm:num_requests_running", "vllm:num_requests_waiting", "x"])
+    assert gauges == {"vllm:num_requests_running": 3.0, "vllm:num_requests_waiting": 7.0}
+    assert parse_gauges("plain_metric 4 1700000000\n", ["plain_metric"]) == {"plain_metric": 4.0}
+    assert server_root("http://h:1/v1/") == server_root("http://h:1") == "http://h:1"
+
+
+async def test_server_metrics_reads_each_vllm_server_once() -> None:
+    seen: list[str] = []
+    state = _vllm_state()
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        seen.append(f"{request.url.host}{request.url.path}")
+        return state(request)
+
+    config = PoolConfig.parse(
+        {
+            "models": {
+                "slm": [_endpoint("local")],
+                # the stand-in shares the server; the remote API is never asked
+                "frontier": [
+                    {**_endpoint("local"), "name": "stand-in", "stand_in": True},
+                    {**_endpoint("remote"), "kind": "openai"},
+                ],
+            }
+        }
+    )
+    metrics_http = httpx2.AsyncClient(transport=httpx2.MockTransport(handle))
+    async with ModelPool(config, metrics_http=metrics_http) as pool:
+        states = await pool.server_metrics()
+    await metrics_http.aclose()
+    assert sorted(seen) == ["local.test/health", "local.test/metrics", "local.test/v1/models"]
+    local = states["local"]
+    assert states["stand-in"] is local
+    assert (local.health, local.running, local.waiting) == ("ok", 3, 7)
+    assert local.kv_cache_usage == 0.25 and local.error is None
+    assert local.models == ("m", "intent") and local.adapters == ("intent",)
+    remote = states["remote"]
+    assert remote.health == "unknown" and remote.running is None and remote.adapters is None
+
+
+async def test_server_metrics_older_names_and_missing_parts() -> None:
+    old = VLLM_METRICS.replace("kv_cache_usage_perc", "gpu_cache_usage_perc")
+    config = PoolConfig.parse({"models": {"slm": [_endpoint("a"), _endpoint("b")]}})
+    handlers = {"a.test": _vllm_state(old), "b.test": _vllm_state("", health=503)}
+    pool = ModelPool(
+        config,
+        http_client_factory=lambda e: httpx2.AsyncClient(
+            transport=httpx2.MockTransport(handlers[httpx2.URL(e.base_url).host])
+        ),
+    )
+    async with pool:
+        states = await pool.server_metrics()
+    assert states["a"].kv_cache_usage == 0.25
+    b = states["b"]
+    assert b.health == "down" and b.running is None and b.kv_cache_usage is None
+    assert b.adapters == ("intent",)
+
+
+async def test_an_unreachable_server_is_down_not_an_error() -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    config = PoolConfig.parse({"models": {"slm": [_endpoint("gone")]}})
+    metrics_http = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse))
+    async with ModelPool(config, metrics_http=metrics_http) as pool:
+        state = (await pool.server_metrics())["gone"]
+    await metrics_http.aclose()
+    assert state.health == "down" and state.models is None and state.running is None
+    assert state.error is not None and "ConnectError" in state.error
+    assert "http://gone.test/metrics" in state.error

@@ -1,56 +1,63 @@
-"""The run store's queries: filters, totals, node statistics, escalations, retention, migrations."""
+"""The run store's logic without a database server: percentiles, backend choice, write-behind.
+
+The queries themselves run against SQLite and PostgreSQL in
+tests/integration/test_store_conformance.py.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-import sqlite3
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from brickwork.app import App
-from brickwork.store import SCHEMA_VERSION, RunStore, RunSummary, percentile
-from brickwork.testing import FunctionModel
-
-GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
-DAY = 86_400.0
+from brickwork._store_buffer import WriteBehind
+from brickwork._store_pg import PostgresRunStore, _redact, _without_nul
+from brickwork.errors import ConfigError
+from brickwork.store import RunStore, RunSummary, SQLiteRunStore, backend_for, percentile
 
 
-def _summary(run_id: str, **changes: Any) -> RunSummary:
-    fields: dict[str, Any] = {
-        "run_id": run_id, "graph": "g", "tenant": "default", "mode": "hybrid", "text": "t",
-        "status": "ok", "answer": "a", "error": None, "cost_usd": 0.0,
-        "frontier_only_usd": 0.0, "latency_s": 0.1, "escalations": 0, "flags": (),
-        "started_at": 1000.0,
-    }  # fmt: skip
-    fields.update(changes)
-    return RunSummary(**fields)
+class Flaky:
+    """A write function that fails (transiently or for good) until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.reject: set[str] = set()
+        self.written: list[str] = []
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, items: Sequence[str]) -> None:
+        with self.lock:
+            self.calls += 1
+            for item in items:
+                if item in self.reject:
+                    raise ValueError(f"cannot store {item!r}")
+            if self.down:
+                raise ConnectionError("database is down")
+            self.written += items
 
 
-def _call(run_id: str, node: str, model: str, cost: float, frontier: float, **extra: Any) -> dict:
-    return {
-        "run_id": run_id, "kind": "model_call", "node": node, "at": 1.0, "endpoint": "e",
-        "model": model, "served_model": model, "prompt_tokens": 10, "completion_tokens": 5,
-        "latency_s": 0.01, "cost_usd": cost, "frontier_cost_usd": frontier,
-        "stand_in": extra.get("stand_in", False), "escalated": extra.get("escalated", False),
-    }  # fmt: skip
+def _buffer(flaky: Flaky, **options: int) -> WriteBehind[str]:
+    return WriteBehind(
+        flaky,
+        permanent=lambda exc: isinstance(exc, ValueError),
+        name="test-store",
+        retry_initial_s=0.01,
+        retry_max_s=0.05,
+        **options,
+    )
 
 
-def _finished(run_id: str, node: str, latency: float, ok: bool, errors: list[str]) -> dict:
-    attempts = [{"messages": [], "output": "x", "errors": errors, "model": "slm"}]
-    return {
-        "run_id": run_id, "kind": "node_finished", "node": node, "at": 2.0, "ok": ok,
-        "latency_s": latency, "output": None, "method": "slm", "model": "slm",
-        "attempts": attempts, "error": None,
-    }  # fmt: skip
-
-
-def _decision(run_id: str, node: str, action: str, reason: str | None) -> dict:
-    return {
-        "run_id": run_id, "kind": "escalation", "node": node, "at": 1.5, "action": action,
-        "reason": reason, "detail": f"{action} detail", "signals": [["invalid_output", "bad"]],
-    }  # fmt: skip
+def _wait_for(condition: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -62,156 +69,158 @@ def test_percentile_interpolates_between_ranks() -> None:
         percentile([1.0], 95)
 
 
-def test_node_stats_arithmetic(tmp_path: Path) -> None:
+def test_backend_for_paths_and_urls(tmp_path: Path) -> None:
+    assert backend_for(None) is SQLiteRunStore
+    assert backend_for(tmp_path / "runs.sqlite") is SQLiteRunStore
+    assert backend_for("runs.sqlite") is SQLiteRunStore
+    assert backend_for("postgresql://u@h/db") is PostgresRunStore
+    assert backend_for("postgres://u@h/db") is PostgresRunStore
+    with pytest.raises(ConfigError, match="unsupported run store URL 'mysql://h/db'"):
+        backend_for("mysql://h/db")
+    with pytest.raises(ConfigError, match="pass the URL as a str"):
+        backend_for(Path("postgresql://u@h/db"))
     store = RunStore(tmp_path / "runs.sqlite")
-    # Run a: "n" accepted at once. Run b: "n" fails validation twice and escalates; the
-    # supervisor answers on the frontier. Run c: "n" needs a repair, then is accepted.
-    store.save(
-        _summary("a", started_at=1.0),
-        [_call("a", "n", "slm", 0.001, 0.01), _decision("a", "n", "accept", None),
-         _finished("a", "n", 0.1, True, [])],
-    )  # fmt: skip
-    store.save(
-        _summary("b", started_at=2.0, escalations=1),
-        [_call("b", "n", "slm", 0.001, 0.01), _call("b", "n", "slm", 0.001, 0.01),
-         _decision("b", "n", "escalate", "validation_failed"),
-         _finished("b", "n", 0.3, False, ["bad"]),
-         _call("b", "supervisor", "frontier", 0.02, 0.02, stand_in=False, escalated=True),
-         _finished("b", "supervisor", 0.5, True, [])],
-    )  # fmt: skip
-    store.save(
-        _summary("c", started_at=3.0, graph="other"),
-        [_call("c", "n", "slm:lora", 0.002, 0.03), _decision("c", "n", "accept", None),
-         _finished("c", "n", 0.2, True, ["first try was bad"])],
-    )  # fmt: skip
-    stats = {(s.graph, s.node): s for s in store.node_stats()}
-    assert set(stats) == {("g", "n"), ("g", "supervisor"), ("other", "n")}
-    n = stats["g", "n"]
-    assert (n.calls, n.failed, n.validation_failures, n.escalations) == (2, 1, 1, 1)
-    assert n.validation_failure_rate == 0.5 and n.escalation_rate == 0.5
-    assert n.p50_s == pytest.approx(0.2) and n.p95_s == pytest.approx(0.29)
-    assert n.model_calls == 3 and (n.prompt_tokens, n.completion_tokens) == (30, 15)
-    assert n.cost_usd == pytest.approx(0.003)
-    # Only run a's call counts in the counterfactual: run b's node went to the frontier.
-    assert n.frontier_only_usd == pytest.approx(0.01)
-    assert n.cost_avoided_usd == pytest.approx(0.007)
-    supervisor = stats["g", "supervisor"]
-    assert supervisor.calls == 1 and supervisor.escalations == 0
-    assert supervisor.cost_usd == supervisor.frontier_only_usd == pytest.approx(0.02)
-    other = stats["other", "n"]
-    assert other.validation_failures == 1 and other.escalation_rate == 0.0
-    assert other.frontier_only_usd == pytest.approx(0.03)
-    assert [s.node for s in store.node_stats(graph="other")] == ["n"]
-    assert {s.graph for s in store.node_stats(since=2.0)} == {"g", "other"}
-    assert [(s.graph, s.calls) for s in store.node_stats(since=2.5)] == [("other", 1)]
+    assert isinstance(store, SQLiteRunStore) and store.path == tmp_path / "runs.sqlite"
+    assert store.close()
 
 
-def test_run_filters_and_totals(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.sqlite")
-    store.save(_summary("1", started_at=10.0, cost_usd=0.5, frontier_only_usd=2.0), [])
-    store.save(_summary("2", started_at=20.0, status="failed", cost_usd=0.25), [])
-    third = _summary("3", started_at=30.0, escalations=2, graph="h", cost_usd=1.0,
-                     frontier_only_usd=1.5)  # fmt: skip
-    store.save(third, [])
-    assert [r.run_id for r in store.runs()] == ["3", "2", "1"]
-    assert [r.run_id for r in store.runs(graph="g")] == ["2", "1"]
-    assert [r.run_id for r in store.runs(status="failed")] == ["2"]
-    assert [r.run_id for r in store.runs(escalated=True)] == ["3"]
-    assert [r.run_id for r in store.runs(escalated=False, graph="g", status="ok")] == ["1"]
-    assert [r.run_id for r in store.runs(limit=1)] == ["3"]
-    assert [r.run_id for r in store.runs(since=20.0)] == ["3", "2"]
-    assert store.graphs() == ["g", "h"]
-    totals = store.totals()
-    assert (totals.runs, totals.ok, totals.escalated) == (3, 2, 1)
-    assert totals.cost_usd == pytest.approx(1.75)
-    assert totals.frontier_only_usd == pytest.approx(3.5)
-    assert totals.cost_avoided_usd == pytest.approx(1.75)
-    assert totals.escalation_rate == pytest.approx(1 / 3)
-    assert (totals.first_at, totals.last_at) == (10.0, 30.0)
-    recent = store.totals(graph="g", since=15.0)
-    assert (recent.runs, recent.ok, recent.cost_usd) == (1, 0, 0.25)
-    empty = store.totals(graph="nope")
-    assert empty.runs == 0 and empty.escalation_rate == 0.0 and empty.first_at is None
+def test_postgres_urls_are_checked_and_redacted() -> None:
+    pytest.importorskip("psycopg", reason="psycopg is not installed (extra: postgres)")
+    assert _redact("postgresql://me:s3cret@db:5432/x?password=p&sslmode=require") == (
+        "postgresql://me@db:5432/x?sslmode=require"
+    )
+    with pytest.raises(ConfigError, match="bad PostgreSQL URL"):
+        PostgresRunStore("postgresql://h/db?no_such_option=1")
+    assert _without_nul({"a\x00": ["b\x00", 1, None]}) == {"a\ufffd": ["b\ufffd", 1, None]}
 
 
-def test_escalation_queue_filters(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.sqlite")
-    a = [_decision("a", "x", "escalate", "validation_failed"), _decision("a", "y", "accept", None)]
-    b = [
-        _decision("b", "y", "escalate", "tool_error"),
-        _decision("b", "x", "fail", "budget_exhausted"),
-    ]
-    store.save(_summary("a", graph="g"), a)
-    store.save(_summary("b", graph="h"), b)
-    assert {(e.run_id, e.node) for e in store.escalations()} == {("a", "x"), ("b", "y")}
-    assert [e.node for e in store.escalations(graph="h")] == ["y"]
-    assert [e.run_id for e in store.escalations(node="x")] == ["a"]
-    [tool] = store.escalations(reason="tool_error")
-    assert tool.graph == "h" and tool.signals == (("invalid_output", "bad"),)
-    assert tool.detail == "escalate detail"
-    assert [e.reason for e in store.escalations(actions=("fail",))] == ["budget_exhausted"]
-    assert len(store.escalations(actions=("escalate", "fail", "accept"))) == 4
+def test_a_healthy_store_writes_at_once_without_a_thread() -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    buffer.submit("a", key="a", size=1)
+    assert flaky.written == ["a"] and buffer.pending == 0
+    assert buffer._thread is None
+    assert buffer.flush(0.0) and buffer.close(0.0)
 
 
-def test_retention_deletes_old_runs_and_their_events(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "runs.sqlite")
-    now = 100 * DAY
-    store.save(_summary("old", started_at=now - 31 * DAY), [_decision("old", "x", "escalate", "r")])
-    store.save(_summary("new", started_at=now - 29 * DAY), [_decision("new", "x", "escalate", "r")])
-    assert store.retention(30, now=now) == 1
-    assert [r.run_id for r in store.runs()] == ["new"]
-    assert store.run("old") is None
-    assert [e.run_id for e in store.escalations()] == ["new"]
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM events WHERE run_id = 'old'").fetchone() == (0,)
-    assert store.retention(30, now=now) == 0
-    with pytest.raises(ValueError, match="days must be >= 0"):
-        store.retention(-1)
+def test_an_outage_keeps_order_logs_once_and_recovers_by_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    flaky.down = True
+    with caplog.at_level(logging.WARNING, logger="brickwork.store"):
+        for key in "abcde":
+            buffer.submit(key, key=key, size=1)
+        assert buffer.pending == 5
+        calls_during_outage = flaky.calls
+        assert not buffer.flush(0.1)
+        assert flaky.calls > calls_during_outage  # the retry thread keeps trying
+        flaky.down = False
+        _wait_for(lambda: buffer.pending == 0)  # no flush needed: the retries get it through
+    assert flaky.written == list("abcde")
+    unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(unavailable) == 1
+    assert any(
+        "is back; wrote the runs kept during the outage (5 queued, 0 dropped" in r.getMessage()
+        for r in caplog.records
+    )
+    assert buffer.recovered == 5 and buffer.dropped == 0
+    buffer.submit("f", key="f", size=1)  # healthy again: straight through
+    assert flaky.written[-1] == "f" and buffer.pending == 0
 
 
-def test_an_old_store_file_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    with sqlite3.connect(path) as conn:  # the version-0 layout: tables, no user_version
-        conn.executescript(
-            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, graph TEXT NOT NULL, tenant TEXT NOT "
-            "NULL, mode TEXT NOT NULL, text TEXT NOT NULL, status TEXT NOT NULL, answer TEXT NOT "
-            "NULL, error TEXT, cost_usd REAL NOT NULL, frontier_only_usd REAL NOT NULL, "
-            "latency_s REAL NOT NULL, escalations INTEGER NOT NULL, flags TEXT NOT NULL, "
-            "started_at REAL NOT NULL);"
-            "CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,"
-            " node TEXT, at REAL NOT NULL, body TEXT NOT NULL, PRIMARY KEY (run_id, seq));"
-            "INSERT INTO runs VALUES ('r','g','t','hybrid','x','ok','a',NULL,0,0,0,1,'[]',5);"
+def test_saves_during_an_outage_do_not_touch_the_database() -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    buffer.retry_initial_s = buffer.retry_max_s = 60.0  # no retry during the test
+    flaky.down = True
+    buffer.submit("a", key="a", size=1)
+    calls = flaky.calls
+    started = time.monotonic()
+    for i in range(1000):
+        buffer.submit(f"r{i}", key=f"r{i}", size=1)
+    assert time.monotonic() - started < 1.0
+    assert flaky.calls == calls == 1 and buffer.pending == 1001
+    flaky.down = False
+    assert buffer.flush(5.0)
+    assert flaky.written == ["a"] + [f"r{i}" for i in range(1000)]
+    assert flaky.calls == calls + 11  # written back in batches of 100
+
+
+def test_data_the_database_refuses_is_dropped_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    flaky.reject = {"bad", "bad-later"}
+    with caplog.at_level(logging.ERROR, logger="brickwork.store"):
+        buffer.submit("bad", key="bad", size=1)
+        assert buffer.pending == 0 and buffer.dropped == 1
+        flaky.down = True
+        for key in ("x", "bad-later", "y"):
+            buffer.submit(key, key=key, size=1)
+        flaky.down = False
+        assert buffer.flush(5.0)
+    assert flaky.written == ["x", "y"] and buffer.dropped == 2
+    assert sum("could not take run" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize(
+    ("bound", "sizes"), [({"max_items": 3}, [1] * 5), ({"max_bytes": 30}, [10] * 5)]
+)
+def test_a_full_buffer_drops_the_oldest_and_says_so(
+    bound: dict[str, int], sizes: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky, **bound)
+    buffer.retry_initial_s = buffer.retry_max_s = 60.0
+    flaky.down = True
+    with caplog.at_level(logging.ERROR, logger="brickwork.store"):
+        for key, size in zip("abcde", sizes, strict=True):
+            buffer.submit(key, key=key, size=size)
+    assert buffer.pending == 3 and buffer.dropped == 2
+    [full] = [r.getMessage() for r in caplog.records if "buffer full" in r.getMessage()]
+    assert "3 runs" in full and "1 so far in this outage, the last a" in full
+    flaky.down = False
+    assert buffer.flush(5.0)
+    assert flaky.written == ["c", "d", "e"]
+
+
+def test_close_reports_what_it_could_not_write(caplog: pytest.LogCaptureFixture) -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    flaky.down = True
+    for key in ("a", "b"):
+        buffer.submit(key, key=key, size=1)
+    with caplog.at_level(logging.ERROR, logger="brickwork.store"):
+        assert not buffer.close(0.1)
+        assert buffer.pending == 0 and buffer.dropped == 2
+        assert any("2 runs still unwritten (a, b)" in r.getMessage() for r in caplog.records)
+        buffer.submit("c", key="c", size=1)  # after close: one try, then given up on
+    assert buffer.pending == 0 and buffer.dropped == 3 and buffer._thread is None
+    flaky.down = False
+    buffer.submit("d", key="d", size=1)
+    assert flaky.written == ["d"]
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_items and max_bytes must be >= 1"):
+        WriteBehind(Flaky(), permanent=lambda exc: False, name="x", max_items=0)
+    with pytest.raises(ValueError, match="retry_initial_s <= retry_max_s"):
+        WriteBehind(
+            Flaky(), permanent=lambda exc: False, name="x", retry_initial_s=5.0, retry_max_s=1.0
         )
-    store = RunStore(path)
-    assert store.schema_version == SCHEMA_VERSION
-    assert [r.run_id for r in store.runs(escalated=True)] == ["r"]
-    with sqlite3.connect(path) as conn:
-        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    assert {"runs_status", "runs_escalated", "events_node"} <= indexes
-    with pytest.raises(RuntimeError, match="newer than this brickwork"):
-        RunStore(path)
 
 
-async def test_stats_of_real_runs_agree_with_their_events(tmp_path: Path) -> None:
-    def answer(body: dict[str, Any]) -> str:
-        if body["model"] == "fake-frontier":
-            return '{"n": 8}'
-        return '{"n": -1}' if "bad" in body["messages"][1]["content"] else '{"n": 7}'
-
-    store = RunStore(tmp_path / "runs.sqlite")
-    async with FunctionModel(answer).pool() as pool:
-        app = App.from_graph(GRAPH, pool=pool, store=store)
-        results = [await app.ainvoke(t) for t in ("seven", "bad", "seven")]
-        await app.aclose()
-    stats = {s.node: s for s in store.node_stats()}
-    assert stats["number"].calls == 3 and stats["number"].escalations == 1
-    assert stats["number"].validation_failures == 1 and stats["supervisor"].calls == 1
-    calls = [e for r in results for e in r.events if e.kind == "model_call"]
-    assert sum(s.cost_usd for s in stats.values()) == pytest.approx(sum(c.cost_usd for c in calls))
-    assert stats["number"].model_calls == 4  # two accepted, then a try and a repair
-    totals = store.totals()
-    assert totals.runs == 3 and totals.escalated == 1
-    assert totals.cost_usd == pytest.approx(sum(r.cost.cost_usd for r in results))
-    [escalation] = store.escalations()
-    assert escalation.run_id == results[1].run_id and escalation.reason == "validation_failed"
+def test_sqlite_store_buffers_while_its_folder_is_gone(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    store = RunStore(folder / "runs.sqlite", retry_max_s=0.05)
+    summary = RunSummary("r", "g", "t", "hybrid", "x", "ok", "a", None, 0.0, 0.0, 0.1, 0, (), 1.0)
+    folder.rename(tmp_path / "away")
+    store.save(summary, [])
+    assert store.pending == 1
+    (tmp_path / "away").rename(folder)
+    assert store.flush(5.0)
+    assert [r.run_id for r in store.runs()] == ["r"]
+    assert store.close()

@@ -454,3 +454,16 @@ def test_from_openai_schemas_can_leave_objects_open() -> None:
 def test_from_openai_schemas_rejects_malformed(bad: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ToolRegistry.from_openai_schemas([bad])
+
+
+async def test_sync_tools_do_not_wait_behind_the_default_thread_pool() -> None:
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    # Occupy every thread of the loop's default executor (as 1,000 queued embeddings would).
+    clog = [loop.run_in_executor(None, release.wait, 5.0) for _ in range(64)]
+    try:
+        result = await _registry().execute("slow_sync", {"seconds": 0.01}, timeout_s=1.0)
+    finally:
+        release.set()
+        await asyncio.gather(*clog)
+    assert result.ok, result.error

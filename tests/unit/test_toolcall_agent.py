@@ -93,6 +93,20 @@ async def test_wire_payload_is_constrained_by_the_registry_call_schema() -> None
     assert result.attempts[0].messages == tuple(body["messages"])
 
 
+async def test_an_adapter_gets_the_zero_shot_prompt_it_was_tuned_on() -> None:
+    hub = SmartHomeHub()
+    agent = ToolCallAgent(smart_home_skill(hub), few_shot=2)
+    model = ScriptedModel([KITCHEN_ON])
+    async with model.pool() as pool:
+        result = await agent.run("Kitchen lights on", pool=pool, model="slm:tuned")
+    assert result.ok
+    body = _body(model)
+    assert body["model"] == "tuned"
+    messages = body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages == agent.messages("Kitchen lights on", few_shot=0)
+
+
 async def test_valid_call_is_executed_on_the_hub() -> None:
     hub = SmartHomeHub()
     assert not hub.lights["kitchen"].on

@@ -3,17 +3,23 @@ over the package's fake models (the two-step graph: accepted, escalated, failed 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from brickwork.app import App, RunResult
-from brickwork.serving.pool import ModelPool
+from brickwork.serving.client import EndpointConfig
+from brickwork.serving.pool import ModelPool, PoolConfig
+from brickwork.serving.resilience import RetryPolicy
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel
 from brickwork.tui._format import seconds
@@ -28,6 +34,7 @@ from brickwork.tui.screens import (
     RunDetailScreen,
     RunsScreen,
 )
+from brickwork.tui.screens.confirm import ConfirmScreen
 from brickwork.tui.widgets import FilterBar, SummaryBar, Timeline, TraceLog
 
 GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
@@ -57,12 +64,88 @@ class Filled:
         return BrickworkTUI({app.graph.name: app}, self.store, refresh_s=3600)
 
 
-@pytest.fixture
-async def filled(tmp_path: Path) -> AsyncIterator[Filled]:
+SLM_METRICS = """\
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="fake-slm"} 2.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="fake-slm"} 5.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="fake-slm"} 0.375
+"""
+
+
+def vllm_like_pool(model: FunctionModel) -> ModelPool:
+    """The fake model's pool (`fake-slm`, stand-in `fake-frontier`), whose servers also answer
+    vLLM's GET routes: the slm one fully (an `intent` adapter, load gauges), the frontier one
+    without `/metrics`."""
+    config = PoolConfig(
+        models={
+            name: [
+                EndpointConfig(
+                    name=f"fake-{name}",
+                    base_url=f"http://{name}.fake/v1",
+                    model=f"fake-{name}",
+                    stand_in=name == "frontier",
+                )
+            ]
+            for name in ("slm", "frontier")
+        },
+        retry=RetryPolicy(max_retries=0),
+    )
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        if request.method != "GET":
+            return model._handle(request)
+        slm = request.url.host == "slm.fake"
+        name = "fake-slm" if slm else "fake-frontier"
+        adapters = [{"id": "intent", "parent": name}] if slm else []
+        routes = {
+            "/health": httpx2.Response(200),
+            "/v1/models": httpx2.Response(200, json={"data": [{"id": name}, *adapters]}),
+            "/metrics": httpx2.Response(200, text=SLM_METRICS) if slm else httpx2.Response(404),
+        }
+        return routes.get(request.url.path, httpx2.Response(404))
+
+    return ModelPool(
+        config,
+        http_client_factory=lambda _: httpx2.AsyncClient(transport=httpx2.MockTransport(handle)),
+    )
+
+
+PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def store_on(backend: str, tmp_path: Path) -> Iterator[RunStore]:
+    """A fresh run store: a SQLite file, or a new schema on the PostgreSQL server."""
+    if backend == "sqlite":
+        yield RunStore(tmp_path / "runs.sqlite")
+        return
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (extra: postgres)")
+    schema = f"bw_tui_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    store = RunStore(f"{PG_URL}?options=-csearch_path%3D{schema}")
+    try:
+        yield store
+    finally:
+        store.close()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+#: Every screen test runs on both run-store backends.
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def filled(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Filled]:
     """Four real runs: accepted, escalated on validation, failed in slm mode, frontier mode."""
-    store = RunStore(tmp_path / "runs.sqlite")
+    with store_on(request.param, tmp_path) as store:
+        async for filled in _filled(store):
+            yield filled
+
+
+async def _filled(store: RunStore) -> AsyncIterator[Filled]:
     model = FunctionModel(_answer)
-    async with model.pool() as pool:
+    async with vllm_like_pool(model) as pool:
         app = App.from_graph(GRAPH, pool=pool, store=store)
         results = {}
         for name, text, mode in [
@@ -236,16 +319,123 @@ async def test_models_screen_shows_the_pool_endpoints(filled: Filled) -> None:
         await press(pilot, "m")
         table = tui.screen.query_one("#endpoints", DataTable)
         by_name = {r[0]: r for r in rows(table)}
-        assert set(by_name) == {"fake-slm", "fake-frontier (stand-in)"}
-        slm = by_name["fake-slm"]
-        assert slm[1:4] == ["slm", "vllm", "closed"]
+        assert set(by_name) == {"fake-slm", "fake-frontier *"}
+        # Endpoint, Health, Circuit, Adapters, Run, Queue, KV, Rst: the load is the server's.
+        assert by_name["fake-slm"][1:] == ["ok", "closed", "intent", "2", "5", "38%", "-"]
+        assert by_name["fake-frontier *"][1:] == ["ok", "closed", "none", "~0", "-", "-", "-"]
+        summary = text_of(tui.screen.query_one(SummaryBar))
+        assert "endpoints 2" in summary and "running 2" in summary and "queued 5" in summary
         client = next(c for c in filled.pool.endpoints() if c.config.name == "fake-slm")
-        assert slm[5] == str(client.calls) and client.calls > 0
+        assert client.calls > 0
         detail = text_of(tui.screen.query_one("#endpoint-detail", Static))
-        assert "http://slm.fake/v1" in detail
+        assert "http://slm.fake/v1" in detail and f"{client.calls} calls" in detail
+        assert "external server" in detail
         await press(pilot, "down")
         detail = text_of(tui.screen.query_one("#endpoint-detail", Static))
         assert "http://frontier.fake/v1" in detail and "stand-in" in detail
+        assert "/metrics answered HTTP 404" in detail
+
+
+async def test_models_screen_refreshes_on_its_timer(filled: Filled) -> None:
+    app = filled.app()
+    tui = BrickworkTUI({"two_step": app}, filled.store, refresh_s=0.05)
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m")
+        table = tui.screen.query_one("#endpoints", DataTable)
+        client = next(c for c in filled.pool.endpoints() if c.config.name == "fake-slm")
+        calls = client.calls
+        await app.ainvoke("seven again")
+        assert client.calls == calls + 1
+        for _ in range(100):  # the timer's worker reads again; wait for the figure
+            detail = text_of(tui.screen.query_one("#endpoint-detail", Static))
+            if f"{calls + 1} calls" in detail:
+                break
+            await pilot.pause(0.05)
+        assert f"{calls + 1} calls" in detail and table.row_count == 2
+    await app.aclose()
+
+
+@dataclass
+class FakeServer:
+    """What `App.restart_instance` uses of a `VLLMServer`; it records stop and start."""
+
+    base_url: str = "http://slm.fake/v1"
+    restarts: int = 1
+    status: str = "ready"
+    ready_timeout_s: float = 300.0
+    calls: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self.status = "stopped"
+
+    def start(self) -> FakeServer:
+        self.calls.append("start")
+        self.restarts, self.status = 0, "ready"
+        return self
+
+
+@dataclass
+class FakeLocal:
+    """A `LocalServing` that launched `server` (the App's `_local`)."""
+
+    server: FakeServer | None
+    base_url: str = "http://slm.fake/v1"
+    origin: str = "private vLLM at http://slm.fake/v1"
+
+    def stop(self) -> None:
+        self.server = None
+
+
+async def test_restart_key_asks_first_and_restarts_a_launched_server(filled: Filled) -> None:
+    server = FakeServer()
+    app = filled.app()
+    app._local = FakeLocal(server)
+    tui = filled.tui(app)
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m")
+        table = tui.screen.query_one("#endpoints", DataTable)
+        assert rows(table)[0][0] == "fake-slm" and rows(table)[0][7] == "1"
+        await press(pilot, "R")
+        confirm = tui.screen
+        assert isinstance(confirm, ConfirmScreen)
+        assert "Restart the vLLM server behind fake-slm" in str(confirm.question)
+        await press(pilot, "enter")  # No has the focus: Enter out of habit does nothing
+        assert isinstance(tui.screen, ModelsScreen) and server.calls == []
+        await press(pilot, "R")
+        await press(pilot, "n")
+        assert isinstance(tui.screen, ModelsScreen) and server.calls == []
+        await press(pilot, "R", "y")
+        assert isinstance(tui.screen, ModelsScreen)
+        assert server.calls == ["stop", "start"]
+        assert rows(table)[0][7] == "2"  # the crash restart before, and this one
+        assert any(n.title == "Restarted" for n in tui._notifications)
+    app._local = None
+
+
+async def test_restart_key_says_why_it_cannot_restart(filled: Filled) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m", "R")
+        assert isinstance(tui.screen, ModelsScreen)  # no question asked
+        [note] = list(tui._notifications)
+        assert note.title == "Cannot restart"
+        assert "fake-slm is served by external server" in note.message
+        assert "restart it where it runs" in note.message
+
+
+async def test_models_screen_fits_80x24(filled: Filled, tmp_path: Path) -> None:
+    tui = filled.tui()
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "m")
+        shot = Path(tui.save_screenshot("models.svg", path=str(tmp_path)))
+    svg = shot.read_text().replace("&#160;", " ")
+    for expected in ("Health", "Adapters", "Queue", "KV", "Rst", "38%", "intent", "Restart"):
+        assert expected in svg, expected
 
 
 async def test_models_screen_before_the_pool_has_started(tmp_path: Path) -> None:
@@ -369,3 +559,30 @@ async def test_without_graphs_the_store_screens_work_and_the_playground_says_why
         assert "start the TUI with --graph REF" in message
         await press(pilot, "o")
         assert isinstance(tui.screen, PlaygroundScreen)
+
+
+async def test_store_outage_is_shown_and_the_screens_recover(filled: Filled) -> None:
+    tui = filled.tui()
+    original = filled.store.runs
+
+    def down(**_: Any) -> Any:
+        raise OSError("database is unreachable")
+
+    async with tui.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "r")
+        table = tui.screen.query_one("#runs", DataTable)
+        assert len(rows(table)) == 4
+        filled.store.runs = down  # type: ignore[method-assign]
+        try:
+            await press(pilot, "s")  # a reload while the store is down
+            bar = text_of(tui.screen.query_one(SummaryBar))
+            assert "Run store unavailable" in bar and "unreachable" in bar
+            assert len(rows(table)) == 4  # the last good rows stay
+            for key in ("d", "e", "r"):  # every screen still answers its keys
+                await press(pilot, key)
+        finally:
+            filled.store.runs = original  # type: ignore[method-assign]
+        await press(pilot, "c")
+        assert len(rows(tui.screen.query_one("#runs", DataTable))) == 4
+        assert "runs 4" in text_of(tui.screen.query_one(SummaryBar))

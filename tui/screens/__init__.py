@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from brickwork.tui.screens.confirm import ConfirmScreen
 from brickwork.tui.screens.dashboard import DashboardScreen
 from brickwork.tui.screens.escalations import EscalationsScreen
 from brickwork.tui.screens.help import HelpScreen
@@ -11,6 +12,7 @@ from brickwork.tui.screens.run_detail import RunDetailScreen
 from brickwork.tui.screens.runs import RunsScreen
 
 __all__ = [
+    "ConfirmScreen",
     "DashboardScreen",
     "EscalationsScreen",
     "HelpScreen",

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from brickwork.tui.widgets.nav_bar import NavBar
+from brickwork.tui.widgets.summary_bar import SummaryBar
 
 if TYPE_CHECKING:
     from brickwork.tui.app import BrickworkTUI
 
 __all__ = ["TUIScreen"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class TUIScreen(Screen[None]):
@@ -63,3 +70,19 @@ class TUIScreen(Screen[None]):
     def reload(self) -> object:
         """Start loading the screen's data; returns the worker doing it, if it needs one."""
         return None
+
+    async def read_store(self, read: Callable[[], T]) -> T | None:
+        """Run a store read on a thread; if the store is down, say so and return None.
+
+        The screen keeps its last data and tries again on its next reload.
+        """
+        try:
+            return await asyncio.to_thread(read)
+        except Exception as exc:  # a store outage must not take the TUI down
+            log.warning("run store read failed: %s", exc)
+            for bar in self.query(SummaryBar):
+                bar.update(
+                    f"Run store unavailable ({type(exc).__name__}: {str(exc)[:120]}); "
+                    f"retrying every {self.tui.refresh_s:g} s"
+                )
+            return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -75,7 +74,9 @@ class DashboardScreen(TUIScreen):
             self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
             return
         graph = self.query_one(FilterBar).values["graph"] or None
-        self.data = await asyncio.to_thread(load_dashboard, store, graph)
+        data = await self.read_store(lambda: load_dashboard(store, graph))
+        if data is not None:
+            self.data = data
 
     def watch_data(self, data: DashboardData | None) -> None:
         """Show a new reading."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import get_args
 
 from rich.text import Text
@@ -67,7 +66,7 @@ class EscalationsScreen(TUIScreen):
             self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
             return
         values = self.query_one(FilterBar).values
-        records, graphs = await asyncio.to_thread(
+        read = await self.read_store(
             lambda: (
                 store.escalations(
                     graph=values["graph"] or None,
@@ -79,6 +78,9 @@ class EscalationsScreen(TUIScreen):
                 store.graphs(),
             )
         )
+        if read is None:
+            return
+        records, graphs = read
         bar = self.query_one(FilterBar)
         bar.set_choices("graph", sorted({*self.tui.apps, *graphs}))
         nodes = {r.node for r in records} | ({values["node"]} if values["node"] else set())

@@ -21,6 +21,7 @@ HELP: tuple[tuple[str, str, str], ...] = (
     ("dashboard", "g", "next graph, or all graphs"),
     ("runs", "g s x c", "filter by graph, status, escalated; clear"),
     ("escalations", "g n w a c", "filter by graph, node, why, action; clear"),
+    ("models", "R", "restart a server this process launched (asks first)"),
     ("run detail", "↑ ↓", "choose a step: its prompts, outputs, errors"),
     ("", "tab esc", "scroll the step detail; back"),
     ("playground", "enter", "run the request in the box"),

@@ -1,47 +1,59 @@
-"""Models: every endpoint of the apps' pools, its circuit, load and error counts."""
+"""Models: every endpoint of the apps' pools, with its server's health and load; R restarts one.
+
+Each refresh asks the apps for `App.instances()` in a worker (the vLLM servers' `/health`,
+`/v1/models` and `/metrics` are read with a short timeout), so a slow or dead server never
+freezes the screen. `R` restarts the server under the cursor after a confirmation, when this
+process launched it; otherwise it says where the server runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from brickwork.errors import ConfigError
+from brickwork.errors import BrickworkError, ConfigError
+from brickwork.tui._format import clip
 from brickwork.tui.screens._base import TUIScreen
+from brickwork.tui.screens.confirm import ConfirmScreen
 from brickwork.tui.widgets.summary_bar import SummaryBar
 
 if TYPE_CHECKING:
-    from brickwork.app import App
+    from brickwork.app import App, Instance
 
 __all__ = ["EndpointRow", "ModelsScreen", "endpoint_rows"]
 
 CIRCUIT_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+HEALTH_STYLE = {"ok": "green", "down": "bold red", "unknown": "dim"}
 
 
 @dataclass(frozen=True)
 class EndpointRow:
-    """What the models screen shows about one endpoint (a snapshot)."""
+    """One endpoint on the screen: its snapshot and the graph whose App can act on it."""
 
-    name: str
-    serves: tuple[str, ...]
-    kind: str
-    base_url: str
-    model: str
-    circuit: str
-    in_flight: int
-    calls: int
-    failures: int
-    stand_in: bool
-    max_concurrency: int
+    graph: str
+    instance: Instance
+
+    @property
+    def name(self) -> str:
+        """The endpoint's name."""
+        return self.instance.name
 
 
-def endpoint_rows(apps: Mapping[str, App]) -> tuple[list[EndpointRow], list[str]]:
-    """Snapshot each distinct endpoint of the apps' pools; also the graphs with no pool yet."""
+async def endpoint_rows(apps: Mapping[str, App]) -> tuple[list[EndpointRow], list[str]]:
+    """Snapshot each distinct endpoint of the apps' pools; also the graphs with no pool yet.
+
+    Apps that share a pool are asked once. When two pools name the same endpoint, the row of
+    the App that can restart it wins.
+    """
     rows: dict[str, EndpointRow] = {}
     waiting: list[str] = []
     seen_pools: set[int] = set()
@@ -51,60 +63,56 @@ def endpoint_rows(apps: Mapping[str, App]) -> tuple[list[EndpointRow], list[str]
         except ConfigError:
             waiting.append(graph)
             continue
-        if id(pool) in seen_pools:
+        if id(pool) in seen_pools and not app.launched_server:
             continue
         seen_pools.add(id(pool))
-        serves: dict[str, list[str]] = {}
-        for logical, configs in pool.config.models.items():
-            for config in configs:
-                serves.setdefault(config.name, []).append(logical)
-        for client in pool.endpoints():
-            config = client.config
-            rows.setdefault(
-                config.name,
-                EndpointRow(
-                    name=config.name,
-                    serves=tuple(serves.get(config.name, ())),
-                    kind=config.kind,
-                    base_url=config.base_url,
-                    model=config.model,
-                    circuit=str(client.breaker.state),
-                    in_flight=client.in_flight,
-                    calls=client.calls,
-                    failures=client.failures,
-                    stand_in=config.stand_in,
-                    max_concurrency=config.max_concurrency,
-                ),
-            )
+        for instance in await app.instances():
+            known = rows.get(instance.name)
+            if known is None or (instance.restartable and not known.instance.restartable):
+                rows[instance.name] = EndpointRow(graph, instance)
     return list(rows.values()), waiting
 
 
 class ModelsScreen(TUIScreen):
-    """Endpoint health, refreshed while on show (from memory: no I/O)."""
+    """Endpoint health and load, refreshed by a worker while on show."""
 
     MODE = "models"
     AUTO_FOCUS = "#endpoints"
+    BINDINGS = [Binding("R", "restart", "Restart")]
 
     endpoints: reactive[tuple[EndpointRow, ...]] = reactive(())
+    #: Registered adapter -> its skill, eval metrics and binding (read on each reload).
+    _adapter_notes: dict[str, str] = {}
 
     def body(self) -> ComposeResult:
         """A note, the endpoint table, the highlighted endpoint's details."""
-        yield SummaryBar("", id="models-summary")
+        yield SummaryBar("Reading the model servers…", id="models-summary")
         table: DataTable[str | Text] = DataTable(id="endpoints", cursor_type="row")
-        table.add_columns("Endpoint", "Serves", "Kind", "Circuit", "Busy", "Calls", "Fail")
+        table.add_columns("Endpoint", "Health", "Circuit", "Adapters", "Run", "Queue", "KV", "Rst")
         yield table
         yield Static("", id="endpoint-detail")
 
-    def reload(self) -> None:
-        """Take a fresh snapshot of the pools."""
-        rows, waiting = endpoint_rows(self.tui.apps)
+    @work(exclusive=True, group="models")
+    async def reload(self) -> None:
+        """Take a fresh snapshot of the pools and their servers."""
+        rows, waiting = await endpoint_rows(self.tui.apps)
         note = ""
         if waiting:
             note = f"{', '.join(waiting)}: the model pool starts with the first run (Playground)"
+        elif any(r.instance.restartable for r in rows):
+            note = "R restarts a server this process launched"
+        running = sum(r.instance.running or 0 for r in rows if r.instance.kind == "vllm")
+        waits = sum(r.instance.waiting or 0 for r in rows if r.instance.kind == "vllm")
         self.query_one(SummaryBar).show(
-            [("endpoints", str(len(rows))), ("in flight", str(sum(r.in_flight for r in rows)))],
+            [
+                ("endpoints", str(len(rows))),
+                ("in flight here", str(sum(r.instance.in_flight for r in rows))),
+                ("running", str(running)),
+                ("queued", str(waits)),
+            ],
             note=note,
         )
+        self._adapter_notes = await asyncio.to_thread(adapter_notes)
         self.endpoints = tuple(rows)
 
     def watch_endpoints(self, rows: tuple[EndpointRow, ...]) -> None:
@@ -113,14 +121,16 @@ class ModelsScreen(TUIScreen):
         cursor = table.cursor_row
         table.clear()
         for row in rows:
+            item = row.instance
             table.add_row(
-                Text(row.name + (" (stand-in)" if row.stand_in else "")),
-                Text(",".join(row.serves)),
-                row.kind,
-                Text(row.circuit, style=CIRCUIT_STYLE.get(row.circuit, "")),
-                f"{row.in_flight}/{row.max_concurrency}",
-                str(row.calls),
-                Text(str(row.failures), style="red" if row.failures else ""),
+                Text(clip(item.name, 18) + (" *" if item.stand_in else "")),
+                Text(item.health, style=HEALTH_STYLE.get(item.health, "")),
+                Text(item.circuit, style=CIRCUIT_STYLE.get(item.circuit, "")),
+                Text(_adapters(item.adapters)),
+                _number(item.running, item.in_flight),
+                _number(item.waiting, None),
+                _share(item.kv_cache_usage),
+                _dash(item.restarts),
                 key=row.name,
             )
         if rows:
@@ -131,16 +141,120 @@ class ModelsScreen(TUIScreen):
         """Details of the endpoint under the cursor."""
         self._detail(event.cursor_row)
 
+    @property
+    def selected(self) -> EndpointRow | None:
+        """The endpoint under the cursor."""
+        index = self.query_one("#endpoints", DataTable).cursor_row
+        return self.endpoints[index] if 0 <= index < len(self.endpoints) else None
+
     def _detail(self, index: int) -> None:
         detail = self.query_one("#endpoint-detail", Static)
         if not 0 <= index < len(self.endpoints):
             detail.update("")
             return
-        row = self.endpoints[index]
+        item = self.endpoints[index].instance
         text = Text.assemble(
-            (row.name, "bold"),
-            f"  {row.kind} at {row.base_url}\nserved model {row.model!r}",
+            (item.name, "bold"),
+            f"  {item.kind} at {item.base_url} · serves {','.join(item.serves)} "
+            f"as {item.model!r}\n",
+            f"this process: {item.in_flight}/{item.max_concurrency} in flight, "
+            f"{item.calls} calls, {item.failures} failed · {item.origin}",
         )
-        if row.stand_in:
-            text.append("\nstand-in: a local model plays the frontier role", style="yellow")
+        if item.status is not None:
+            text.append(f" ({item.status})")
+        if item.stand_in:
+            text.append("\n* stand-in: a local model plays the frontier role", style="yellow")
+        for adapter in item.adapters or ():
+            text.append(f"\n{adapter}: ", style="bold")
+            text.append(self._adapter_notes.get(adapter, "not in this machine's registry"))
+        if item.error and item.kind == "vllm":
+            text.append(f"\n{clip(item.error, 150)}", style="red")
         detail.update(text)
+
+    def action_restart(self) -> None:
+        """Ask, then restart the server under the cursor (only one this process launched)."""
+        row = self.selected
+        if row is None:
+            self.notify("No endpoint under the cursor.", severity="warning")
+            return
+        item = row.instance
+        if not item.restartable:
+            self.notify(
+                f"{item.name} is served by {item.origin}, not launched by this process: "
+                "restart it where it runs.",
+                title="Cannot restart",
+                severity="warning",
+            )
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.restart(row.graph, item.name)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Restart the vLLM server behind {item.name} ({item.base_url})?\n"
+                "Requests in flight on it fail or fail over; it is back in a minute or more.",
+                yes="Restart",
+            ),
+            answered,
+        )
+
+    @work(group="models-restart")
+    async def restart(self, graph: str, name: str) -> None:
+        """Restart one endpoint's server through its App, then show fresh data."""
+        self.notify(f"Restarting {name}…", timeout=5)
+        try:
+            await self.tui.apps[graph].restart_instance(name)
+        except BrickworkError as exc:
+            self.notify(str(exc), title=f"{name} was not restarted", severity="error")
+        else:
+            self.notify(f"{name} is back.", title="Restarted")
+        self.reload()
+
+
+def adapter_notes() -> dict[str, str]:
+    """One line per registered adapter: its skill, eval result and whether a skill is bound."""
+    from brickwork.adapters import list_adapters, load_bindings
+
+    try:
+        found = list_adapters(strict=False)
+        bound = {b.adapter: skill for skill, b in load_bindings().items() if b.adapter}
+    except Exception as exc:  # a broken registry must not take the screen down
+        return {"*": f"adapter registry unreadable: {exc}"}
+    notes = {}
+    for info in found:
+        metrics = info.metrics
+        line = f"skill {info.skill or '?'}"
+        if "val_adapter_accuracy" in metrics:
+            line += (
+                f" · val {float(metrics['val_adapter_accuracy']):.1%}"
+                f" vs base {float(metrics.get('val_base_accuracy', float('nan'))):.1%}"
+                f" (n={int(metrics.get('val_adapter_n', 0))})"
+            )
+        else:
+            line += " · not evaluated yet"
+        line += f" · bound to {bound[info.name]}" if info.name in bound else " · not bound"
+        notes[info.name] = line
+    return notes
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _adapters(adapters: tuple[str, ...] | None) -> str:
+    if adapters is None:
+        return "-"
+    return clip(",".join(adapters), 12) if adapters else "none"
+
+
+def _number(server: int | None, local: int | None) -> str:
+    """The server's own count when it said, else this process's (marked with ~)."""
+    if server is not None:
+        return str(server)
+    return "-" if local is None else f"~{local}"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import get_args
 
 from rich.text import Text
@@ -66,7 +65,7 @@ class RunsScreen(TUIScreen):
             return
         values = self.query_one(FilterBar).values
         escalated = {"yes": True, "no": False}.get(values["escalated"])
-        rows, graphs = await asyncio.to_thread(
+        read = await self.read_store(
             lambda: (
                 store.runs(
                     limit=LIMIT,
@@ -77,6 +76,9 @@ class RunsScreen(TUIScreen):
                 store.graphs(),
             )
         )
+        if read is None:
+            return
+        rows, graphs = read
         self.query_one(FilterBar).set_choices("graph", sorted({*self.tui.apps, *graphs}))
         self.rows = tuple(rows)
 

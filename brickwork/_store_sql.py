@@ -1,0 +1,662 @@
+"""What every run store shares: the row types, the queries, the aggregation, the write-behind.
+
+`RunStore` holds the logic; a backend (`SQLiteRunStore` in `brickwork.store`,
+`PostgresRunStore` in `brickwork._store_pg`) gives it connections, its migrations and a few
+SQL fragments that differ between dialects (reading a JSON field, casting to JSON). Queries are
+written once, with `?` placeholders, in SQL both dialects accept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from brickwork._store_buffer import WriteBehind
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EscalationRecord",
+    "NodeStats",
+    "RunStore",
+    "RunSummary",
+    "Totals",
+    "percentile",
+]
+
+log = logging.getLogger("brickwork.store")
+
+#: The schema version this code writes; every backend has this many migrations.
+SCHEMA_VERSION = 2
+
+_DAY_S = 86_400.0
+
+JsonKind = Literal["text", "number", "bool"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of the runs table."""
+
+    run_id: str
+    graph: str
+    tenant: str
+    mode: str
+    text: str
+    status: str
+    answer: str
+    error: str | None
+    cost_usd: float
+    frontier_only_usd: float
+    latency_s: float
+    escalations: int
+    flags: tuple[str, ...]
+    started_at: float
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over a set of runs.
+
+    Attributes:
+        runs: Number of runs.
+        ok: Runs that finished with an answer.
+        escalated: Runs with at least one escalated node.
+        cost_usd: What the runs cost.
+        frontier_only_usd: What they would have cost with every node on the frontier model.
+        first_at: Start time of the oldest run (None without runs).
+        last_at: Start time of the newest run (None without runs).
+    """
+
+    runs: int = 0
+    ok: int = 0
+    escalated: int = 0
+    cost_usd: float = 0.0
+    frontier_only_usd: float = 0.0
+    first_at: float | None = None
+    last_at: float | None = None
+
+    @property
+    def cost_avoided_usd(self) -> float:
+        """Saving over the frontier-only world (negative when hybrid cost more)."""
+        return self.frontier_only_usd - self.cost_usd
+
+    @property
+    def escalation_rate(self) -> float:
+        """Share of runs with an escalation (0.0 without runs)."""
+        return self.escalated / self.runs if self.runs else 0.0
+
+
+@dataclass(frozen=True)
+class NodeStats:
+    """What one node of one graph did, over a set of runs.
+
+    Costs follow `brickwork.ledger.RunCost`: small calls of a node that escalated in a run do
+    not count in the frontier-only counterfactual (that node is counted once, through its
+    frontier call on the supervisor), so an escalated node shows a negative cost avoided.
+
+    Attributes:
+        graph: Graph name.
+        node: Node name ("supervisor" holds the frontier calls of escalated nodes).
+        calls: Times the node ran (finished node spans).
+        failed: Spans that ended without an output (escalated or failed).
+        validation_failures: Spans where an output failed its validators at least once
+            (including outputs a repair turn then fixed).
+        escalations: Escalate decisions for the node.
+        p50_s: Median span latency in seconds (NaN without spans).
+        p95_s: 95th percentile span latency in seconds (NaN without spans).
+        model_calls: Model calls the node made.
+        prompt_tokens: Prompt tokens of those calls.
+        completion_tokens: Completion tokens of those calls.
+        cost_usd: What those calls cost.
+        frontier_only_usd: What the node would have cost on the frontier model.
+    """
+
+    graph: str
+    node: str
+    calls: int = 0
+    failed: int = 0
+    validation_failures: int = 0
+    escalations: int = 0
+    p50_s: float = math.nan
+    p95_s: float = math.nan
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    frontier_only_usd: float = 0.0
+
+    @property
+    def validation_failure_rate(self) -> float:
+        """Share of spans with invalid output: validation_failures / calls (0.0 without calls)."""
+        return self.validation_failures / self.calls if self.calls else 0.0
+
+    @property
+    def escalation_rate(self) -> float:
+        """Share of spans that escalated: escalations / calls (0.0 without calls)."""
+        return self.escalations / self.calls if self.calls else 0.0
+
+    @property
+    def cost_avoided_usd(self) -> float:
+        """Saving over the frontier-only world: frontier_only_usd - cost_usd."""
+        return self.frontier_only_usd - self.cost_usd
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """One escalation decision, with the signals it was made from."""
+
+    run_id: str
+    graph: str
+    node: str
+    action: str
+    reason: str | None
+    detail: str
+    signals: tuple[tuple[str, str], ...]
+    at: float
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, interpolating linearly between ranks; NaN if empty."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be between 0 and 1, got {q!r}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed."""
+        ...
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        ...
+
+
+class Connection(Protocol):
+    """A connection taking `?` placeholders (sqlite3's, or an adapter over psycopg's)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement."""
+        ...
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Sequence[Any]], /) -> Any:
+        """Run one statement per parameter row."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A run ready to write: the runs row and the events rows, JSON already encoded."""
+
+    run: tuple[Any, ...]
+    events: list[tuple[Any, ...]]
+
+
+_RUN_COLUMNS = (
+    "run_id", "graph", "tenant", "mode", "text", "status", "answer", "error", "cost_usd",
+    "frontier_only_usd", "latency_s", "escalations", "flags", "started_at",
+)  # fmt: skip
+
+
+class RunStore:
+    """Runs and their events, in SQLite (a file) or PostgreSQL (a URL).
+
+    `RunStore(where)` opens the backend `where` names, like `open_store`: a
+    `postgresql://` or `postgres://` URL opens a `PostgresRunStore`, anything else (a path,
+    or None for `<cache>/runs.sqlite`) a `SQLiteRunStore`. Both take the same options.
+
+    `save` never raises for a store outage and never waits on one for long: a run that cannot
+    be written is kept in memory and retried in the background (see `pending`, `flush`,
+    `close`). Reads go to the database and raise if it is down; runs still in memory are not
+    in their results until written.
+
+    Args:
+        where: A SQLite file path, or a PostgreSQL URL (see above).
+        timeout_s: How long one write may wait for the database (SQLite busy timeout;
+            PostgreSQL connect timeout and the write's statement timeout) before the run
+            goes to the buffer.
+        max_buffered_runs: Most runs kept in memory during an outage (then the oldest go).
+        max_buffered_bytes: Most bytes of runs kept in memory during an outage.
+        retry_max_s: Longest wait between two retries during an outage.
+    """
+
+    #: The SQLite file (None for a PostgreSQL store).
+    path: Path | None = None
+    #: Where the store is, for messages: the file, or the URL without its password.
+    where: str
+    #: The SQL for a JSON parameter (`?` in SQLite; cast to jsonb in PostgreSQL).
+    _json_param: ClassVar[str] = "?"
+
+    def __new__(cls, where: str | Path | None = None, **options: Any) -> RunStore:
+        if cls is RunStore:
+            from brickwork.store import backend_for
+
+            cls = backend_for(where)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        where: str | Path | None = None,
+        *,
+        timeout_s: float = 5.0,
+        max_buffered_runs: int = 10_000,
+        max_buffered_bytes: int = 512 * 1024 * 1024,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        raise TypeError(f"{type(self).__name__} is abstract; use RunStore(where) or open_store")
+
+    def _start(
+        self,
+        *,
+        where: str,
+        max_buffered_runs: int,
+        max_buffered_bytes: int,
+        retry_max_s: float,
+    ) -> None:
+        """Set up the buffer and bring the schema up to date (later, if the store is down)."""
+        self.where = where
+        self._schema_ready = False
+        self._buffer: WriteBehind[_Row] = WriteBehind(
+            self._write,
+            permanent=self._is_permanent,
+            name=where,
+            max_items=max_buffered_runs,
+            max_bytes=max_buffered_bytes,
+            retry_initial_s=min(0.25, retry_max_s),
+            retry_max_s=retry_max_s,
+        )
+        try:
+            with self._session(write=True):
+                pass
+        except Exception as exc:
+            if isinstance(exc, RuntimeError) or self._is_permanent(exc):
+                raise
+            log.warning(
+                "run store %s is unavailable (%s: %s); its schema will be checked on the "
+                "first write that gets through",
+                where, type(exc).__name__, exc,
+            )  # fmt: skip
+
+    # -- what a backend provides -----------------------------------------------------------
+
+    def _connect(self, *, write: bool) -> AbstractContextManager[Connection]:
+        """A connection for one unit of work: committed on success, rolled back on error."""
+        raise NotImplementedError
+
+    def _migrate(self, conn: Connection) -> None:
+        """Bring the schema up to `SCHEMA_VERSION` (raise RuntimeError if it is newer)."""
+        raise NotImplementedError
+
+    def _is_permanent(self, exc: BaseException) -> bool:
+        """True if retrying a write that raised `exc` cannot help (bad data, not an outage)."""
+        raise NotImplementedError
+
+    def _json(self, column: str, key: str, kind: JsonKind) -> str:
+        """SQL reading the top-level `key` of the JSON in `column`, as text/number/bool."""
+        raise NotImplementedError
+
+    def _json_text(self, column: str) -> str:
+        """SQL giving the JSON in `column` as text."""
+        raise NotImplementedError
+
+    def _attempts_have_errors(self, column: str) -> str:
+        """SQL: 1 if some `attempts[*].errors` list in `column` is not empty, else 0."""
+        raise NotImplementedError
+
+    def _limit_statements(self, conn: Connection) -> None:
+        """Bound how long the statements of a write may wait (e.g. on a lock)."""
+
+    def _clean(self, text: str) -> str:
+        """Make a string storable (PostgreSQL cannot keep NUL characters)."""
+        return text
+
+    def _clean_json(self, text: str) -> str:
+        """Make a JSON document storable (PostgreSQL's jsonb refuses escaped NUL characters)."""
+        return text
+
+    @property
+    def schema_version(self) -> int:
+        """The database's schema version (`SCHEMA_VERSION` once opened by this code)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self._connect(write=write) as conn:
+                if not self._schema_ready:
+                    self._migrate(conn)
+                    self._schema_ready = True
+                yield conn
+        except BaseException:
+            # The database may have been replaced or restored meanwhile: check it next time.
+            self._schema_ready = False
+            raise
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save(self, summary: RunSummary, events: Sequence[dict[str, Any]]) -> None:
+        """Write a finished run and its events (replacing an earlier copy of the same run).
+
+        Never raises because the store is down or slow: the run is then kept in memory and
+        written when the store is back (`pending` counts such runs). Raises TypeError only
+        for events that are not JSON-serialisable.
+        """
+        clean = self._clean
+        flags = self._clean_json(json.dumps([str(f) for f in summary.flags]))
+        run = (
+            clean(summary.run_id), clean(summary.graph), clean(summary.tenant),
+            clean(summary.mode), clean(summary.text), clean(summary.status),
+            clean(summary.answer), None if summary.error is None else clean(summary.error),
+            float(summary.cost_usd), float(summary.frontier_only_usd), float(summary.latency_s),
+            int(summary.escalations), flags, float(summary.started_at),
+        )  # fmt: skip
+        rows = []
+        size = sum(len(v) for v in run if isinstance(v, str))
+        for seq, event in enumerate(events):
+            body = self._clean_json(json.dumps(event))
+            node = event.get("node")
+            rows.append(
+                (run[0], seq, str(event["kind"]), None if node is None else clean(str(node)),
+                 float(event["at"]), body)
+            )  # fmt: skip
+            size += len(body) + 64
+        self._buffer.submit(_Row(run, rows), key=summary.run_id, size=size)
+
+    def _write(self, rows: Sequence[_Row]) -> None:
+        """Write runs in one transaction (one run when saving; a batch after an outage)."""
+        columns = ", ".join(_RUN_COLUMNS)
+        values = ", ".join(self._json_param if c == "flags" else "?" for c in _RUN_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:])
+        with self._session(write=True) as conn:
+            self._limit_statements(conn)
+            for row in rows:
+                # The upsert locks the run's row first, so two writers of one run take turns.
+                conn.execute(
+                    f"INSERT INTO runs ({columns}) VALUES ({values})"
+                    f" ON CONFLICT (run_id) DO UPDATE SET {updates}",
+                    row.run,
+                )
+                conn.execute("DELETE FROM events WHERE run_id = ?", (row.run[0],))
+                if row.events:
+                    conn.executemany(
+                        f"INSERT INTO events (run_id, seq, kind, node, at, body)"
+                        f" VALUES (?, ?, ?, ?, ?, {self._json_param})",
+                        row.events,
+                    )
+
+    @property
+    def pending(self) -> int:
+        """Runs saved while the store was unavailable and not written yet."""
+        return self._buffer.pending
+
+    @property
+    def dropped(self) -> int:
+        """Runs given up on: buffer overflow, data the database refused, or lost at close."""
+        return self._buffer.dropped
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Retry now and wait until every pending run is written; False if time ran out."""
+        return self._buffer.flush(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Flush (waiting up to `timeout_s`), then stop; True if no run was lost.
+
+        Runs still pending after the wait are logged and dropped. Saving after close writes
+        directly and drops (with an error log) what cannot be written.
+        """
+        return self._buffer.close(timeout_s)
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def retention(self, days: float, *, now: float | None = None) -> int:
+        """Delete runs (and their events) started more than `days` days ago; returns how many."""
+        if not days >= 0:
+            raise ValueError(f"days must be >= 0, got {days!r}; pass how many days to keep")
+        cutoff = (time.time() if now is None else now) - days * _DAY_S
+        with self._session(write=True) as conn:
+            conn.execute(
+                "DELETE FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE started_at < ?)",
+                (cutoff,),
+            )
+            return conn.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _run_columns(self, table: str = "") -> str:
+        return ", ".join(
+            self._json_text(table + c) if c == "flags" else table + c for c in _RUN_COLUMNS
+        )
+
+    def runs(
+        self,
+        *,
+        limit: int = 100,
+        graph: str | None = None,
+        status: str | None = None,
+        escalated: bool | None = None,
+        since: float | None = None,
+    ) -> list[RunSummary]:
+        """Newest runs first, optionally only one graph's, one status, (not) escalated ones."""
+        where, args = _run_filter(graph, status, escalated, since)
+        query = f"SELECT {self._run_columns()} FROM runs{where} ORDER BY started_at DESC LIMIT ?"
+        with self._session(write=False) as conn:
+            rows = conn.execute(query, [*args, limit]).fetchall()
+        return [_summary(r) for r in rows]
+
+    def run(self, run_id: str) -> tuple[RunSummary, list[dict[str, Any]]] | None:
+        """A run and its events, or None."""
+        with self._session(write=False) as conn:
+            row = conn.execute(
+                f"SELECT {self._run_columns()} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            events = conn.execute(
+                f"SELECT {self._json_text('body')} FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return _summary(row), [json.loads(e[0]) for e in events]
+
+    def graphs(self) -> list[str]:
+        """Names of the graphs that have runs in the store."""
+        with self._session(write=False) as conn:
+            rows = conn.execute("SELECT DISTINCT graph FROM runs ORDER BY graph").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def totals(self, *, graph: str | None = None, since: float | None = None) -> Totals:
+        """Counts and costs over the runs of one graph (or all), started since `since`."""
+        where, args = _run_filter(graph, None, None, since)
+        query = (
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN escalations > 0 THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(cost_usd), 0), COALESCE(SUM(frontier_only_usd), 0),"
+            f" MIN(started_at), MAX(started_at) FROM runs{where}"
+        )
+        with self._session(write=False) as conn:
+            row = conn.execute(query, args).fetchone()
+        first, last = row[5], row[6]
+        return Totals(
+            int(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]),
+            None if first is None else float(first), None if last is None else float(last),
+        )  # fmt: skip
+
+    def node_stats(
+        self, *, graph: str | None = None, since: float | None = None
+    ) -> list[NodeStats]:
+        """Per (graph, node) statistics over runs started since `since`, sorted by graph, node."""
+        where, args = _run_filter(graph, None, None, since, table="r.")
+        where = where.replace(" WHERE ", " AND ", 1)
+        query = f"{self._node_events()}{where} ORDER BY e.run_id, e.seq"
+        with self._session(write=False) as conn:
+            rows = conn.execute(query, args).fetchall()
+        return _aggregate_nodes(rows)
+
+    def _node_events(self) -> str:
+        """The node-statistics query: one row per node span, model call and decision."""
+
+        def field(key: str, kind: JsonKind) -> str:
+            return self._json("e.body", key, kind)
+
+        return f"""
+SELECT r.graph, e.run_id, e.kind, e.node,
+    {field("latency_s", "number")}, {field("ok", "bool")},
+    CASE WHEN e.kind = 'node_finished' THEN {self._attempts_have_errors("e.body")} ELSE 0 END,
+    {field("action", "text")}, {field("model", "text")},
+    {field("stand_in", "bool")}, {field("escalated", "bool")},
+    {field("prompt_tokens", "number")}, {field("completion_tokens", "number")},
+    {field("cost_usd", "number")}, {field("frontier_cost_usd", "number")}
+FROM events e JOIN runs r ON r.run_id = e.run_id
+WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT NULL"""
+
+    def escalations(
+        self,
+        *,
+        graph: str | None = None,
+        node: str | None = None,
+        reason: str | None = None,
+        actions: Sequence[str] = ("escalate",),
+        limit: int = 200,
+    ) -> list[EscalationRecord]:
+        """Escalation decisions, newest first (by default only the nodes that were escalated)."""
+        clauses = ["e.kind = 'escalation'"]
+        args: list[Any] = []
+        if actions:
+            action = self._json("e.body", "action", "text")
+            clauses.append(f"{action} IN ({', '.join('?' * len(actions))})")
+            args += list(actions)
+        for column, value in (
+            ("r.graph", graph),
+            ("e.node", node),
+            (self._json("e.body", "reason", "text"), reason),
+        ):
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        query = (
+            f"SELECT e.run_id, r.graph, e.node, e.at, {self._json_text('e.body')} FROM events e"
+            f" JOIN runs r ON r.run_id = e.run_id WHERE {' AND '.join(clauses)}"
+            " ORDER BY e.at DESC LIMIT ?"
+        )
+        with self._session(write=False) as conn:
+            rows = conn.execute(query, [*args, limit]).fetchall()
+        records = []
+        for run_id, graph_name, node_name, at, body in rows:
+            event = json.loads(body)
+            records.append(
+                EscalationRecord(
+                    run_id=run_id,
+                    graph=graph_name,
+                    node=node_name,
+                    action=event.get("action", ""),
+                    reason=event.get("reason"),
+                    detail=event.get("detail", ""),
+                    signals=tuple((str(k), str(v)) for k, v in event.get("signals") or ()),
+                    at=float(at),
+                )
+            )
+        return records
+
+
+def _aggregate_nodes(rows: Sequence[Sequence[Any]]) -> list[NodeStats]:
+    """Fold node-event rows into one `NodeStats` per (graph, node)."""
+    escalated_nodes = {(r[1], r[3]) for r in rows if r[2] == "escalation" and r[7] == "escalate"}
+    latencies: dict[tuple[str, str], list[float]] = {}
+    counts: dict[tuple[str, str], dict[str, float]] = {}
+    for graph, run_id, kind, node, latency, ok, invalid, action, model, *call in rows:
+        key = (graph, node)
+        total = counts.setdefault(key, dict.fromkeys(_COUNTERS, 0.0))
+        if kind == "node_finished":
+            latencies.setdefault(key, []).append(float(latency or 0.0))
+            total["failed"] += not ok
+            total["validation_failures"] += bool(invalid)
+        elif kind == "escalation":
+            total["escalations"] += action == "escalate"
+        else:
+            stand_in, escalated, prompt, completion, cost, frontier_cost = call
+            total["model_calls"] += 1
+            total["prompt_tokens"] += float(prompt or 0)
+            total["completion_tokens"] += float(completion or 0)
+            total["cost_usd"] += float(cost or 0.0)
+            if stand_in or str(model).split(":", 1)[0] == "frontier":
+                total["frontier_only_usd"] += float(cost or 0.0)
+            elif not escalated and (run_id, node) not in escalated_nodes:
+                total["frontier_only_usd"] += float(frontier_cost or 0.0)
+    stats = []
+    for (graph, node), total in sorted(counts.items()):
+        spans = latencies.get((graph, node), [])
+        stats.append(
+            NodeStats(
+                graph=graph,
+                node=node,
+                calls=len(spans),
+                p50_s=percentile(spans, 0.5),
+                p95_s=percentile(spans, 0.95),
+                cost_usd=total.pop("cost_usd"),
+                frontier_only_usd=total.pop("frontier_only_usd"),
+                **{name: int(value) for name, value in total.items()},
+            )
+        )
+    return stats
+
+
+_COUNTERS = (
+    "failed", "validation_failures", "escalations", "model_calls", "prompt_tokens",
+    "completion_tokens", "cost_usd", "frontier_only_usd",
+)  # fmt: skip
+
+
+def _run_filter(
+    graph: str | None,
+    status: str | None,
+    escalated: bool | None,
+    since: float | None,
+    *,
+    table: str = "",
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if graph:
+        clauses.append(f"{table}graph = ?")
+        args.append(graph)
+    if status:
+        clauses.append(f"{table}status = ?")
+        args.append(status)
+    if escalated is not None:
+        clauses.append(f"{table}escalations {'>' if escalated else '='} 0")
+    if since is not None:
+        clauses.append(f"{table}started_at >= ?")
+        args.append(since)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _summary(row: Sequence[Any]) -> RunSummary:
+    values = list(row)
+    values[8:11] = [float(v) for v in values[8:11]]
+    values[11] = int(values[11])
+    values[12] = tuple(json.loads(values[12]))
+    values[13] = float(values[13])
+    return RunSummary(*values)

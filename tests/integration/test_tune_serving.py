@@ -7,6 +7,7 @@ nothing is rebuilt). The session `vllm_server` allows runtime LoRA loading.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -41,12 +42,13 @@ def cache(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path) -> Ite
         yield root
 
 
-def _manifest(name: str, folder: Path, base_sha256: str) -> None:
+def _manifest(name: str, folder: Path, base: tuple[str, str]) -> None:
+    """Write a manifest naming `base` = (name, sha256) as the adapter's base model."""
     AdapterManifest(
         name=name,
         skill="smart_home",
-        base_model="smollm2",
-        base_model_sha256=base_sha256,
+        base_model=base[0],
+        base_model_sha256=base[1],
         data_sha256="0" * 64,
         config=TrainConfig(),
         counts={},
@@ -62,7 +64,7 @@ def registered_identity(cache: Path, identity_adapter: Path, embedded_model: Pat
     folder = adapters.adapter_path("identity")
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.symlink_to(identity_adapter, target_is_directory=True)
-    _manifest("identity", folder, base_identity(embedded_model)[1])
+    _manifest("identity", folder, base_identity(embedded_model))
     return "identity"
 
 
@@ -157,7 +159,7 @@ def test_an_adapter_of_another_base_is_a_clear_error(
     (folder / "adapter_config.json").write_bytes(
         (identity_adapter / "adapter_config.json").read_bytes()
     )
-    _manifest("alien", folder, "f" * 64)
+    _manifest("alien", folder, ("smollm2", "f" * 64))
 
     assert main(["tune", "smart_home", "--adapter", "alien"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
@@ -237,9 +239,12 @@ def test_brickwork_serve_loads_a_newly_registered_adapter_without_a_restart(
         served = served_models(f"http://127.0.0.1:{port}/v1")
         assert "smollm2-135m-instruct" in served and "fresh" not in served
 
+        # A copy, not a link: the identity folder may carry another test's manifest.
         folder = adapters.adapter_path("fresh")
         folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.symlink_to(identity_adapter, target_is_directory=True)
+        shutil.copytree(
+            identity_adapter, folder, ignore=shutil.ignore_patterns(adapters.MANIFEST_FILE)
+        )
         deadline = time.monotonic() + 120
         while "fresh" not in (record() or ServeRecord(0, "", 0, "", (), "", "", "")).adapters:
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]

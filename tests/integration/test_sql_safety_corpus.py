@@ -223,7 +223,7 @@ CORPUS: tuple[Case, ...] = (
          "SELECT COUNT(*) FROM order_items a, order_items b, order_items c, order_items d", SLOW),
     Case("correlated-cross-join", "slow",
          "SELECT (SELECT COUNT(*) FROM order_items x, order_items y, order_items z "
-         "WHERE x.id + y.id + z.id = c.id) FROM customers c", SLOW),
+         "WHERE x.id * y.id - z.id = c.id + x.quantity) FROM customers c", SLOW),
 )  # fmt: skip
 
 

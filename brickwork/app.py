@@ -81,6 +81,7 @@ class App:
         policy: Policy | None = None,
         budgets: BudgetBook | None = None,
         checkpoints: str | Path | None = "default",
+        keep_checkpoints: bool = False,
         telemetry: bool | TracerProvider | None = None,
     ) -> None:
         """Wrap a graph; nothing starts until the first run.
@@ -95,6 +96,10 @@ class App:
             budgets: Run and tenant budgets (default: no limits).
             checkpoints: Durable graph state: "default" (a SQLite file in the cache), a
                 PostgreSQL URL, a file path, or None (memory only: runs cannot be resumed).
+            keep_checkpoints: Keep the checkpoints of runs that finished too. By default they
+                are deleted when the graph ends (the run store keeps the trace), so only
+                interrupted, timed-out or crashed runs keep the state `aresume` needs, and the
+                database does not grow with every run (a growing one also slows its writes).
             telemetry: OpenTelemetry spans per run, node and model call: None follows
                 `$BRICKWORK_OTEL` (off when unset), True/False turn them on/off, or give a
                 `TracerProvider` (see `brickwork.telemetry`).
@@ -113,6 +118,7 @@ class App:
         self.checkpoints = (
             cache_dir() / "checkpoints.sqlite" if checkpoints == "default" else checkpoints
         )
+        self.keep_checkpoints = keep_checkpoints
         self._compiled: Any = None
         self._saver_cm: Any = None
         self._start_lock = asyncio.Lock()
@@ -302,7 +308,23 @@ class App:
         except Exception as exc:  # the run ends with a clear error, the app lives on
             return {}, "error", f"{type(exc).__name__}: {exc}"
         status: RunStatus = state.get("status") or "ok"
+        if not self.keep_checkpoints:
+            await self._forget(ctx.run_id)
         return dict(state), status, state.get("error")
+
+    async def _forget(self, run_id: str) -> None:
+        """Delete a finished run's checkpoints (nothing is left to resume)."""
+        saver = getattr(self._compiled, "checkpointer", None)
+        if saver is None or saver is False:
+            return
+        try:
+            await saver.adelete_thread(run_id)
+        except Exception:  # the run's answer matters more than tidying its state
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "could not delete the checkpoints of run %s", run_id, exc_info=True
+            )
 
     async def _save(
         self,

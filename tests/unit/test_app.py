@@ -146,6 +146,63 @@ async def test_interrupted_run_resumes_from_its_checkpoint(tmp_path: Path, where
     assert two_step_graph is not None
 
 
+@pytest.mark.parametrize("keep", [False, True])
+async def test_a_finished_run_leaves_no_checkpoints_unless_asked(
+    tmp_path: Path, keep: bool
+) -> None:
+    import sqlite3
+
+    checkpoints = tmp_path / "state.sqlite"
+    async with _model().pool() as pool:
+        app = App.from_graph(GRAPH, pool=pool, checkpoints=checkpoints, keep_checkpoints=keep)
+        done = await app.ainvoke("seven")
+        app.graph.module.CRASH["armed"] = True
+        crashed = await app.ainvoke("seven")
+        await app.aclose()
+    assert done.ok and crashed.status == "error"
+    with sqlite3.connect(checkpoints) as conn:
+        threads = {row[0] for row in conn.execute("SELECT DISTINCT thread_id FROM checkpoints")}
+    # An interrupted run always keeps what `aresume` needs; a finished one only when asked.
+    assert threads == ({done.run_id, crashed.run_id} if keep else {crashed.run_id})
+
+
+def test_the_wal_is_checkpointed_off_the_writing_thread_and_truncated_on_close(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from brickwork._checkpoints import InlineSqliteSaver, WalCheckpointer
+
+    path = tmp_path / "state.sqlite"
+    saver = InlineSqliteSaver.open(path)
+    assert saver.wal is not None
+    saver.wal.stop()  # replaced by one with a small threshold, polling fast
+    saver.wal = WalCheckpointer(path, threshold_bytes=64 * 1024, interval_s=0.01).start()
+    assert saver.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal = Path(f"{path}-wal")
+    blob = b"x" * 4096
+    saver.conn.execute("CREATE TABLE t (b BLOB)")
+    deadline = time.monotonic() + 30
+    while saver.wal.checkpoints == 0:
+        assert time.monotonic() < deadline, "the log was never checkpointed"
+        with saver.conn:
+            saver.conn.executemany("INSERT INTO t VALUES (?)", [(blob,)] * 16)
+        time.sleep(0.005)
+    size = wal.stat().st_size
+    for _ in range(200):  # the log restarts from its start: it does not grow without bound
+        with saver.conn:
+            saver.conn.executemany("INSERT INTO t VALUES (?)", [(blob,)] * 16)
+        time.sleep(0.005)
+    assert wal.stat().st_size < 40 * size
+    rows = saver.conn.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    saver.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == rows
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [("", "empty"), ("   ", "empty"), ("x" * 1_000_001, "limit is 20000")],

@@ -18,7 +18,10 @@ one run:
 Per-node overhead of a run = (run wall time - model calls x raw p50 latency at the same
 concurrency) / nodes that finished; above concurrency 1 it includes waiting for this process's
 own CPU. CPU ms per run = this process's CPU time over the batch / runs (the raw client's own
-CPU is not subtracted). Throughput ratio = brickwork model calls/s / raw requests/s.
+CPU is not subtracted); framework CPU ms per node = (CPU per run - model calls x the raw
+client's CPU per call) / nodes, brickwork's own cost whatever the concurrency (wall-time
+overhead above concurrency 1 is mostly runs queueing for this one process's CPU).
+Throughput ratio = brickwork model calls/s / raw requests/s.
 The pool's endpoint allows 256 requests in flight (the default is 64) so the pool's own
 limit is not what is measured at concurrency 128. Writes benchmarks/results/overhead.json.
 """
@@ -116,53 +119,61 @@ async def _raw(base_url: str, model: str, total: int, concurrency: int) -> dict[
 
     await asyncio.gather(*(one() for _ in range(8)))  # warm the connections
     latencies.clear()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     await client.close()
-    return {"calls": total, "wall_s": wall, "latencies": latencies}
+    return {"calls": total, "wall_s": wall, "cpu_s": cpu, "latencies": latencies}
 
 
 async def _app(app: App, total: int, concurrency: int, raw_p50_ms: float) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     overheads: list[float] = []
-    calls = errors = 0
+    calls = errors = node_count = 0
 
     async def one() -> None:
-        nonlocal calls, errors
+        nonlocal calls, errors, node_count
         async with gate:
             result = await app.ainvoke(TEXT, mode="slm")
         made = sum(isinstance(e, ModelCallEvent) for e in result.events)
         nodes = sum(isinstance(e, NodeFinished) for e in result.events)
+        node_count += nodes
         calls += made
         errors += not result.ok
         overheads.append((result.latency_s * 1000 - made * raw_p50_ms) / max(nodes, 1))
 
     await asyncio.gather(*(one() for _ in range(8)))  # warm up (loads MiniLM for smart_home)
     overheads.clear()
-    calls = errors = 0
+    calls = errors = node_count = 0
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(one() for _ in range(total)))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"runs": total, "calls": calls, "wall_s": wall, "cpu_s": cpu, "errors": errors,
-            "overheads": overheads}  # fmt: skip
+    return {"runs": total, "calls": calls, "nodes": node_count, "wall_s": wall, "cpu_s": cpu,
+            "errors": errors, "overheads": overheads}  # fmt: skip
 
 
 def _raw_summary(legs: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [x for leg in legs for x in leg["latencies"]]
     return {
         "calls_per_s": sum(leg["calls"] for leg in legs) / sum(leg["wall_s"] for leg in legs),
+        "cpu_ms_per_call": sum(leg["cpu_s"] for leg in legs)
+        / sum(leg["calls"] for leg in legs)
+        * 1000,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
     }
 
 
-def _app_summary(legs: list[dict[str, Any]]) -> dict[str, Any]:
+def _app_summary(legs: list[dict[str, Any]], raw_cpu_ms_per_call: float) -> dict[str, Any]:
     runs, calls = sum(leg["runs"] for leg in legs), sum(leg["calls"] for leg in legs)
+    nodes = sum(leg["nodes"] for leg in legs)
     wall, cpu = sum(leg["wall_s"] for leg in legs), sum(leg["cpu_s"] for leg in legs)
     overheads = [x for leg in legs for x in leg["overheads"]]
     return {
         "cpu_ms_per_run": cpu / runs * 1000,  # this process: graph, agents, client, threads
+        # brickwork's own CPU per node: what the raw client spends on the same calls removed.
+        # Unlike the wall-time overhead it does not grow with queueing at high concurrency.
+        "framework_cpu_ms_per_node": (cpu * 1000 - calls * raw_cpu_ms_per_call) / max(nodes, 1),
         "runs_per_s": runs / wall,
         "calls_per_s": calls / wall,
         "calls_per_run": calls / runs,
@@ -189,7 +200,7 @@ async def _level(
     raw_legs.append(await _raw(base_url, model, half, level))
     row: dict[str, Any] = {"raw": _raw_summary(raw_legs)}
     for name, legs in app_legs.items():
-        row[name] = _app_summary(legs)
+        row[name] = _app_summary(legs, row["raw"]["cpu_ms_per_call"])
         row[name]["throughput_ratio"] = row[name]["calls_per_s"] / row["raw"]["calls_per_s"]
     return row
 
@@ -240,7 +251,7 @@ def table(results: dict[str, Any]) -> Table:
     )
     out = Table(title=f"brickwork overhead against {against}")
     for name in ("conc", "graph", "runs/s", "calls/s", "raw calls/s", "ratio", "node p50 ms",
-                 "node p99 ms", "cpu ms/run", "errors"):  # fmt: skip
+                 "node p99 ms", "cpu ms/run", "fw cpu ms/node", "errors"):  # fmt: skip
         out.add_column(name, justify="right")
     for level, row in results["levels"].items():
         raw = row["raw"]
@@ -250,7 +261,8 @@ def table(results: dict[str, Any]) -> Table:
                 level, name, f"{r['runs_per_s']:.3g}", f"{r['calls_per_s']:.3g}",
                 f"{raw['calls_per_s']:.3g}", f"{r['throughput_ratio']:.2f}",
                 f"{r['node_overhead_p50_ms']:.2f}", f"{r['node_overhead_p99_ms']:.2f}",
-                f"{r['cpu_ms_per_run']:.1f}", str(r["errors"]),
+                f"{r['cpu_ms_per_run']:.1f}", f"{r['framework_cpu_ms_per_node']:.2f}",
+                str(r["errors"]),
             )  # fmt: skip
     return out
 

@@ -539,15 +539,32 @@ def _margin(value: str) -> float:
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `brickwork tune` arguments to a (sub)parser."""
-    parser.add_argument("skill", help="smart_home, a skill folder, or module:function")
     parser.add_argument(
-        "--data", action="append", default=[], metavar="FILE", help="extra examples"
+        "skill",
+        help="a skill name (smart_home), a skill folder in the job_description.json + train "
+        "format (e.g. ../shared/data/smart_home), or module:function returning a Skill",
     )
-    parser.add_argument("--from-escalations", action="store_true", help="add fixed escalations")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra examples: question/answer JSONL or CSV, or chat JSONL (repeatable)",
+    )
+    parser.add_argument(
+        "--from-escalations",
+        action="store_true",
+        help="add the nodes of this skill that the frontier model fixed (validated teacher "
+        "labels) from the run store",
+    )
     parser.add_argument("--store", help="run store to read escalations from (default: cache)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = 2 x rank)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3, help="passes over the data (default 3)")
+    parser.add_argument(
+        "--rank", type=int, default=16, help="LoRA rank, alpha = 2 x rank (default 16)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, LoRA init and order (default 0)"
+    )
     parser.add_argument("--max-steps", type=int, help="stop training after K steps")
     parser.add_argument("--name", help="adapter name (default: SKILL-<UTC time>)")
     parser.add_argument("--adapter", help="evaluate (and promote) this registered adapter")

@@ -23,7 +23,10 @@ class TraceLog(RichLog):
         """Write one event."""
         line = event_line(event)
         self.plain.append(line.plain)
-        self.write(line)
+        # Wrap to the width left beside the (stable) scrollbar gutter: RichLog's own choice is
+        # the width with the gutter, and the last characters of each long line were hidden.
+        width = self.scrollable_content_region.width
+        self.write(line, width=width if width > 0 else None)
 
     def reset(self) -> None:
         """Forget every line."""

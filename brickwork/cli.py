@@ -4,6 +4,7 @@ brickwork serve [--port P] [--lora NAME=PATH ...] [--merged NAME ...]   run the 
 brickwork run [TEXT ...] [--pool FILE]              the main job (see README)
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
+brickwork store prune --days N [--store URL]        delete runs older than N days
 brickwork version
 """
 
@@ -110,8 +111,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_skill_arguments(sub.add_parser("skill", help="skills, their adapters and bindings"))
 
+    store = sub.add_parser("store", help="maintain the run store")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    prune = store_sub.add_parser("prune", help="delete runs (and their events) older than N days")
+    prune.add_argument(
+        "--days", type=float, required=True, help="keep runs started in the last N days"
+    )
+    prune.add_argument("--store", help=STORE_HELP)
+
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _store(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from brickwork.store import RunStore
+
+    if not args.days >= 0:
+        raise ConfigError(f"--days {args.days!r} must be 0 or more")
+    store = RunStore(args.store)
+    try:
+        deleted = store.retention(args.days)
+        left = store.totals().runs
+    finally:
+        store.close()
+    Console().print(
+        f"deleted {deleted} run(s) started more than {args.days:g} day(s) ago; {left} left"
+    )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -350,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from brickwork.tune import skill_main
 
             return skill_main(args)
+        if args.command == "store":
+            return _store(args)
         print(__version__)
         return 0
     except BrickworkError as exc:

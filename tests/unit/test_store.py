@@ -224,3 +224,32 @@ def test_sqlite_store_buffers_while_its_folder_is_gone(tmp_path: Path) -> None:
     assert store.flush(5.0)
     assert [r.run_id for r in store.runs()] == ["r"]
     assert store.close()
+
+
+def test_store_prune_command_deletes_old_runs_and_says_how_many(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brickwork.cli import main
+
+    path = tmp_path / "runs.sqlite"
+    store = SQLiteRunStore(path)
+    now = time.time()
+    for run_id, age_days in (("old", 40), ("older", 400), ("new", 1)):
+        started = now - age_days * 86400
+        store.save(
+            RunSummary(
+                run_id, "g", "t", "hybrid", "x", "ok", "a", None, 0.0, 0.0, 0.1, 0, (), started
+            ),
+            [],
+        )
+    assert store.flush(5.0)
+    store.close()
+
+    assert main(["store", "prune", "--days", "30", "--store", str(path)]) == 0
+    assert "deleted 2 run(s) started more than 30 day(s) ago; 1 left" in capsys.readouterr().out
+    again = SQLiteRunStore(path)
+    assert [r.run_id for r in again.runs()] == ["new"]
+    again.close()
+
+    assert main(["store", "prune", "--days", "-1", "--store", str(path)]) == 2
+    assert "--days -1.0 must be 0 or more" in capsys.readouterr().err

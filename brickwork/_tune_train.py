@@ -28,7 +28,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -502,7 +502,11 @@ def _progress_bar(show: bool, total: int) -> Iterator[Any]:
         TimeRemainingColumn(),
     )
     recent: list[float] = []
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or a pipe: a plain line every 5 % instead
+        yield _progress_lines(console, total)
+        return
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task("train", total=total, epoch=1, loss=math.nan, avg=math.nan)
 
         def advance(loss: float, epoch: int) -> None:
@@ -511,6 +515,31 @@ def _progress_bar(show: bool, total: int) -> Iterator[Any]:
             bar.update(task, advance=1, epoch=epoch, loss=loss, avg=sum(recent) / len(recent))
 
         yield advance
+
+
+def _progress_lines(console: Any, total: int) -> Callable[[float, int], None]:
+    """`advance(loss, epoch)` that prints one plain line every 5 % of the steps, and the last."""
+    every = max(1, total // 20)
+    recent: list[float] = []
+    started = time.perf_counter()
+    done = 0
+
+    def advance(loss: float, epoch: int) -> None:
+        nonlocal done
+        done += 1
+        recent.append(loss)
+        del recent[:-20]
+        if done % every and done != total:
+            return
+        elapsed = time.perf_counter() - started
+        left = elapsed / done * (total - done)
+        console.print(
+            f"training epoch {epoch} step {done}/{total} loss {loss:.4f} "
+            f"(avg {sum(recent) / len(recent):.4f}) {elapsed:.0f} s elapsed, ~{left:.0f} s left",
+            highlight=False,
+        )
+
+    return advance
 
 
 # -- merging ----------------------------------------------------------------------------------

@@ -392,3 +392,18 @@ def test_split_keeps_the_turns_of_a_conversation_on_one_side() -> None:
         val = {first_user(e) for e in data.val}
         assert train and val and not train & val
         assert 0.1 < len(data.val) / (len(data.train) + len(data.val)) < 0.3
+
+
+def test_training_progress_without_a_terminal_is_a_plain_line_every_5_percent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from brickwork._tune_train import _progress_bar
+
+    with _progress_bar(True, 40) as advance:  # stderr is captured here: not a terminal
+        for step in range(40):
+            advance(1.0 / (step + 1), 1 + step // 20)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 20
+    assert lines[0].startswith("training epoch 1 step 2/40 loss 0.5000 (avg 0.7500)")
+    assert lines[-1].startswith("training epoch 2 step 40/40 loss 0.0250")
+    assert lines[-1].endswith("~0 s left")

@@ -16,6 +16,28 @@ from brickwork.serving.pool import ModelPool
 IDENTITY_ADAPTER = "identity"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A cache of the session's own: no adapters, bindings, checkpoints or runs of the user's.
+
+    Someone who promoted an adapter with `brickwork tune` would otherwise run the graphs on it
+    (and a private vLLM would load every registered adapter). The embedded model folder is
+    shared (linked, so it is converted once), and so are the running servers' state files, so
+    a running `brickwork serve` is still found and reused.
+    """
+    from brickwork._settings import cache_dir, state_dir
+
+    models = cache_dir() / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp("brickwork-cache")
+    (root / "models").symlink_to(models, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BRICKWORK_STATE_DIR", str(state_dir()))
+        patch.setenv("BRICKWORK_CACHE_DIR", str(root))
+        patch.delenv("BRICKWORK_BINDINGS", raising=False)
+        yield root
+
+
 @pytest.fixture(scope="session")
 def embedded_model() -> Path:
     """The float32 embedded model folder (built on first use, then reused)."""

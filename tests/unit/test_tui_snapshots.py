@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import time
-from importlib import metadata
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ async def fixed_store(tmp_path: Path, utc: None) -> RunStore:
                     summary.escalations,
                     summary.flags,
                     started,
-                ),  # fmt: skip
+                ),
                 [_fixed(e, run_id, started, i) for i, e in enumerate(events)],
             )
     assert store.flush(5.0)

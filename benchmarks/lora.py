@@ -27,8 +27,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _merged(adapter: str) -> Path:
-    from brickwork._tune_train import merge_adapter
-    from brickwork.adapters import adapter_path, merged_dir
+    from brickwork.tune.adapters import adapter_path, merged_dir
+    from brickwork.tune.train import merge_adapter
 
     out = merged_dir(adapter)
     if not (out / "config.json").is_file():

@@ -41,9 +41,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.instant_server import InstantServer
-from brickwork._eval_report import percentile
 from brickwork.agents.extract import ExtractAgent
 from brickwork.app import App
+from brickwork.evals.report import percentile
 from brickwork.events import ModelCallEvent, NodeFinished
 from brickwork.graphs import GraphModule
 from brickwork.serving.client import EndpointConfig

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from brickwork._instances import Instance, instances_of
-from brickwork._prices import PriceBook
 from brickwork._settings import cache_dir
+from brickwork.cost import BudgetBook, Ledger, RunCost
+from brickwork.cost.prices import PriceBook
 from brickwork.errors import ConfigError
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, RunFinished, RunStarted, RunStatus
 from brickwork.graphs import GraphModule, load_graph
-from brickwork.ledger import BudgetBook, Ledger, RunCost
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore, RunSummary
@@ -246,7 +246,7 @@ class App:
             if trace is not None:
                 trace(event)
 
-        from brickwork.ledger import Budget
+        from brickwork.cost import Budget
 
         ctx = RunContext(
             run_id=run_id,

@@ -227,9 +227,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _start_merged(name: str, base: ServerSpec, port: int, ready_timeout: float) -> VLLMServer:
     """Serve registered adapter `name` merged into its own weights (merged once, then reused)."""
-    from brickwork._tune_train import check_base, merge_adapter
-    from brickwork.adapters import get_adapter, merged_dir
     from brickwork.serving.launcher import ServerSpec, VLLMServer
+    from brickwork.tune.adapters import get_adapter, merged_dir
+    from brickwork.tune.train import check_base, merge_adapter
 
     info = get_adapter(name)
     folder = merged_dir(name)
@@ -317,8 +317,8 @@ def _tui(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    from brickwork.api import serve_api
     from brickwork.app import App
+    from brickwork.http.server import serve_api
     from brickwork.serving.local import LocalServing
     from brickwork.serving.pool import ModelPool
     from brickwork.store import RunStore

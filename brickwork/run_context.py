@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from brickwork._prices import estimate_cost
+from brickwork.cost import Budget, BudgetBook, BudgetExceeded, Ledger, LedgerRow, Reservation
+from brickwork.cost.prices import estimate_cost
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, ModelCallEvent
-from brickwork.ledger import Budget, BudgetBook, BudgetExceeded, Ledger, LedgerRow, Reservation
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import Completion
 

@@ -6,7 +6,7 @@ private vLLM instance for the life of the context. The frontier role goes to the
 (`Completion.stand_in`).
 
 Adapters: the server starts with `--lora-modules` for every adapter registered for its base
-(`brickwork.adapters`), and allows runtime loading, so `ensure_adapter` can add a newly trained
+(`brickwork.tune.adapters`), and allows runtime loading, so `ensure_adapter` can add a newly trained
 one without a restart (and restarts a private server that cannot load it). The pool maps
 `slm:<adapter>` for each adapter served, and `slm:<name>` for a merged adapter served by its
 own instance.
@@ -50,7 +50,7 @@ def registered_lora_modules(model: Path, served_name: str) -> dict[str, Path]:
     An adapter belongs to the base when its manifest names the base (by served name, folder
     or folder name) or, without a manifest, when peft's `base_model_name_or_path` does.
     """
-    from brickwork.adapters import list_adapters
+    from brickwork.tune.adapters import list_adapters
 
     names = {served_name, str(model), model.name, str(model.resolve()), *_manifest_name(model)}
     modules = {}
@@ -89,7 +89,7 @@ def _peft_base(folder: Path) -> str | None:
 
 
 def _max_rank(modules: Mapping[str, Path]) -> int:
-    from brickwork.adapters import AdapterInfo
+    from brickwork.tune.adapters import AdapterInfo
 
     ranks = [AdapterInfo.read(Path(path)).rank for path in modules.values()]
     return max([MIN_LORA_RANK, *ranks])

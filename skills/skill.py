@@ -152,7 +152,7 @@ class ModelBinding:
     Attributes:
         model: The logical model name in the pool.
         adapter: A LoRA adapter on that model; None runs the adapter promoted for the skill
-            (`brickwork tune --promote`, see `brickwork.adapters`), or else the base model.
+            (`brickwork tune --promote`, see `brickwork.tune.adapters`), or else the base model.
         pinned: Use exactly this binding and ignore promoted adapters (e.g. in tests).
     """
 
@@ -251,7 +251,7 @@ class Skill:
     def effective_binding(self, served: Collection[str] | None = None) -> ModelBinding:
         """The binding to run with: this skill's own, or the adapter promoted for it.
 
-        A promoted adapter (`brickwork.adapters.binding_for(self.name)`) applies when the
+        A promoted adapter (`brickwork.tune.adapters.binding_for(self.name)`) applies when the
         skill's binding names no adapter and is not `pinned`, and, when `served` is given,
         only if `served` holds its logical name (so a pool without the adapter keeps working).
 
@@ -260,7 +260,7 @@ class Skill:
         """
         if self.binding.adapter is not None or self.binding.pinned:
             return self.binding
-        from brickwork.adapters import binding_for
+        from brickwork.tune.adapters import binding_for
 
         adapter = binding_for(self.name)
         if adapter is None:

@@ -17,8 +17,8 @@ import httpx
 import openai
 import pytest
 
-from brickwork.api import ApiServer
 from brickwork.app import App
+from brickwork.http.server import ApiServer
 from brickwork.serving.local import pool_config_for
 from brickwork.serving.models import EMBEDDED_MODEL
 from brickwork.serving.pool import ModelPool

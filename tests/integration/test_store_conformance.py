@@ -23,8 +23,6 @@ from typing import Any
 
 import pytest
 
-from brickwork import _store_pg
-from brickwork import store as store_module
 from brickwork.app import App
 from brickwork.store import (
     SCHEMA_VERSION,
@@ -34,6 +32,8 @@ from brickwork.store import (
     SQLiteRunStore,
     open_store,
 )
+from brickwork.store import postgres as _store_pg
+from brickwork.store import sqlite as store_module
 from brickwork.testing import FunctionModel
 
 PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

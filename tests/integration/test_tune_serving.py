@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from brickwork import adapters
-from brickwork._tune_data import build_dataset
-from brickwork._tune_train import AdapterManifest, TrainConfig, base_identity, train_adapter
 from brickwork.cli import main
 from brickwork.serving.launcher import VLLMServer, served_models
 from brickwork.serving.local import pool_config_for
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.registry import ServeLease, ServeRecord
 from brickwork.skills.examples import smart_home_skill
+from brickwork.tune import adapters
+from brickwork.tune.data import build_dataset
+from brickwork.tune.train import AdapterManifest, TrainConfig, base_identity, train_adapter
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

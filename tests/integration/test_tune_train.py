@@ -15,8 +15,16 @@ from typing import Any
 
 import pytest
 
-from brickwork._tune_data import TuneDataset, build_dataset
-from brickwork._tune_train import (
+from brickwork.agents.toolcall import ToolCallAgent
+from brickwork.app import App
+from brickwork.errors import TuneError
+from brickwork.serving.models import MANIFEST_NAME, verify_model_folder
+from brickwork.serving.pool import ModelPool
+from brickwork.skills.examples import smart_home_skill
+from brickwork.skills.loaders import load_skill
+from brickwork.store import RunStore
+from brickwork.tune.data import TuneDataset, build_dataset
+from brickwork.tune.train import (
     ADAPTER_MANIFEST,
     MERGED_FROM,
     AdapterManifest,
@@ -26,14 +34,6 @@ from brickwork._tune_train import (
     merge_adapter,
     train_adapter,
 )
-from brickwork.agents.toolcall import ToolCallAgent
-from brickwork.app import App
-from brickwork.errors import TuneError
-from brickwork.serving.models import MANIFEST_NAME, verify_model_folder
-from brickwork.serving.pool import ModelPool
-from brickwork.skills.examples import smart_home_skill
-from brickwork.skills.loaders import load_skill
-from brickwork.store import RunStore
 from tests._paths import SHARED_DATA
 
 pytestmark = [pytest.mark.slow]

@@ -9,7 +9,6 @@ from typing import Any
 import httpx2
 import pytest
 
-from brickwork import adapters
 from brickwork.errors import ConfigError
 from brickwork.graphs.builder import LazyAgent, bound_model
 from brickwork.serving.launcher import ServerSpec
@@ -18,6 +17,7 @@ from brickwork.serving.pool import ModelPool
 from brickwork.serving.registry import ServeRecord
 from brickwork.skills.examples import banking_intent_skill
 from brickwork.skills.skill import ModelBinding
+from brickwork.tune import adapters
 
 
 @pytest.fixture(autouse=True)

@@ -21,12 +21,12 @@ from langgraph.types import Command
 
 import brickwork.app
 from brickwork.agents.toolcall import ToolCallAgent
-from brickwork.api import ApiServer, create_api
 from brickwork.app import App
 from brickwork.errors import ConfigError, ServerStartError
 from brickwork.graphs import GraphModule
 from brickwork.graphs.builder import END, Specialist, build_graph, write_tool_call
 from brickwork.graphs.smart_home import answer, read_request
+from brickwork.http.server import ApiServer, create_api
 from brickwork.skills.examples import smart_home_skill
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel, ModelStep

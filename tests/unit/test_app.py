@@ -12,9 +12,9 @@ import httpx2
 import pytest
 
 from brickwork.app import App
+from brickwork.cost import BudgetBook
 from brickwork.errors import ConfigError, ServerStartError
 from brickwork.events import ModelCallEvent
-from brickwork.ledger import BudgetBook
 from brickwork.serving.client import EndpointConfig
 from brickwork.serving.pool import ModelPool, PoolConfig
 from brickwork.serving.resilience import RetryPolicy
@@ -104,7 +104,7 @@ async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
         await probe.ainvoke("warm up", mode="slm")  # starts the app to read the estimate
         estimate = probe.ledger.prices.frontier_reference  # type: ignore[union-attr]
         await probe.aclose()
-        from brickwork._prices import estimate_cost
+        from brickwork.cost.prices import estimate_cost
 
         one = estimate_cost(estimate, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
         limit = one * 10.5  # room for at most 10 escalations (small calls cost a little too)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from brickwork._eval_data import EXPECTATIONS, load_rows
-from brickwork._eval_report import NodeOutcome, RowOutcome, compare_table, summarise, wilson
 from brickwork.errors import ConfigError
 from brickwork.evals import add_eval_arguments, arun_eval
+from brickwork.evals.data import EXPECTATIONS, load_rows
+from brickwork.evals.report import NodeOutcome, RowOutcome, compare_table, summarise, wilson
 from brickwork.testing import FunctionModel, ModelStep
 
 WORDS = {"seven": 7, "three": 3, "nine": 9, "five": 5}
@@ -324,8 +324,8 @@ def test_cli_arguments() -> None:
 
 
 def test_score_events_maps_the_supervisor_output_and_ignores_frontier_tries() -> None:
-    from brickwork._eval_data import Expectation, label_check
     from brickwork.evals import score_events
+    from brickwork.evals.data import Expectation, label_check
     from brickwork.events import Escalation, ModelCallEvent, NodeFinished
 
     def call(node: str, cost: float) -> ModelCallEvent:

@@ -8,8 +8,7 @@ import math
 
 import pytest
 
-from brickwork.errors import BrickworkError, ConfigError
-from brickwork.ledger import (
+from brickwork.cost import (
     CPU_SELF_HOSTED,
     FRONTIER_REFERENCE,
     H100_SELF_HOSTED,
@@ -23,6 +22,7 @@ from brickwork.ledger import (
     TokenPrice,
     estimate_cost,
 )
+from brickwork.errors import BrickworkError, ConfigError
 from brickwork.serving.client import EndpointConfig
 from brickwork.serving.types import Completion, Usage
 

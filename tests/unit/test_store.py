@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from brickwork._store_buffer import WriteBehind
-from brickwork._store_pg import PostgresRunStore, _redact, _without_nul
 from brickwork.errors import ConfigError
 from brickwork.store import RunStore, RunSummary, SQLiteRunStore, backend_for, percentile
+from brickwork.store.buffer import WriteBehind
+from brickwork.store.postgres import PostgresRunStore, _redact, _without_nul
 
 
 class Flaky:

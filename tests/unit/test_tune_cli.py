@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from brickwork import adapters
-from brickwork._tune_data import TrainExample
 from brickwork.cli import main
 from brickwork.errors import ConfigError
 from brickwork.skills.examples import banking_intent_skill
 from brickwork.skills.skill import Example
 from brickwork.testing import FunctionModel
-from brickwork.tune import (
+from brickwork.tune import adapters
+from brickwork.tune.commands import (
     SplitScore,
     _margin,
     evaluate_split,
@@ -23,6 +22,7 @@ from brickwork.tune import (
     resolve_skill,
     synthesize,
 )
+from brickwork.tune.data import TrainExample
 from tests._paths import SHARED_DATA
 
 

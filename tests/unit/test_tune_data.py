@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from brickwork._tune_data import TrainExample, build_dataset, split
 from brickwork.agents.extract import ExtractAgent
 from brickwork.agents.intent import IntentAgent
 from brickwork.agents.sql import SQLAgent
@@ -27,6 +26,7 @@ from brickwork.skills.loaders import load_skill
 from brickwork.skills.skill import Example, JSONContract, Skill
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel, ModelStep
+from brickwork.tune.data import TrainExample, build_dataset, split
 from tests._paths import SHARED_DATA
 
 LIGHTS_ON = {"name": "toggle_lights", "parameters": {"room": "kitchen", "state": "on"}}
@@ -397,7 +397,7 @@ def test_split_keeps_the_turns_of_a_conversation_on_one_side() -> None:
 def test_training_progress_without_a_terminal_is_a_plain_line_every_5_percent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from brickwork._tune_train import _progress_bar
+    from brickwork.tune.train import _progress_bar
 
     with _progress_bar(True, 40) as advance:  # stderr is captured here: not a terminal
         for step in range(40):

@@ -215,7 +215,7 @@ class ModelsScreen(TUIScreen):
 
 def adapter_notes() -> dict[str, str]:
     """One line per registered adapter: its skill, eval result and whether a skill is bound."""
-    from brickwork.adapters import list_adapters, load_bindings
+    from brickwork.tune.adapters import list_adapters, load_bindings
 
     try:
         found = list_adapters(strict=False)

@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP front: `POST /v1/chat/completions` where `model` names a graph.
 
-    from brickwork.api import serve_api
+    from brickwork.http.server import serve_api
     serve_api({"smart_home": App.from_graph("graphs.smart_home")}, port=8080)
 
     client = openai.OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="-")
@@ -15,7 +15,7 @@ Routes: `/v1/chat/completions`, `/v1/models`, `/v1/models/{id}`, `/v1/runs`,
 `/v1/runs/{run_id}`, `/health`, `/metrics`. Errors use OpenAI's `{"error": {message, type,
 param, code}}`.
 
-`/metrics` is the Prometheus text format (see `brickwork._api_metrics` for the series): runs
+`/metrics` is the Prometheus text format (see `brickwork.http.metrics` for the series): runs
 by status, runs in flight, node latency histograms, escalations by reason, cost and its
 frontier-only counterfactual, per graph. It needs the API key like `/v1` when one is set
 (Prometheus sends it with `authorization: {credentials: ...}` in the scrape config), unless
@@ -58,8 +58,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError(exc.name or "fastapi", "api", "the HTTP front") from exc
 
 import brickwork.app as _app_module
-from brickwork._api_metrics import CONTENT_TYPE, ApiMetrics
-from brickwork._api_models import (
+from brickwork.app import App
+from brickwork.events import Event
+from brickwork.http.metrics import CONTENT_TYPE, ApiMetrics
+from brickwork.http.models import (
     ApiError,
     ChatCompletionRequest,
     RunOutcome,
@@ -71,8 +73,6 @@ from brickwork._api_models import (
     read_body,
     request_text,
 )
-from brickwork.app import App
-from brickwork.events import Event
 from brickwork.store import RunStore, RunSummary
 
 __all__ = ["ApiServer", "create_api", "serve_api"]

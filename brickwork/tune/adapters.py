@@ -208,7 +208,7 @@ def get_adapter(name: str, root: Path | None = None) -> AdapterInfo:
 def save_metrics(name: str, metrics: Mapping[str, float], root: Path | None = None) -> AdapterInfo:
     """Merge `metrics` into the adapter's manifest (atomically) and return the updated info.
 
-    Values are numbers, as the manifest format (`brickwork._tune_train.AdapterManifest`)
+    Values are numbers, as the manifest format (`brickwork.tune.train.AdapterManifest`)
     requires.
     """
     info = get_adapter(name, root)

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brickwork._store_sql import SCHEMA_VERSION, Connection, Cursor, JsonKind, RunStore
 from brickwork.errors import ConfigError, MissingDependencyError
+from brickwork.store.base import SCHEMA_VERSION, Connection, Cursor, JsonKind, RunStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -77,7 +77,7 @@ class _PgConnection:
         self.raw.execute(sql)
 
 
-class PostgresRunStore(RunStore):
+class PostgresRunStore(RunStore, schemes=("postgresql://", "postgres://")):
     """Runs and events in PostgreSQL; see `RunStore` for the arguments.
 
     `where` is a libpq URL, e.g. `postgresql://postgres@127.0.0.1:5432/brickwork`; its

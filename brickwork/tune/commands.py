@@ -7,11 +7,11 @@
     brickwork skill rollback smart_home
 
 Steps: resolve the skill (an example skill's name, a skill folder, or `module:function`), build
-the dataset (`brickwork._tune_data`; optionally with `--synthetic N` examples written by the
-frontier model and checked by the skill's own validators), train (`brickwork._tune_train`)
-into the adapter registry (`brickwork.adapters`), make the local vLLM serve the adapter (loaded
+the dataset (`brickwork.tune.data`; optionally with `--synthetic N` examples written by the
+frontier model and checked by the skill's own validators), train (`brickwork.tune.train`)
+into the adapter registry (`brickwork.tune.adapters`), make the local vLLM serve the adapter (loaded
 at runtime, or a restart), then run the skill's agent on the validation split with the base
-model and with the adapter, scored as `brickwork eval` scores a skill (`brickwork._eval_data`
+model and with the adapter, scored as `brickwork eval` scores a skill (`brickwork.evals.data`
 checks, Wilson intervals). The scores go into the adapter's manifest. `--promote` binds the
 skill to the adapter only when its accuracy is at least the base's plus `--margin` (default
 5 points); the previous binding stays in the history for `brickwork skill rollback`.
@@ -32,16 +32,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brickwork._eval_report import wilson
 from brickwork.errors import ConfigError
+from brickwork.evals.report import wilson
 from brickwork.skills.skill import Example, Skill
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from brickwork._tune_data import TrainExample
     from brickwork.serving.pool import ModelPool
+    from brickwork.tune.data import TrainExample
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -163,7 +163,7 @@ class SplitScore:
 
 
 def _check(skill: Skill, example: Example, agents: Any) -> Callable[[Any], bool]:
-    from brickwork._eval_data import (
+    from brickwork.evals.data import (
         _example_key,
         call_check,
         fields_check,
@@ -198,7 +198,7 @@ async def evaluate_split(
     checks (tool-call equivalence, exact label, field match, SQL execution match).
     Examples without a source `Example` (e.g. from escalations) are skipped.
     """
-    from brickwork._eval_data import _RowAgents
+    from brickwork.evals.data import _RowAgents
     from brickwork.graphs.builder import to_jsonable
 
     agents = _RowAgents(skill)
@@ -410,10 +410,10 @@ def _default_name(skill: Skill) -> str:
 
 
 async def _tune(args: argparse.Namespace, console: Console) -> int:
-    from brickwork import adapters
-    from brickwork._tune_data import build_dataset
     from brickwork.serving.local import LocalServing
     from brickwork.serving.models import ensure_embedded_model
+    from brickwork.tune import adapters
+    from brickwork.tune.data import build_dataset
 
     if not 0.0 <= args.margin <= 1.0:
         raise ConfigError(f"--margin {args.margin!r} must be between 0 and 1 (0.05 = 5 points)")
@@ -428,7 +428,7 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         )
     base_dir = ensure_embedded_model(quiet=True)
     if args.adapter:
-        from brickwork._tune_train import check_base
+        from brickwork.tune.train import check_base
 
         check_base(adapters.get_adapter(name).path, base_dir)
     store = None
@@ -449,7 +449,7 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(dataset.counts.items()))
         console.print(f"data: {counts}", highlight=False)
         if not args.adapter:
-            from brickwork._tune_train import TrainConfig, train_adapter
+            from brickwork.tune.train import TrainConfig, train_adapter
 
             config = TrainConfig(
                 epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, seed=args.seed,
@@ -478,7 +478,7 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         async with local.pool() as pool:
             val = dataset.val
             if args.limit is not None:
-                from brickwork._eval_data import _spread
+                from brickwork.evals.data import _spread
 
                 val = tuple(val[i] for i in _spread(len(val), args.limit))
             base = await evaluate_split(skill, val, pool, "slm")
@@ -617,7 +617,7 @@ def skill_main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from brickwork import adapters
+    from brickwork.tune import adapters
 
     console = Console()
     bindings = adapters.load_bindings()

@@ -257,7 +257,7 @@ def load_target(ref: str) -> EvalTarget:
     if make is None:
         raise ConfigError(
             f"graph {ref!r} has no eval mapping; define EVAL_EXPECT(options) in it (see "
-            f"brickwork._eval_data) or use one of: {', '.join(EXPECTATIONS)}"
+            f"brickwork.evals.data) or use one of: {', '.join(EXPECTATIONS)}"
         )
     options: dict[str, Any] = {}
     return EvalTarget(graph, make(options), options)

@@ -8,8 +8,8 @@ Every row runs through `App` (so the runs land in the run store when one is give
 answered before the escalation (to tell a fixing escalation from an unnecessary one), what each
 node cost and how long it took. A row whose run fails (model error, timeout, a node that failed
 even on the frontier model, or an exception) counts as wrong and is listed, never dropped.
-How rows are read and what "right" means per graph: `brickwork._eval_data`; the arithmetic of
-the report: `brickwork._eval_report`.
+How rows are read and what "right" means per graph: `brickwork.evals.data`; the arithmetic of
+the report: `brickwork.evals.report`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from brickwork._eval_data import EvalRow, EvalTarget, Expectation, load_rows, load_target
-from brickwork._eval_report import (
+from brickwork.errors import ConfigError
+from brickwork.escalation import Mode
+from brickwork.evals.data import EvalRow, EvalTarget, Expectation, load_rows, load_target
+from brickwork.evals.report import (
     EvalReport,
     ModeReport,
     NodeOutcome,
@@ -33,8 +35,6 @@ from brickwork._eval_report import (
     summarise,
     to_jsonable,
 )
-from brickwork.errors import ConfigError
-from brickwork.escalation import Mode
 from brickwork.events import Escalation, Event, ModelCallEvent, NodeFinished, RunFinished
 
 if TYPE_CHECKING:

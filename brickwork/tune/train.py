@@ -36,7 +36,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from brickwork._tune_data import TrainExample, TuneDataset
 from brickwork.errors import MissingDependencyError, ModelFolderError, TuneError
 from brickwork.serving.models import (
     MANIFEST_NAME,
@@ -45,6 +44,7 @@ from brickwork.serving.models import (
     verify_model_folder,
 )
 from brickwork.skills.skill import Skill
+from brickwork.tune.data import TrainExample, TuneDataset
 
 __all__ = [
     "ADAPTER_MANIFEST",

@@ -1,25 +1,6 @@
-"""The run store: runs and their events (node spans, model calls, escalations).
+"""The run store in a SQLite file (the default: `<cache>/runs.sqlite`).
 
-SQLite (a file, the default) or PostgreSQL (a URL); both answer the same queries:
-
-```
-store = open_store("runs.sqlite")        # or "postgresql://user@host/db"; RunStore(...) alike
-store.runs(graph="smart_home", status="failed", escalated=True)   # newest first
-store.run(run_id)                       # (RunSummary, events as dicts)
-store.totals(since=time.time() - 60)    # runs, cost, frontier-only cost, escalated runs
-store.node_stats(graph="smart_home")    # per node: calls, p50/p95, failure and escalation rates
-store.escalations(reason="validation_failed")
-store.retention(days=30)                # delete runs started more than 30 days ago
-store.close()                           # write what an outage held back, then stop
-```
-
-Writes happen once per run, after it ends. `save` never raises and never waits long on a store
-that is down: the run is kept in memory and written in the background once the store answers
-again (`store.pending`, `store.flush()`); one warning marks the outage and one its end.
-
-The schema is versioned: `PRAGMA user_version` in SQLite, a `schema_version` table in
-PostgreSQL. `_MIGRATIONS[i]` takes a database from version i to i + 1, so an older database is
-brought up to date when it is opened, and a newer one is refused.
+WAL mode, a busy wait of up to `timeout_s`, `PRAGMA user_version` for the schema version.
 """
 
 from __future__ import annotations
@@ -31,88 +12,9 @@ from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 
 from brickwork._settings import cache_dir
-from brickwork._store_pg import PostgresRunStore
-from brickwork._store_sql import (
-    SCHEMA_VERSION,
-    Connection,
-    EscalationRecord,
-    JsonKind,
-    NodeStats,
-    RunStore,
-    RunSummary,
-    Totals,
-    percentile,
-)
-from brickwork.errors import ConfigError
+from brickwork.store.base import SCHEMA_VERSION, Connection, JsonKind, RunStore
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "EscalationRecord",
-    "NodeStats",
-    "PostgresRunStore",
-    "RunStore",
-    "RunSummary",
-    "SQLiteRunStore",
-    "Totals",
-    "backend_for",
-    "open_store",
-    "percentile",
-]
-
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def open_store(
-    where: str | Path | None = None,
-    *,
-    timeout_s: float = 5.0,
-    max_buffered_runs: int = 10_000,
-    max_buffered_bytes: int = 512 * 1024 * 1024,
-    retry_max_s: float = 30.0,
-) -> RunStore:
-    """Open the run store `where` names (the same as `RunStore(where, ...)`).
-
-    Args:
-        where: A `postgresql://` or `postgres://` URL, a SQLite file path, or None for
-            `<cache>/runs.sqlite`.
-        timeout_s: How long one write may wait for the database before the run is buffered.
-        max_buffered_runs: Most runs kept in memory during an outage.
-        max_buffered_bytes: Most bytes of runs kept in memory during an outage.
-        retry_max_s: Longest wait between two retries during an outage.
-
-    Raises:
-        ConfigError: `where` is a URL of another kind.
-        MissingDependencyError: a PostgreSQL URL without psycopg installed.
-    """
-    return RunStore(
-        where,
-        timeout_s=timeout_s,
-        max_buffered_runs=max_buffered_runs,
-        max_buffered_bytes=max_buffered_bytes,
-        retry_max_s=retry_max_s,
-    )
-
-
-def backend_for(where: str | Path | None) -> type[RunStore]:
-    """The store class for `where`: PostgreSQL for a postgres URL, SQLite for a path.
-
-    Raises:
-        ConfigError: `where` is a URL of another kind, or a postgres URL mangled into a Path.
-    """
-    text = str(where) if where is not None else ""
-    if isinstance(where, str) and text.startswith(_POSTGRES_SCHEMES):
-        return PostgresRunStore
-    if isinstance(where, Path) and text.startswith(("postgresql:/", "postgres:/")):
-        raise ConfigError(
-            f"run store {where!r} looks like a PostgreSQL URL turned into a file path; "
-            "pass the URL as a str (e.g. 'postgresql://user@host:5432/db')"
-        )
-    if "://" in text:
-        raise ConfigError(
-            f"unsupported run store URL {where!r}; pass a SQLite file path or a postgresql:// URL"
-        )
-    return SQLiteRunStore
-
+__all__ = ["SQLiteRunStore"]
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -146,7 +48,7 @@ _PERMANENT = (
 )  # fmt: skip
 
 
-class SQLiteRunStore(RunStore):
+class SQLiteRunStore(RunStore, file_backend=True):
     """Runs and events in a SQLite file (`<cache>/runs.sqlite` by default).
 
     Writes of one store object take turns (a lock); other processes may share the file (WAL

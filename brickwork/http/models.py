@@ -1,6 +1,6 @@
 """The wire layer of the OpenAI-compatible HTTP front: bodies, responses, chunks, errors, auth.
 
-`brickwork.api` owns the routes and the server; this module owns what goes over the wire.
+`brickwork.http.server` owns the routes and the server; this module owns what goes over the wire.
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """What every run store shares: the row types, the queries, the aggregation, the write-behind.
 
-`RunStore` holds the logic; a backend (`SQLiteRunStore` in `brickwork.store`,
-`PostgresRunStore` in `brickwork._store_pg`) gives it connections, its migrations and a few
+`RunStore` holds the logic; a backend (`SQLiteRunStore` in `brickwork.store.sqlite`,
+`PostgresRunStore` in `brickwork.store.postgres`) gives it connections, its migrations and a few
 SQL fragments that differ between dialects (reading a JSON field, casting to JSON). Queries are
 written once, with `?` placeholders, in SQL both dialects accept.
+
+Backends register themselves by subclassing (`class X(RunStore, schemes=("x://",))`, or
+`file_backend=True` for the one that takes a file path), so this module never imports them:
+`RunStore(where)` and `backend_for(where)` pick among the registered ones.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from brickwork._store_buffer import WriteBehind
+from brickwork.errors import ConfigError
+from brickwork.store.buffer import WriteBehind
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,6 +32,7 @@ __all__ = [
     "RunStore",
     "RunSummary",
     "Totals",
+    "backend_for",
     "percentile",
 ]
 
@@ -97,7 +103,7 @@ class Totals:
 class NodeStats:
     """What one node of one graph did, over a set of runs.
 
-    Costs follow `brickwork.ledger.RunCost`: small calls of a node that escalated in a run do
+    Costs follow `brickwork.cost.RunCost`: small calls of a node that escalated in a run do
     not count in the frontier-only counterfactual (that node is counted once, through its
     frontier call on the supervisor), so an escalated node shows a negative cost avoided.
 
@@ -246,11 +252,22 @@ class RunStore:
     where: str
     #: The SQL for a JSON parameter (`?` in SQLite; cast to jsonb in PostgreSQL).
     _json_param: ClassVar[str] = "?"
+    #: URL prefixes each registered backend answers for, and the backend for file paths.
+    _by_scheme: ClassVar[dict[str, type[RunStore]]] = {}
+    _file_backend: ClassVar[type[RunStore] | None] = None
+
+    def __init_subclass__(
+        cls, *, schemes: tuple[str, ...] = (), file_backend: bool = False, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        for scheme in schemes:
+            RunStore._by_scheme[scheme] = cls
+        if file_backend:
+            RunStore._file_backend = cls
 
     def __new__(cls, where: str | Path | None = None, **options: Any) -> RunStore:
+        """`RunStore(where)` makes the registered backend's store for `where`."""
         if cls is RunStore:
-            from brickwork.store import backend_for
-
             cls = backend_for(where)
         return super().__new__(cls)
 
@@ -660,3 +677,32 @@ def _summary(row: Sequence[Any]) -> RunSummary:
     values[12] = tuple(json.loads(values[12]))
     values[13] = float(values[13])
     return RunSummary(*values)
+
+
+def backend_for(where: str | Path | None) -> type[RunStore]:
+    """The store class for `where`: the backend registered for a URL's scheme, else the file one.
+
+    Raises:
+        ConfigError: `where` is a URL no backend handles, or a URL mangled into a Path.
+    """
+    text = str(where) if where is not None else ""
+    if isinstance(where, str):
+        for scheme, backend in RunStore._by_scheme.items():
+            if text.startswith(scheme):
+                return backend
+    if isinstance(where, Path) and any(
+        text.startswith(scheme.rstrip("/")) for scheme in RunStore._by_scheme
+    ):
+        raise ConfigError(
+            f"run store {where!r} looks like a URL turned into a file path; "
+            "pass the URL as a str (e.g. 'postgresql://user@host:5432/db')"
+        )
+    if "://" in text:
+        known = ", ".join(sorted(RunStore._by_scheme)) or "none registered"
+        raise ConfigError(
+            f"unsupported run store URL {where!r}; pass a SQLite file path or a URL "
+            f"starting with one of: {known}"
+        )
+    if RunStore._file_backend is None:  # pragma: no cover - brickwork.store registers SQLite
+        raise ConfigError("no file-backed run store is registered; import brickwork.store")
+    return RunStore._file_backend

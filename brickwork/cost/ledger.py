@@ -1,0 +1,225 @@
+"""The cost ledger: what each model call cost, and what it would cost on the frontier.
+
+Every call is priced twice: at its endpoint's price and at the frontier reference price, so a
+run's saving over a frontier-only run is known. Budgets (`brickwork.cost.budget`) stop a run or
+a tenant before it overspends.
+
+```
+ledger = Ledger(PriceBook.load("prices.toml"))
+row = ledger.record(run_id, "extract", completion, tenant="acme")
+ledger.run_cost(run_id)          # RunCost(cost_usd, frontier_only_usd, saving_usd, ...)
+```
+
+Pure bookkeeping: no I/O (the run store persists rows), no clock except `time.time()` for a row
+whose time is not given. Prices live in `brickwork.cost.prices`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from brickwork.cost.prices import PriceBook
+
+if TYPE_CHECKING:
+    from brickwork.serving.types import Completion
+
+__all__ = ["Ledger", "LedgerRow", "RunCost"]
+
+#: Float slack when comparing dollar sums (a billionth of a dollar).
+_EPSILON_USD = 1e-9
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One model call, priced.
+
+    Attributes:
+        run_id: The run the call belongs to.
+        node: The graph node that made it.
+        endpoint: The endpoint that answered (the key into the `PriceBook`).
+        model: Logical model name ("slm:intent", "frontier").
+        served_model: Model name sent to the endpoint.
+        prompt_tokens: Prompt tokens.
+        completion_tokens: Completion tokens.
+        latency_s: Wall time of the call.
+        cost_usd: What the call cost at its endpoint's price.
+        frontier_cost_usd: What the same tokens would cost at the frontier reference price.
+        stand_in: A local model played the frontier role.
+        escalated: The call belongs to an escalated node (its failed small attempts and the
+            frontier call that replaced them).
+        tenant: Who pays.
+        at: Unix time of the call.
+        frontier: The call ran on the frontier role (logical model "frontier" or a stand-in).
+    """
+
+    run_id: str
+    node: str
+    endpoint: str
+    model: str
+    served_model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost_usd: float
+    frontier_cost_usd: float
+    stand_in: bool
+    escalated: bool
+    tenant: str
+    at: float
+    frontier: bool = False
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """Cost of a set of calls (one run, or one tenant's runs) against the frontier-only world.
+
+    Arithmetic, over the rows of the run:
+
+        cost_usd          = sum of cost_usd of every row: small calls, repair turns, failed small
+                            attempts of escalated nodes and frontier calls are all real spend
+        frontier_only_usd = sum of frontier_cost_usd of small rows that were not escalated
+                            + sum of cost_usd of frontier rows
+        saving_usd        = frontier_only_usd - cost_usd   (negative: hybrid cost more)
+        saving_ratio      = saving_usd / frontier_only_usd (0.0 when frontier_only_usd is 0)
+
+    An escalated node counts once in the counterfactual, through its frontier call: with every
+    node on the frontier there would have been no small attempt to fail first.
+
+    Attributes:
+        cost_usd: What the calls actually cost.
+        frontier_only_usd: What they would have cost with every node on the frontier model.
+        saving_usd: frontier_only_usd - cost_usd.
+        saving_ratio: Share of the frontier-only cost saved.
+        calls: Number of calls.
+        small_calls: Calls on small models.
+        frontier_calls: Calls on the frontier role.
+    """
+
+    cost_usd: float = 0.0
+    frontier_only_usd: float = 0.0
+    saving_usd: float = 0.0
+    saving_ratio: float = 0.0
+    calls: int = 0
+    small_calls: int = 0
+    frontier_calls: int = 0
+
+    @classmethod
+    def of(cls, rows: Iterable[LedgerRow]) -> RunCost:
+        """Sum these rows (see the class docstring for the arithmetic)."""
+        cost = frontier_only = 0.0
+        small = frontier = 0
+        for row in rows:
+            cost += row.cost_usd
+            if row.frontier:
+                frontier += 1
+                frontier_only += row.cost_usd
+            else:
+                small += 1
+                if not row.escalated:
+                    frontier_only += row.frontier_cost_usd
+        saving = frontier_only - cost
+        ratio = saving / frontier_only if frontier_only > 0 else 0.0
+        return cls(cost, frontier_only, saving, ratio, small + frontier, small, frontier)
+
+
+class Ledger:
+    """Prices every model call and keeps the rows, per run and per tenant.
+
+    Safe to share between asyncio tasks and threads: every method is short and holds a lock
+    only while it touches the rows.
+    """
+
+    def __init__(
+        self, prices: PriceBook, *, frontier_models: Collection[str] = ("frontier",)
+    ) -> None:
+        """Create an empty ledger.
+
+        Args:
+            prices: Price of each endpoint and the frontier reference.
+            frontier_models: Logical model names (before any ":adapter") of the frontier role;
+                a call on one of these, or by a stand-in, counts as a frontier call.
+        """
+        self.prices = prices
+        self.frontier_models = frozenset(frontier_models)
+        self._runs: dict[str, list[LedgerRow]] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        run_id: str,
+        node: str,
+        completion: Completion,
+        *,
+        tenant: str = "default",
+        escalated: bool = False,
+        at: float | None = None,
+    ) -> LedgerRow:
+        """Price one call and add it to the ledger.
+
+        Raises:
+            ConfigError: The completion's endpoint has no price.
+        """
+        usage = completion.usage
+        row = LedgerRow(
+            run_id=run_id,
+            node=node,
+            endpoint=completion.endpoint,
+            model=completion.model,
+            served_model=completion.served_model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            latency_s=completion.latency_s,
+            cost_usd=self.prices.cost(completion),
+            frontier_cost_usd=self.prices.frontier_cost(completion),
+            stand_in=completion.stand_in,
+            escalated=escalated,
+            tenant=tenant,
+            at=time.time() if at is None else at,
+            frontier=completion.stand_in
+            or completion.model.split(":", 1)[0] in self.frontier_models,
+        )
+        with self._lock:
+            self._runs.setdefault(run_id, []).append(row)
+        return row
+
+    def mark_escalated(self, rows: Iterable[LedgerRow]) -> tuple[LedgerRow, ...]:
+        """Flag rows recorded before their node escalated (the failed small attempts).
+
+        Pass the rows `record` returned for the node; returns their escalated replacements.
+        """
+        marked: list[LedgerRow] = []
+        with self._lock:
+            for row in rows:
+                run = self._runs.get(row.run_id, [])
+                index = next((i for i, kept in enumerate(run) if kept is row), None)
+                if index is None:
+                    raise ValueError(f"row {row!r} is not in this ledger; pass rows from record()")
+                run[index] = replace(row, escalated=True)
+                marked.append(run[index])
+        return tuple(marked)
+
+    def rows(self, run_id: str | None = None) -> tuple[LedgerRow, ...]:
+        """Rows of one run in recording order, or of every run when `run_id` is None."""
+        with self._lock:
+            if run_id is not None:
+                return tuple(self._runs.get(run_id, ()))
+            return tuple(row for run in self._runs.values() for row in run)
+
+    def run_cost(self, run_id: str) -> RunCost:
+        """Cost, frontier-only counterfactual and saving of one run (zeros if it has no rows)."""
+        return RunCost.of(self.rows(run_id))
+
+    def tenant_cost(self, tenant: str) -> RunCost:
+        """Totals over every run of one tenant."""
+        return RunCost.of(row for row in self.rows() if row.tenant == tenant)
+
+    def tenants(self) -> dict[str, RunCost]:
+        """Totals per tenant, for every tenant with a row."""
+        by_tenant: dict[str, list[LedgerRow]] = {}
+        for row in self.rows():
+            by_tenant.setdefault(row.tenant, []).append(row)
+        return {tenant: RunCost.of(rows) for tenant, rows in by_tenant.items()}

@@ -284,7 +284,8 @@ async def _run(args: argparse.Namespace) -> int:
         await pool.aclose()
         if local is not None:
             await asyncio.to_thread(local.stop)
-    return 0 if all(r.ok for r in results) or len(results) > 1 else 1
+    # Non-zero when any request did not succeed: a batch with one failure is not a success.
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _graph(args: argparse.Namespace) -> int:

@@ -92,8 +92,8 @@ class RunContext:
         return self.resources.setdefault("_escalation_spend", {})  # type: ignore[no-any-return]
 
     def escalation_estimate(self) -> float:
-        """Worst-case cost of one escalation on the frontier model."""
-        price = self.ledger.prices.frontier_reference
+        """Worst-case cost of one escalation on the top tier (the dearest rung)."""
+        price = self.ledger.prices.top_tier_price
         return estimate_cost(price, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
 
     def escalation_budget(self, node: str) -> dict[str, Any]:

@@ -1,8 +1,14 @@
 """The model pool: logical model names -> replicas, with retries, circuit breakers and failover.
 
 Logical names are what agents ask for: `slm`, `slm:<adapter>` (the same vLLM replicas, with the
-adapter's name sent as the model), `frontier`. Every model call in brickwork goes through
-`ModelPool.complete`.
+adapter's name sent as the model), `large`, `frontier`. Every model call in brickwork goes
+through `ModelPool.complete`.
+
+Tiers: `PoolConfig.tiers` orders logical names from the cheapest to the top of the ladder
+(`("slm", "large", "frontier")`); an escalation climbs one tier at a time (`next_tier`). By
+default the ladder is every name of `DEFAULT_LADDER` the pool serves, in that order, skipping a
+name served by exactly the same endpoints as the tier below it (`frontier` played by the local
+`large` model is the same tier, not a step).
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ from brickwork.serving.resilience import CircuitPolicy, RetryPolicy
 from brickwork.serving.types import ChatRequest, Completion, Message
 from brickwork.serving.vllm_metrics import DEFAULT_TIMEOUT_S, ServerState, read_server_state
 
-__all__ = ["ModelPool", "PoolConfig", "label_confidence"]
+__all__ = ["DEFAULT_LADDER", "ModelPool", "PoolConfig", "label_confidence"]
+
+#: The conventional tier names, cheapest first.
+DEFAULT_LADDER: tuple[str, ...] = ("slm", "large", "frontier")
 
 
 class PoolConfig(BaseModel):
@@ -48,6 +57,8 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     models: dict[str, list[EndpointConfig]] = Field(min_length=1)
+    #: Logical names from the cheapest tier to the top; empty: derived from DEFAULT_LADDER.
+    tiers: tuple[str, ...] = ()
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
 
@@ -63,7 +74,30 @@ class PoolConfig(BaseModel):
             for endpoint in endpoints:
                 if seen.setdefault(endpoint.name, endpoint) != endpoint:
                     raise ValueError(f"endpoint name {endpoint.name!r} names two endpoints")
+        for tier in self.tiers:
+            if tier not in self.models:
+                raise ValueError(
+                    f"tier {tier!r} is not a logical model of this pool "
+                    f"(known: {', '.join(sorted(self.models))})"
+                )
+        if len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"tiers {self.tiers!r} name a tier twice")
         return self
+
+    @property
+    def ladder(self) -> tuple[str, ...]:
+        """The tiers, cheapest first (`tiers`, or derived from `DEFAULT_LADDER`)."""
+        if self.tiers:
+            return self.tiers
+        ladder: list[str] = []
+        for name in DEFAULT_LADDER:
+            if name not in self.models:
+                continue
+            below = self.models[ladder[-1]] if ladder else None
+            if below is not None and [e.name for e in below] == [e.name for e in self.models[name]]:
+                continue  # the same endpoints under another name: not a step up
+            ladder.append(name)
+        return tuple(ladder)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> PoolConfig:
@@ -151,6 +185,50 @@ class ModelPool:
     def endpoints(self) -> list[EndpointClient]:
         """Every endpoint client (for health displays)."""
         return list(self._clients.values())
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        """The ladder of logical names, cheapest first (see `PoolConfig.ladder`)."""
+        return self.config.ladder
+
+    @property
+    def top_tier(self) -> str:
+        """The most capable tier (the last rung; `frontier` when the pool has no ladder)."""
+        ladder = self.tiers
+        return ladder[-1] if ladder else "frontier"
+
+    def tier_of(self, model: str) -> str | None:
+        """The tier a logical name belongs to (`slm:adapter` -> `slm`), or None if off the ladder.
+
+        A name that is not itself a tier but is served by a tier's endpoints (`frontier`
+        played by the local `large` model) belongs to that tier.
+        """
+        ladder = self.tiers
+        base = model.split(":", 1)[0]
+        if base in ladder:
+            return base
+        endpoints = self.config.models.get(base)
+        if endpoints is None:
+            return None
+        names = [e.name for e in endpoints]
+        for tier in ladder:
+            if [e.name for e in self.config.models[tier]] == names:
+                return tier
+        return None
+
+    def next_tier(self, model: str) -> str | None:
+        """The tier one rung above `model`'s, or None at the top (or off the ladder)."""
+        tier = self.tier_of(model)
+        ladder = self.tiers
+        if tier is None:
+            return None
+        index = ladder.index(tier)
+        return ladder[index + 1] if index + 1 < len(ladder) else None
+
+    def tier_endpoints(self, tier: str) -> list[EndpointConfig]:
+        """The endpoint configs of one logical name (UnknownModelError if none)."""
+        replicas, _ = self.resolve(tier)
+        return [replica.config for replica in replicas]
 
     def resolve(self, model: str) -> tuple[list[EndpointClient], str | None]:
         """Replicas for a logical name and the adapter to send, if any.

@@ -14,8 +14,10 @@ from brickwork.cost.ledger import Ledger, LedgerRow, RunCost
 from brickwork.cost.prices import (
     CPU_SELF_HOSTED,
     DEFAULT_FRONTIER_ENDPOINTS,
+    DEFAULT_LARGE_ENDPOINTS,
     FRONTIER_REFERENCE,
     H100_SELF_HOSTED,
+    LARGE_CPU_SELF_HOSTED,
     Amortise,
     Price,
     PriceBook,
@@ -27,8 +29,10 @@ from brickwork.cost.prices import (
 __all__ = [
     "CPU_SELF_HOSTED",
     "DEFAULT_FRONTIER_ENDPOINTS",
+    "DEFAULT_LARGE_ENDPOINTS",
     "FRONTIER_REFERENCE",
     "H100_SELF_HOSTED",
+    "LARGE_CPU_SELF_HOSTED",
     "Amortise",
     "Budget",
     "BudgetBook",

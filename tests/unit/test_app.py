@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from brickwork.app import App
-from brickwork.cost import BudgetBook
+from brickwork.cost import CPU_SELF_HOSTED, FRONTIER_REFERENCE, BudgetBook, PriceBook
 from brickwork.errors import ConfigError, ServerStartError
 from brickwork.events import ModelCallEvent
 from brickwork.serving.client import EndpointConfig
@@ -22,6 +22,14 @@ from brickwork.store import RunStore
 from brickwork.testing import FunctionModel, ModelStep
 
 GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
+
+
+#: The fake's frontier endpoint priced as an API (the default book prices a local stand-in as
+#: our own hardware, which is honest but makes escalations nearly free).
+API_PRICES = PriceBook(
+    endpoints={"fake-slm": CPU_SELF_HOSTED, "fake-frontier": FRONTIER_REFERENCE},
+    top_tier=FRONTIER_REFERENCE,
+)
 
 
 def _model(
@@ -42,7 +50,9 @@ def _model(
 async def test_small_model_answer_is_accepted_and_costed(tmp_path: Path) -> None:
     model = _model()
     async with model.pool() as pool:
-        app = App.from_graph(GRAPH, pool=pool, store=RunStore(tmp_path / "runs.sqlite"))
+        app = App.from_graph(
+            GRAPH, pool=pool, store=RunStore(tmp_path / "runs.sqlite"), prices=API_PRICES
+        )
         result = await app.ainvoke("seven")
         await app.aclose()
     assert result.ok and result.answer == "n=7" and result.escalations == []
@@ -100,7 +110,7 @@ async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
         small='{"n": -1}', frontier_tokens=(ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
     )
     async with model.pool() as pool:
-        probe = App.from_graph(GRAPH, pool=pool)
+        probe = App.from_graph(GRAPH, pool=pool, prices=API_PRICES)
         await probe.ainvoke("warm up", mode="slm")  # starts the app to read the estimate
         estimate = probe.ledger.prices.frontier_reference  # type: ignore[union-attr]
         await probe.aclose()
@@ -109,7 +119,7 @@ async def test_budget_is_never_exceeded_under_50_concurrent_runs() -> None:
         one = estimate_cost(estimate, ESCALATION_PROMPT_TOKENS, ESCALATION_OUTPUT_TOKENS)
         limit = one * 10.5  # room for at most 10 escalations (small calls cost a little too)
         budgets = BudgetBook({"acme": limit})
-        app = App.from_graph(GRAPH, pool=pool, budgets=budgets)
+        app = App.from_graph(GRAPH, pool=pool, budgets=budgets, prices=API_PRICES)
         results = await asyncio.gather(*(app.ainvoke(f"r{i}", tenant="acme") for i in range(50)))
         await app.aclose()
     escalated = [r for r in results if r.escalations]

@@ -12,6 +12,7 @@ from brickwork.cost import (
     CPU_SELF_HOSTED,
     FRONTIER_REFERENCE,
     H100_SELF_HOSTED,
+    LARGE_CPU_SELF_HOSTED,
     Budget,
     BudgetBook,
     BudgetExceeded,
@@ -119,11 +120,14 @@ def test_price_validation(make, needle) -> None:
         make()
 
 
-def test_default_book_prices_local_as_cpu_and_frontier_roles_at_reference() -> None:
+def test_default_book_prices_own_hardware_as_self_hosted_and_apis_at_reference() -> None:
     book = PriceBook.default()
     assert book.price("local-vllm") == CPU_SELF_HOSTED
     assert book.price("frontier") == FRONTIER_REFERENCE == TokenPrice(1.25, 10.0)
-    assert book.price("frontier-stand-in") == FRONTIER_REFERENCE
+    # A local model playing the frontier role is priced as what it is: our own hardware.
+    assert book.price("frontier-stand-in") == CPU_SELF_HOSTED
+    assert book.price("large-vllm") == LARGE_CPU_SELF_HOSTED
+    assert book.top_tier is None and book.top_tier_price == FRONTIER_REFERENCE
     assert SelfHostedPrice(0.10, "tokens", 250) == CPU_SELF_HOSTED
     assert SelfHostedPrice(2.50, "tokens", 5000) == H100_SELF_HOSTED
     configs = [
@@ -134,7 +138,7 @@ def test_default_book_prices_local_as_cpu_and_frontier_roles_at_reference() -> N
     book = PriceBook.default(*configs, "edge")
     assert book.price("h100-a") == CPU_SELF_HOSTED
     assert book.price("api") == FRONTIER_REFERENCE
-    assert book.price("sub") == FRONTIER_REFERENCE
+    assert book.price("sub") == CPU_SELF_HOSTED
     assert book.price("edge") == CPU_SELF_HOSTED
     with pytest.raises(ConfigError, match="'local-vllm'"):
         book.price("local-vllm")
@@ -282,7 +286,8 @@ def test_stand_in_calls_count_as_frontier_and_are_flagged() -> None:
         "r", "plan", completion("frontier-stand-in", 100, 10, model="slm", stand_in=True)
     )
     assert row.stand_in and row.frontier
-    assert row.cost_usd == pytest.approx(row.frontier_cost_usd)
+    # Priced as what it is (a local model on our hardware), counted in the top-tier role.
+    assert row.cost_usd == pytest.approx(estimate_cost(CPU_SELF_HOSTED, 100, 10))
     adapter = ledger.record("r", "intent", completion("local-vllm", 10, 1, model="slm:intent"))
     assert not adapter.frontier
     assert ledger.run_cost("r").frontier_calls == 1
@@ -469,3 +474,64 @@ async def test_fifty_runs_share_one_tenant_budget() -> None:
     assert tenant is not None
     assert sum(results) == 7
     assert tenant.spent_usd <= tenant.limit_usd + 1e-9
+
+
+# ---- a local ladder: slm -> large (top), and slm -> large -> frontier API ----------------------
+
+
+def _ladder_book(top: str) -> PriceBook:
+    return PriceBook.default("local-vllm", "large-vllm", "frontier", top_tier=top)
+
+
+def test_local_ladder_prices_the_counterfactual_at_the_top_tier_and_the_api_apart() -> None:
+    book = _ladder_book("large-vllm")
+    assert book.top_tier_price == LARGE_CPU_SELF_HOSTED
+    ledger = Ledger(book, frontier_models=["large", "frontier"])
+    small = ledger.record("r", "intent", completion("local-vllm", 300, 20, model="slm"))
+    assert small.frontier_cost_usd == pytest.approx(estimate_cost(LARGE_CPU_SELF_HOSTED, 300, 20))
+    assert small.api_reference_usd == pytest.approx(FRONTIER_REFERENCE.cost(300, 20))
+    # A node that failed on slm and was fixed on the local large model.
+    failed = ledger.record("r", "act", completion("local-vllm", 400, 30, model="slm"))
+    ledger.mark_escalated([failed])
+    fixed = ledger.record(
+        "r", "act", completion("large-vllm", 400, 30, model="large"), escalated=True
+    )
+    assert fixed.frontier and not fixed.superseded
+    cost = ledger.run_cost("r")
+    assert cost.cost_usd == pytest.approx(small.cost_usd + failed.cost_usd + fixed.cost_usd)
+    # Every node on the top tier: intent's tokens at the large price, act once (its fix).
+    assert cost.frontier_only_usd == pytest.approx(small.frontier_cost_usd + fixed.cost_usd)
+    assert cost.api_reference_usd == pytest.approx(
+        FRONTIER_REFERENCE.cost(300, 20) + FRONTIER_REFERENCE.cost(400, 30)
+    )
+    assert (cost.small_calls, cost.frontier_calls) == (2, 1)
+
+
+def test_a_middle_tier_fix_counts_once_and_a_superseded_one_not_at_all() -> None:
+    ledger = Ledger(_ladder_book("frontier"), frontier_models=["frontier"])
+    a_small = ledger.record("r", "a", completion("local-vllm", 100, 10, model="slm"))
+    ledger.mark_escalated([a_small])
+    a_large = ledger.record(
+        "r", "a", completion("large-vllm", 100, 10, model="large"), escalated=True, superseded=False
+    )
+    b_small = ledger.record("r", "b", completion("local-vllm", 100, 10, model="slm"))
+    ledger.mark_escalated([b_small])
+    b_large = ledger.record(
+        "r", "b", completion("large-vllm", 100, 10, model="large"), escalated=True, superseded=False
+    )
+    (b_large,) = ledger.mark_escalated([b_large])
+    b_top = ledger.record(
+        "r", "b", completion("frontier", 100, 10, model="frontier"), escalated=True
+    )
+    cost = ledger.run_cost("r")
+    assert not a_large.frontier and b_large.superseded and b_top.frontier
+    assert cost.frontier_only_usd == pytest.approx(a_large.frontier_cost_usd + b_top.cost_usd)
+    assert cost.frontier_only_usd == pytest.approx(2 * FRONTIER_REFERENCE.cost(100, 10))
+
+
+def test_prices_file_takes_a_self_hosted_top_tier() -> None:
+    book = PriceBook.from_dict({"top_tier": {"gpu_usd_per_hour": 0.2, "tokens_per_s_capacity": 20}})
+    assert book.top_tier_price == SelfHostedPrice(0.2, "tokens", 20)
+    assert estimate_cost(book.top_tier_price, 50, 50) == pytest.approx(100 / (20 * 3600) * 0.2)
+    busy = SelfHostedPrice(0.36, "busy_time")
+    assert estimate_cost(busy, 5, 5) == pytest.approx(1.0 * 0.36 / 3600)

@@ -389,3 +389,48 @@ async def test_an_unreachable_server_is_down_not_an_error() -> None:
     assert state.health == "down" and state.models is None and state.running is None
     assert state.error is not None and "ConnectError" in state.error
     assert "http://gone.test/metrics" in state.error
+
+
+# ---- tiers ------------------------------------------------------------------------------------
+
+
+def _rung(name: str, *, stand_in: bool = False) -> dict[str, object]:
+    return {
+        "name": name,
+        "base_url": f"http://{name}.local/v1",
+        "model": name,
+        "stand_in": stand_in,
+    }
+
+
+def test_the_ladder_is_derived_cheapest_first_and_skips_a_renamed_tier() -> None:
+    large = _rung("large-vllm", stand_in=True)
+    config = PoolConfig.parse(
+        {"models": {"slm": [_rung("local")], "large": [large], "frontier": [large]}}
+    )
+    pool = ModelPool(config)
+    assert pool.tiers == ("slm", "large") and pool.top_tier == "large"
+    assert pool.tier_of("slm:smart_home-lora") == "slm"
+    assert pool.tier_of("frontier") == "large"  # the local large model plays the frontier role
+    assert pool.next_tier("slm:adapter") == "large" and pool.next_tier("frontier") is None
+    assert pool.tier_endpoints("frontier")[0].stand_in
+
+
+def test_a_frontier_api_is_the_third_rung_and_explicit_tiers_are_checked() -> None:
+    models = {
+        "slm": [_rung("local")],
+        "large": [_rung("large-vllm")],
+        "frontier": [{**_rung("api"), "kind": "openai"}],
+    }
+    pool = ModelPool(PoolConfig.parse({"models": models}))
+    assert pool.tiers == ("slm", "large", "frontier")
+    assert [pool.next_tier(t) for t in pool.tiers] == ["large", "frontier", None]
+    assert ModelPool(PoolConfig.parse({"models": models, "tiers": ["slm", "frontier"]})).tiers == (
+        "slm",
+        "frontier",
+    )
+    with pytest.raises(ConfigError, match="tier 'medium' is not a logical model"):
+        PoolConfig.parse({"models": models, "tiers": ["slm", "medium"]})
+    with pytest.raises(ConfigError, match="name a tier twice"):
+        PoolConfig.parse({"models": models, "tiers": ["slm", "slm"]})
+    assert ModelPool(PoolConfig.parse({"models": {"x": [_rung("x")]}})).top_tier == "frontier"

@@ -16,7 +16,8 @@ From async code use `await knn.aclassify(text)`: queries that arrive while an en
 running are gathered and embedded together in the next call (at most `MAX_BATCH` texts), on
 one dedicated worker thread. With many concurrent runs this turns a thousand one-text encoder
 calls queued on the loop's default thread pool (which tool calls and other blocking work
-share) into a few dozen batched ones.
+share) into a few dozen batched ones. When a batched call fails, each text is embedded again
+on its own, so a text the encoder rejects fails only its own caller.
 """
 
 from __future__ import annotations
@@ -259,16 +260,43 @@ class _Batcher:
                 texts = [text for text, _ in batch]
                 try:
                     votes = await loop.run_in_executor(_encode_executor, self._classify_many, texts)
-                except Exception as exc:  # every waiter of the batch gets the error
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], exc)
+                    else:
+                        # One text the encoder rejects must not fail the others: each waiter
+                        # gets its own text's outcome.
+                        await self._one_by_one(loop, batch)
                     continue
                 for (_, future), vote in zip(batch, votes, strict=True):
-                    if not future.done():  # a waiter may have been cancelled meanwhile
-                        future.set_result(vote)
+                    _settle(future, vote)
         finally:
             self._drainer = None
+
+    async def _one_by_one(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: Sequence[tuple[str, asyncio.Future[KNNVote]]],
+    ) -> None:
+        for text, future in batch:
+            if future.done():  # cancelled meanwhile: nothing to compute
+                continue
+            try:
+                [vote] = await loop.run_in_executor(_encode_executor, self._classify_many, [text])
+            except Exception as exc:
+                _settle(future, exc)
+            else:
+                _settle(future, vote)
+
+
+def _settle(future: asyncio.Future[KNNVote], outcome: KNNVote | Exception) -> None:
+    """Give a waiter its vote or its error, unless it was cancelled meanwhile."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def query_text(input: str | Sequence[Mapping[str, Any]]) -> str:

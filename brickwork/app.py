@@ -19,10 +19,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from brickwork._instances import Instance, instances_of
 from brickwork._settings import cache_dir
+from brickwork.admission import Admission, AdmissionLimits, default_limits
 from brickwork.cost import BudgetBook, Ledger, RunCost
 from brickwork.cost.prices import PriceBook
 from brickwork.errors import ConfigError
@@ -83,6 +84,7 @@ class App:
         checkpoints: str | Path | None = "default",
         keep_checkpoints: bool = False,
         telemetry: bool | TracerProvider | None = None,
+        admission: AdmissionLimits | Literal[False] | None = None,
     ) -> None:
         """Wrap a graph; nothing starts until the first run.
 
@@ -103,6 +105,9 @@ class App:
             telemetry: OpenTelemetry spans per run, node and model call: None follows
                 `$BRICKWORK_OTEL` (off when unset), True/False turn them on/off, or give a
                 `TracerProvider` (see `brickwork.telemetry`).
+            admission: Runs in flight, queue length and wait limit (`brickwork.admission`);
+                past them a run raises `AdmissionRefused` at once. None: sized from the
+                pool's capacity on the first run; False: no limit.
         """
         self.graph = graph
         self.graph_options = dict(graph_options or {})
@@ -128,6 +133,9 @@ class App:
         # Restarts of the launched server before its last operator restart (`start()` counts
         # from zero again), so `instances()` shows them all.
         self._earlier_restarts = 0
+        self._admission_limits = admission
+        #: The admission gate (made on the first run; None when admission=False).
+        self.admission: Admission | None = None
 
     @classmethod
     def from_graph(cls, ref: str, **options: Any) -> App:
@@ -205,7 +213,30 @@ class App:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def astream(
+    async def astream(self, text: str, **options: Any) -> AsyncIterator[Event]:
+        """Run one request and yield its events as they happen; the last is `RunFinished`.
+
+        The run first takes a slot from the App's admission gate (see `admission`); the
+        options are `_astream`'s (mode, tenant, budget_usd, timeout_s, run_id, resume,
+        messages).
+
+        Raises:
+            AdmissionRefused: the App is at its limit of runs in flight and waiting.
+        """
+        _check_text(text)
+        await self._ensure_started()
+        if self.admission is None and self._admission_limits is not False:
+            limits = self._admission_limits or default_limits(self._pool)
+            self.admission = Admission(limits)
+        if self.admission is None:
+            async for event in self._astream(text, **options):
+                yield event
+            return
+        async with self.admission.slot():
+            async for event in self._astream(text, **options):
+                yield event
+
+    async def _astream(
         self,
         text: str,
         *,

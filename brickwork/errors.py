@@ -2,6 +2,7 @@
 
 ```
 BrickworkError
+├── AdmissionRefused            too many runs in flight and waiting: retry after a while
 ├── ConfigError                 malformed configuration or unknown names
 │   └── UnknownModelError       a logical model name no endpoint serves
 ├── MissingDependencyError      an optional extra is not installed (names the extra)
@@ -31,6 +32,7 @@ Messages quote the offending value with `!r` and say what to do next.
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionRefused",
     "BrickworkError",
     "ConfigError",
     "EndpointUnavailableError",
@@ -58,6 +60,26 @@ __all__ = [
 
 class BrickworkError(Exception):
     """Base class of every error brickwork raises on purpose."""
+
+
+class AdmissionRefused(BrickworkError):
+    """A run was refused before it started: too many runs in flight and waiting.
+
+    Either every slot was taken and the queue full (refused at once), or the run waited in
+    the queue past its wait limit (see `brickwork.admission`).
+
+    Attributes:
+        reason: Which limit refused it, for messages.
+        retry_after_s: A hint for when capacity is likely free again (seconds).
+    """
+
+    def __init__(self, reason: str, *, retry_after_s: float) -> None:
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"run refused: {reason}; nothing was run. Retry in about {retry_after_s:.1f} s, "
+            "or raise the App's max_in_flight/max_queue if the models can take more"
+        )
 
 
 class ConfigError(BrickworkError):

@@ -87,9 +87,9 @@ class ApiMetrics:
             self.cost.labels(graph).inc(max(event.cost_usd, 0.0))
             self.frontier_only_cost.labels(graph).inc(max(event.frontier_only_usd, 0.0))
 
-    def run_failed(self, graph: str) -> None:
-        """A run that raised before it finished (no `RunFinished` event)."""
-        self.runs.labels(graph, "error").inc()
+    def run_failed(self, graph: str, status: str = "error") -> None:
+        """A run that raised before it finished (no `RunFinished` event), or was `refused`."""
+        self.runs.labels(graph, status).inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format."""

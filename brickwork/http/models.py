@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,17 +26,25 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
     "RunOutcome",
+    "SafeJSONResponse",
     "add_error_handlers",
     "authorizer",
     "chunk",
     "completion_body",
     "error_body",
+    "failure_cause",
     "parse_request",
     "read_body",
     "request_text",
 ]
 
-ErrorType = Literal["invalid_request_error", "authentication_error", "server_error"]
+ErrorType = Literal[
+    "invalid_request_error", "authentication_error", "server_error", "rate_limit_error"
+]
+#: Why a run that did not finish well stopped, as far as the HTTP status is concerned.
+Cause = Literal["model_unavailable", "model_refused", "model_timeout"]
+#: Deepest JSON nesting a request body may have (OpenAI bodies need fewer than ten levels).
+MAX_JSON_DEPTH = 64
 
 
 class ApiError(Exception):
@@ -66,6 +75,35 @@ class ApiError(Exception):
         return {**error_body(self.message, self.type, self.param, self.code), **self.extra}
 
 
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that any stored text can go through: never a 500 from encoding.
+
+    Lone UTF-16 surrogates (kept by old stored runs, or from anywhere else) become U+FFFD and
+    non-finite floats become null, instead of `UnicodeEncodeError`/`ValueError` at render time.
+    """
+
+    def render(self, content: Any) -> bytes:
+        """Serialise `content` as compact UTF-8 JSON."""
+        try:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except ValueError:
+            text = json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
 def error_body(
     message: str, type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -78,12 +116,12 @@ def add_error_handlers(api: FastAPI) -> None:
 
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        return SafeJSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         body = error_body(str(exc.detail), "invalid_request_error", code=f"http_{exc.status_code}")
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -91,7 +129,7 @@ def add_error_handlers(api: FastAPI) -> None:
         param = str(first["loc"][-1])
         message = f"invalid {param!r}: {first['msg']}; got {first.get('input')!r}"
         body = error_body(message, "invalid_request_error", param, "invalid_value")
-        return JSONResponse(body, status_code=400)
+        return SafeJSONResponse(body, status_code=400)
 
     api.add_exception_handler(ApiError, api_error)
     api.add_exception_handler(HTTPException, http_error)
@@ -223,8 +261,11 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
             f"column {exc.colno}",
             code="invalid_json",
         ) from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
+    _check_values(data)
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -234,6 +275,51 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
         raise ApiError(
             400, f"invalid {param!r}: {first['msg']}{got}", param=param, code="invalid_value"
         ) from None
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400,
+        f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels; send a flatter body",
+        code="invalid_json",
+    )
+
+
+def _check_values(data: dict[str, Any]) -> None:
+    r"""Refuse bodies nested too deep or holding strings that are not Unicode text.
+
+    JSON may escape lone UTF-16 surrogates (`"\\ud83d"`); Python decodes them into strings
+    that cannot be encoded as UTF-8, so no model, store or response could take them.
+
+    Raises:
+        ApiError: 400 naming the first offending field.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise _too_deep()
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found is not None:
+                param = ".".join(path) or None
+                raise ApiError(
+                    400,
+                    f"{param or 'the body'!r} holds a lone UTF-16 surrogate "
+                    f"(U+{ord(found.group()):04X} at character {found.start()}), which is not "
+                    "text; send valid Unicode",
+                    param=param,
+                    code="invalid_encoding",
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, (*path, "<key>")))
+                stack.append((item, (*path, str(key))))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(value))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def request_text(request: ChatCompletionRequest, max_chars: int) -> str:
@@ -281,6 +367,7 @@ class RunOutcome:
     frontier_only_usd: float
     escalations: tuple[dict[str, Any], ...]
     flags: tuple[str, ...]
+    cause: Cause | None = None
 
     @classmethod
     def from_events(cls, events: Sequence[Event]) -> RunOutcome:
@@ -291,25 +378,30 @@ class RunOutcome:
         prompt = completion = 0
         escalations: list[dict[str, Any]] = []
         error = None
+        signals: tuple[tuple[str, str], ...] = ()
         for event in events:
             if event.kind == "model_call":
                 prompt += event.prompt_tokens
                 completion += event.completion_tokens
-            elif event.kind == "escalation" and event.action == "escalate":
-                escalations.append({"node": event.node, "reason": event.reason})
+            elif event.kind == "escalation":
+                signals = event.signals
+                if event.action == "escalate":
+                    escalations.append({"node": event.node, "reason": event.reason})
             elif event.kind == "node_finished" and not event.ok and event.error:
                 error = event.error
+        final_error = None if finished.status == "ok" else (finished.error or error)
         return cls(
             finished.run_id,
             finished.status,
             finished.answer,
-            None if finished.status == "ok" else (finished.error or error),
+            final_error,
             prompt,
             completion,
             finished.cost_usd,
             finished.frontier_only_usd,
             tuple(escalations),
             finished.flags,
+            None if finished.status == "ok" else failure_cause(final_error or "", signals),
         )
 
     @property
@@ -341,6 +433,40 @@ class RunOutcome:
             "escalations": list(self.escalations),
             "flags": list(self.flags),
         }
+
+
+def failure_cause(error: str, signals: Sequence[tuple[str, str]] = ()) -> Cause | None:
+    """Whether a run stopped because of its model, from its error text and last signals.
+
+    Args:
+        error: The run's error: an exception (`EndpointUnavailableError: ...`) or a node's
+            failure (`intent failed: model_error (...)`, `... frontier model too: model_timeout:
+            ...`).
+        signals: The (kind, detail) signals of the run's last escalation decision.
+
+    Returns:
+        `model_unavailable` (no replica could take the call: connection refused, circuit
+        open), `model_refused` (the model server answered with an error), `model_timeout`, or
+        None when the model was not the cause.
+    """
+    kinds = {kind for kind, _ in signals}
+    if error.startswith("EndpointUnavailableError") or (
+        _MODEL_ERROR.search(error) and "unavailable" in error
+    ):
+        return "model_unavailable"
+    if error.startswith("ModelTimeoutError") or _MODEL_TIMEOUT.search(error):
+        return "model_timeout"
+    if error.startswith(("ModelCallError", "ServingError", "ServerStartError")):
+        return "model_refused"
+    if _MODEL_ERROR.search(error):
+        return "model_refused"
+    if ": timeout (" in error and "model_timeout" in kinds:
+        return "model_timeout"
+    return None
+
+
+_MODEL_ERROR = re.compile(r"\bmodel_error\b")
+_MODEL_TIMEOUT = re.compile(r"\bmodel_timeout\b")
 
 
 def completion_body(outcome: RunOutcome, model: str, created: int) -> dict[str, Any]:

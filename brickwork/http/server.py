@@ -21,12 +21,18 @@ frontier-only counterfactual, per graph. It needs the API key like `/v1` when on
 (Prometheus sends it with `authorization: {credentials: ...}` in the scrape config), unless
 the server is made with `public_metrics=True`; `/health` never needs it.
 
-How run statuses map to HTTP: `ok`, `failed` and `over_budget` runs answer 200 (the run
-happened, is recorded and may have cost money; the content says what stopped it and
-`brickwork.status` says how it ended); `timeout` answers 504 and `error` (an exception inside
-the run, e.g. no model endpoint) answers 500, both with `x-should-retry: false` so OpenAI
-clients do not silently run the graph again. A stream cannot change its status code once
-started, so there these two arrive as an OpenAI error event, which the openai client raises.
+How run outcomes map to HTTP (see `brickwork.http.outcomes` for the table): only an `ok` run
+answers 200. A failed run is 422, over budget 402, a run stopped before a sensitive action
+409, a model that is unavailable 503 (502 when it answered with an error), a timeout 504, an
+exception inside the run 500, and a request refused by admission control 429 with
+`Retry-After`. Every error body is OpenAI's shape plus `brickwork` with the run id; messages
+say nothing internal (`brickwork.redact`). A stream cannot change its status code once started:
+there the failure arrives as one OpenAI error event, then the stream closes (the openai
+client raises it). Errors known before the run starts (bad body, 429) are plain responses.
+
+Admission: each App holds a gate (`brickwork.admission`), sized from its pool unless given;
+`create_api(admission=AdmissionLimits(...))` puts one shared gate in front of every served
+graph (what `brickwork api --max-in-flight/--max-queue/--max-wait` does).
 
 The event loop matters: an `App` (its pool's HTTP connections) belongs to the loop that first
 runs it. `serve_api` runs uvicorn in the calling thread; `ApiServer` runs it in a background
@@ -48,16 +54,17 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
-from brickwork.errors import ConfigError, MissingDependencyError
+from brickwork.errors import AdmissionRefused, ConfigError, MissingDependencyError
 
 try:
     import uvicorn
     from fastapi import APIRouter, Depends, FastAPI, Query, Request
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi.responses import Response, StreamingResponse
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependencyError(exc.name or "fastapi", "api", "the HTTP front") from exc
 
 import brickwork.app as _app_module
+from brickwork.admission import Admission, AdmissionLimits
 from brickwork.app import App
 from brickwork.events import Event
 from brickwork.http.metrics import CONTENT_TYPE, ApiMetrics
@@ -65,6 +72,7 @@ from brickwork.http.models import (
     ApiError,
     ChatCompletionRequest,
     RunOutcome,
+    SafeJSONResponse,
     add_error_handlers,
     authorizer,
     chunk,
@@ -73,6 +81,7 @@ from brickwork.http.models import (
     read_body,
     request_text,
 )
+from brickwork.http.outcomes import exception_error, outcome_error
 from brickwork.store import RunStore, RunSummary
 
 __all__ = ["ApiServer", "create_api", "serve_api"]
@@ -81,7 +90,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between SSE keep-alive comments while a streamed run has nothing to say.
 _KEEPALIVE_S = 10.0
-_NO_RETRY = {"x-should-retry": "false"}
 
 
 @dataclass
@@ -119,6 +127,7 @@ def create_api(
     timeout_s: float = 300,
     close_apps: bool = False,
     public_metrics: bool = False,
+    admission: AdmissionLimits | None = None,
 ) -> FastAPI:
     """The FastAPI application serving `apps` (graph name -> App).
 
@@ -131,6 +140,8 @@ def create_api(
         close_apps: Close every App and its pool when the server shuts down.
         public_metrics: `/metrics` answers without the API key (for scrapers that cannot
             send one); by default it needs the key whenever `api_key` is set.
+        admission: One admission gate shared by every served graph, replacing the apps' own
+            (default: each App keeps its own, sized from its pool).
     """
     if not apps:
         raise ConfigError("no graphs to serve; pass at least one App, e.g. {'smart_home': app}")
@@ -139,6 +150,10 @@ def create_api(
         if candidate.store is not None and all(candidate.store is not s for s in stores):
             stores.append(candidate.store)
     front = _Front(dict(apps), stores, max_body_bytes, timeout_s)
+    if admission is not None:
+        shared = Admission(admission)
+        for served in front.apps.values():
+            served.admission = shared
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -155,6 +170,7 @@ def create_api(
         title="brickwork",
         summary="OpenAI-compatible front over brickwork graphs",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     add_error_handlers(api)
     router = APIRouter(prefix="/v1", dependencies=[Depends(authorizer(api_key))])
@@ -185,6 +201,7 @@ def serve_api(
     timeout_s: float = 300,
     log_level: str = "info",
     public_metrics: bool = False,
+    admission: AdmissionLimits | None = None,
 ) -> None:
     """Serve `apps` over HTTP until interrupted (blocking); the apps are closed on shutdown.
 
@@ -200,6 +217,7 @@ def serve_api(
         timeout_s=timeout_s,
         close_apps=True,
         public_metrics=public_metrics,
+        admission=admission,
     )
     uvicorn.run(api, host=host, port=port, log_level=log_level)
 
@@ -216,17 +234,26 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
         options = _run_options(body, front.timeout_s)
         created = int(time.time())
         if body.stream:
+            queue: asyncio.Queue[Event | None] = asyncio.Queue()
+            # The run is its own task: it finishes and is recorded even if the client goes away.
+            task = asyncio.create_task(_run(front, app, text, options, queue))
+            front.tasks.add(task)
+            task.add_done_callback(front.tasks.discard)
+            # Until the run has started, its failures (admission refused, no model) can still
+            # be a plain error response with its own status code.
+            if await queue.get() is None:
+                await task  # raises the ApiError
             return StreamingResponse(
-                _stream(front, app, text, options, body, created),
+                _stream(front, task, queue, options["run_id"], body, created),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         events = await _run(front, app, text, options, None)
         outcome = RunOutcome.from_events(events)
-        failure = _status_error(front, outcome)
+        failure = outcome_error(outcome, front.timeout_s)
         if failure is not None:
             raise failure
-        return JSONResponse(completion_body(outcome, body.model, created))
+        return SafeJSONResponse(completion_body(outcome, body.model, created))
 
     @router.get("/models")
     async def models() -> dict[str, Any]:
@@ -313,16 +340,14 @@ async def _run(
             front.metrics.observe(graph, event)
             if sink is not None:
                 sink.put_nowait(event)
-    except Exception as exc:  # the run never finished: a server-side failure
-        front.metrics.run_failed(graph)
-        log.exception("run %s could not run", options["run_id"])
-        raise ApiError(
-            500,
-            f"the run could not run: {type(exc).__name__}: {exc}",
-            type="server_error",
-            code="run_error",
-            headers=_NO_RETRY,
-        ) from exc
+    except Exception as exc:  # the run never finished: refused, or a server-side failure
+        if isinstance(exc, AdmissionRefused):
+            front.metrics.run_failed(graph, "refused")
+            log.info("run %s refused: %s", options["run_id"], exc)
+        else:
+            front.metrics.run_failed(graph)
+            log.exception("run %s could not run", options["run_id"])
+        raise exception_error(exc, options["run_id"]) from exc
     finally:
         in_flight.dec()
         if sink is not None:
@@ -330,45 +355,15 @@ async def _run(
     return events
 
 
-def _status_error(front: _Front, outcome: RunOutcome) -> ApiError | None:
-    """The error a `timeout` or `error` run answers with (None for the other statuses)."""
-    extra = {"brickwork": outcome.extras()}
-    if outcome.status == "timeout":
-        return ApiError(
-            504,
-            f"run {outcome.run_id} did not finish within its {front.timeout_s:g} s limit; "
-            "try again later or ask for less",
-            type="server_error",
-            code="run_timeout",
-            headers=_NO_RETRY,
-            extra=extra,
-        )
-    if outcome.status == "error":
-        return ApiError(
-            500,
-            f"run {outcome.run_id} failed inside the server: {outcome.error or 'no detail'}",
-            type="server_error",
-            code="run_error",
-            headers=_NO_RETRY,
-            extra=extra,
-        )
-    return None
-
-
 async def _stream(
     front: _Front,
-    app: App,
-    text: str,
-    options: dict[str, Any],
+    task: asyncio.Task[list[Event]],
+    queue: asyncio.Queue[Event | None],
+    run_id: str,
     body: ChatCompletionRequest,
     created: int,
 ) -> AsyncIterator[str]:
-    chunk_id = f"chatcmpl-{options['run_id']}"
-    queue: asyncio.Queue[Event | None] = asyncio.Queue()
-    # The run is its own task: it finishes and is recorded even if the client goes away.
-    task = asyncio.create_task(_run(front, app, text, options, queue))
-    front.tasks.add(task)
-    task.add_done_callback(front.tasks.discard)
+    chunk_id = f"chatcmpl-{run_id}"
     yield chunk(chunk_id, body.model, created, delta={"role": "assistant", "content": ""})
     getter: asyncio.Task[Event | None] | None = None
     try:
@@ -388,7 +383,7 @@ async def _stream(
         except ApiError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
             return
-        failure = _status_error(front, outcome)
+        failure = outcome_error(outcome, front.timeout_s)
         if failure is not None:
             yield f"data: {json.dumps(failure.body())}\n\n"
             return

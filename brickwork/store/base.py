@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +35,7 @@ __all__ = [
     "Totals",
     "backend_for",
     "percentile",
+    "storable",
 ]
 
 log = logging.getLogger("brickwork.store")
@@ -378,8 +380,11 @@ class RunStore:
         written when the store is back (`pending` counts such runs). Raises TypeError only
         for events that are not JSON-serialisable.
         """
-        clean = self._clean
-        flags = self._clean_json(json.dumps([str(f) for f in summary.flags]))
+
+        def clean(text: str) -> str:
+            return self._clean(storable(text))
+
+        flags = self._clean_json(_dumps([str(f) for f in summary.flags]))
         run = (
             clean(summary.run_id), clean(summary.graph), clean(summary.tenant),
             clean(summary.mode), clean(summary.text), clean(summary.status),
@@ -390,7 +395,7 @@ class RunStore:
         rows = []
         size = sum(len(v) for v in run if isinstance(v, str))
         for seq, event in enumerate(events):
-            body = self._clean_json(json.dumps(event))
+            body = self._clean_json(_dumps(event))
             node = event.get("node")
             rows.append(
                 (run[0], seq, str(event["kind"]), None if node is None else clean(str(node)),
@@ -496,7 +501,7 @@ class RunStore:
                 f"SELECT {self._json_text('body')} FROM events WHERE run_id = ? ORDER BY seq",
                 (run_id,),
             ).fetchall()
-        return _summary(row), [json.loads(e[0]) for e in events]
+        return _summary(row), [_loads(e[0]) for e in events]
 
     def graphs(self) -> list[str]:
         """Names of the graphs that have runs in the store."""
@@ -582,7 +587,7 @@ WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT 
             rows = conn.execute(query, [*args, limit]).fetchall()
         records = []
         for run_id, graph_name, node_name, at, body in rows:
-            event = json.loads(body)
+            event = _loads(body)
             records.append(
                 EscalationRecord(
                     run_id=run_id,
@@ -670,11 +675,55 @@ def _run_filter(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
+def storable(text: str) -> str:
+    r"""`text` as every database can keep it: lone UTF-16 surrogates become U+FFFD.
+
+    Python strings can hold surrogate code points (JSON's `"\\ud83d"` decodes to one) that
+    are not Unicode text: UTF-8 cannot encode them, so SQLite refuses the row and
+    PostgreSQL's jsonb the document. A surrogate pair split into two code points is joined.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _dumps(value: Any) -> str:
+    """JSON text for a column: non-ASCII kept as is, so `storable` can see every surrogate."""
+    return storable(json.dumps(value, ensure_ascii=False))
+
+
+def _loads(text: str) -> Any:
+    """A stored JSON document, with any escaped lone surrogate replaced by U+FFFD.
+
+    Rows written before `storable` existed may hold them; such a run could not be answered
+    as UTF-8 JSON.
+    """
+    value = json.loads(text)
+    if _ESCAPED_SURROGATE.search(text):
+        value = _storable_value(value)
+    return value
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _storable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_storable_value(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(str(k)): _storable_value(v) for k, v in value.items()}
+    return value
+
+
 def _summary(row: Sequence[Any]) -> RunSummary:
     values = list(row)
     values[8:11] = [float(v) for v in values[8:11]]
     values[11] = int(values[11])
-    values[12] = tuple(json.loads(values[12]))
+    values[12] = tuple(_loads(values[12]))
     values[13] = float(values[13])
     return RunSummary(*values)
 

@@ -175,32 +175,61 @@ async def test_usage_sums_every_model_call_of_the_run(client: httpx.AsyncClient)
     assert body["brickwork"]["status"] == "ok"
 
 
-async def test_a_failed_run_answers_200_with_the_failure_in_the_content(
-    client: httpx.AsyncClient,
-) -> None:
+def assert_clean(message: str) -> None:
+    """Nothing internal in a user-facing message: no URL, host, port, path or exception name."""
+    for leak in ("http://", ".fake", "Error:", "Traceback", "/work/", "127.0.0.1"):
+        assert leak not in message, message
+
+
+async def test_a_failed_run_is_422_with_its_run_id(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/chat/completions", json=chat("gibberish"))
-    assert response.status_code == 200
-    body = response.json()
-    extras = body["brickwork"]
+    error = assert_error(response, 422, "the request could not be completed")
+    assert (error["type"], error["code"]) == ("invalid_request_error", "run_failed")
+    assert response.headers["x-should-retry"] == "false"
+    extras = response.json()["brickwork"]
     assert extras["status"] == "failed"
     assert extras["escalations"] == [{"node": "toolcall", "reason": "validation_failed"}]
     assert "toolcall:escalation_failed" in extras["flags"]
-    content = body["choices"][0]["message"]["content"]
-    assert content.startswith("The request could not be completed (a step failed)")
-    assert "failed on the frontier model too" in content and extras["run_id"] in content
-    assert body["choices"][0]["finish_reason"] == "stop"
-    # two small-model calls and two frontier calls, all 7+2
-    assert body["usage"] == {"prompt_tokens": 28, "completion_tokens": 8, "total_tokens": 36}
+    assert "failed on the frontier model too" in error["message"]
+    assert f"GET /v1/runs/{extras['run_id']}" in error["message"]
+    assert_clean(error["message"])
+    trace = (await client.get(f"/v1/runs/{extras['run_id']}")).json()
+    assert trace["status"] == "failed" and trace["error"]
 
 
-async def test_budget_usd_stops_the_escalation_and_says_so(client: httpx.AsyncClient) -> None:
+async def test_budget_usd_stops_the_escalation_with_402(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/chat/completions", json=chat("gibberish", budget_usd=0))
-    assert response.status_code == 200
-    body = response.json()
-    assert body["brickwork"]["status"] == "over_budget"
-    assert body["brickwork"]["escalations"] == []
-    assert "(the budget ran out)" in body["choices"][0]["message"]["content"]
-    assert "budget_exhausted" in body["choices"][0]["message"]["content"]
+    error = assert_error(response, 402, "the budget ran out", "budget_exhausted")
+    assert error["code"] == "budget_exhausted"
+    assert response.json()["brickwork"]["status"] == "over_budget"
+    assert response.json()["brickwork"]["escalations"] == []
+
+
+@pytest.mark.parametrize(
+    ("step", "status", "code"),
+    [
+        (ModelStep("overloaded", status=503), 503, "model_unavailable"),
+        (ModelStep("connection refused", status=502), 503, "model_unavailable"),
+        (ModelStep("context too long", status=400), 502, "model_error"),
+    ],
+)
+async def test_an_unusable_model_is_a_5xx_that_names_no_server(
+    make_client: Callable[..., httpx.AsyncClient],
+    store: RunStore,
+    step: ModelStep,
+    status: int,
+    code: str,
+) -> None:
+    async with FunctionModel(lambda body: step).pool() as pool:
+        client = make_client(App(tiny_graph(), pool=pool, store=store))
+        response = await client.post("/v1/chat/completions", json=chat())
+        error = assert_error(response, status)
+        assert (error["code"], error["type"]) == (code, "server_error")
+        assert response.headers["x-should-retry"] == "false"
+        assert_clean(error["message"])
+        run_id = response.json()["brickwork"]["run_id"]
+        summary, _ = store.run(run_id)  # type: ignore[misc]
+        assert summary.status == "failed" and "fake" in (summary.error or "")  # the trace keeps it
 
 
 async def test_mode_and_tenant_reach_the_run(
@@ -226,14 +255,17 @@ async def test_a_timeout_answers_504_without_retry_and_is_recorded(
     assert store.run(run_id)[0].status == "timeout"  # type: ignore[index]
 
 
-async def test_an_exception_in_the_run_answers_500_with_its_message(
-    client: httpx.AsyncClient,
+async def test_an_exception_in_the_run_answers_500_without_its_internals(
+    client: httpx.AsyncClient, store: RunStore
 ) -> None:
     response = await client.post("/v1/chat/completions", json=chat("crash"))
-    error = assert_error(response, 500, "RuntimeError: the gate broke")
+    error = assert_error(response, 500, "stopped on an internal error")
     assert error["code"] == "run_error"
+    assert "RuntimeError" not in error["message"] and "gate broke" not in error["message"]
     assert response.headers["x-should-retry"] == "false"
+    run_id = response.json()["brickwork"]["run_id"]
     assert response.json()["brickwork"]["status"] == "error"
+    assert "RuntimeError: the gate broke" in (store.run(run_id)[0].error or "")  # type: ignore[index]
 
 
 async def test_the_conversation_reaches_the_graph_and_its_last_user_turn_is_the_text(
@@ -410,9 +442,9 @@ async def test_runs_without_a_store_are_501(
     async with model.pool() as pool:
         client = make_client(App(tiny_graph(), pool=pool))
         assert_error(await client.get("/v1/runs"), 501, "keeps no run store")
-        # runs still work, and an exception's message comes from the run itself
+        # runs still work; an exception is a 500 that names its run
         response = await client.post("/v1/chat/completions", json=chat("crash"))
-        assert_error(response, 500, "failed inside the server: RuntimeError: the gate broke")
+        assert_error(response, 500, "stopped on an internal error")
 
 
 # -- streaming --------------------------------------------------------------------------------
@@ -481,12 +513,16 @@ async def test_a_streamed_timeout_ends_with_an_error_event(
     assert error["brickwork"]["status"] == "timeout"
 
 
-async def test_a_streamed_failure_is_content_and_stops(client: httpx.AsyncClient) -> None:
+async def test_a_streamed_failure_is_an_error_event_then_the_end(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/v1/chat/completions", json=chat("gibberish", stream=True))
     data, _ = sse(response.text)
-    assert data[-1] == "[DONE]"
-    assert data[1]["choices"][0]["delta"]["content"].startswith("The request could not be")
-    assert data[2]["brickwork"]["status"] == "failed"
+    role, error = data  # no content, no [DONE]: the error is the last thing sent
+    assert role["choices"][0]["delta"]["role"] == "assistant"
+    assert error["error"]["code"] == "run_failed"
+    assert error["brickwork"]["status"] == "failed"
+    assert_clean(error["error"]["message"])
 
 
 # -- the real openai client against ApiServer -------------------------------------------------

@@ -45,16 +45,20 @@ AdapterLoad = Literal["served", "loaded", "restarted"]
 
 
 def registered_lora_modules(model: Path, served_name: str) -> dict[str, Path]:
-    """Registered adapters trained on this base model: name -> folder.
+    """Registered and shipped adapters trained on this base model: name -> folder.
 
-    An adapter belongs to the base when its manifest names the base (by served name, folder
+    A registered adapter overrides a shipped one of the same name. An adapter belongs to the
+    base when its manifest names the base (by served name, folder
     or folder name) or, without a manifest, when peft's `base_model_name_or_path` does.
     """
-    from brickwork.tune.adapters import list_adapters
+    from brickwork.tune.adapters import list_adapters, shipped_adapters
 
     names = {served_name, str(model), model.name, str(model.resolve()), *_manifest_name(model)}
     modules = {}
-    for info in list_adapters(strict=False):
+    registered = list_adapters(strict=False)
+    taken = {info.name for info in registered}
+    shipped = [info for info in shipped_adapters() if info.name not in taken]
+    for info in [*shipped, *registered]:
         base = info.base_model
         if base is None:
             base = _peft_base(info.path)

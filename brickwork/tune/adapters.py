@@ -11,6 +11,12 @@ Layout, under the cache (`brickwork._settings.cache_dir()`):
 `brickwork tune --promote` never lose each other's change. A skill whose `ModelBinding` names
 no adapter (and is not `pinned`) runs on the adapter bound here, when the pool serves it.
 `BRICKWORK_BINDINGS` points the bindings file elsewhere; `BRICKWORK_BINDINGS=off` ignores it.
+
+Shipped adapters: brickwork installs specialists trained by its own recipe
+(`brickwork.tune.recipe`, in `skills/adapters/`). They are served beside the registered ones
+(`shipped_adapters`), and a skill with no entry in the bindings file runs on its shipped
+specialist (`binding_for`); `brickwork skill rollback` or a binding to the base model (an
+entry with no adapter) overrides that, and `BRICKWORK_BINDINGS=off` ignores it too.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ __all__ = [
     "merged_dir",
     "rollback",
     "save_metrics",
+    "shipped_adapters",
 ]
 
 #: The manifest `brickwork tune` writes into every adapter folder.
@@ -297,9 +304,40 @@ def load_bindings(path: Path | None = None) -> dict[str, SkillBinding]:
 
 
 def binding_for(skill: str, path: Path | None = None) -> str | None:
-    """The adapter skill `skill` is bound to, or None (base model, or bindings off)."""
+    """The adapter skill `skill` is bound to, or None (base model, or bindings off).
+
+    Without an entry in the bindings file, a shipped specialist of the skill (see the module
+    docstring) is its binding.
+    """
+    if path is None and bindings_path() is None:
+        return None
     binding = load_bindings(path).get(skill)
-    return binding.adapter if binding is not None else None
+    if binding is not None:
+        return binding.adapter
+    shipped = [a for a in shipped_adapters() if a.skill == skill]
+    return shipped[0].name if shipped else None
+
+
+def shipped_adapters(folder: Path | None = None) -> list[AdapterInfo]:
+    """The specialists brickwork ships (`skills/adapters/`), by name; unreadable ones left out.
+
+    Args:
+        folder: Where to look (default: the installed `brickwork.skills` package's `adapters`).
+    """
+    if folder is None:
+        from brickwork import skills
+
+        folder = Path(skills.__file__).resolve().parent / "adapters"
+    if not folder.is_dir():
+        return []
+    found = []
+    for sub in sorted(folder.iterdir()):
+        if (sub / "adapter_config.json").is_file() and _NAME.match(sub.name):
+            try:
+                found.append(AdapterInfo.read(sub))
+            except ConfigError:
+                continue
+    return found
 
 
 def _lock(path: Path) -> FileLock:

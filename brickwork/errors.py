@@ -4,7 +4,8 @@
 BrickworkError
 ├── AdmissionRefused            too many runs in flight and waiting: retry after a while
 ├── ConfigError                 malformed configuration or unknown names
-│   └── UnknownModelError       a logical model name no endpoint serves
+│   ├── UnknownModelError       a logical model name no endpoint serves
+│   └── PrivilegedRoleError     agent SQL would run as a superuser / server-file role
 ├── MissingDependencyError      an optional extra is not installed (names the extra)
 ├── ModelFolderError            a model folder is missing, corrupt or cannot be built
 ├── SkillError                  a skill definition or its data files are invalid
@@ -41,6 +42,7 @@ __all__ = [
     "ModelFolderError",
     "ModelTimeoutError",
     "PortInUseError",
+    "PrivilegedRoleError",
     "SQLError",
     "SQLExecutionError",
     "SQLTimeoutError",
@@ -88,6 +90,18 @@ class ConfigError(BrickworkError):
 
 class UnknownModelError(ConfigError):
     """A logical model name that no endpoint in the pool serves."""
+
+
+class PrivilegedRoleError(ConfigError):
+    """Agent SQL would run as a PostgreSQL superuser or a member of a server-file role.
+
+    Such a role reads and writes server files whatever the read-only transaction says; the
+    message says how to create a read-only role and pass it, or how to opt in explicitly.
+    """
+
+    def __init__(self, message: str, *, role: str) -> None:
+        self.role = role
+        super().__init__(message)
 
 
 class MissingDependencyError(BrickworkError):

@@ -1,7 +1,8 @@
 """Database handles and schema descriptions for the text-to-SQL specialist.
 
 `Database` says where the data lives (an SQLite or DuckDB file, or a PostgreSQL URL with an
-optional read-only role and schema); `Database.introspect()` returns a `SchemaInfo`, which renders
+optional read-only role and schema; a superuser or server-file role is refused unless
+`allow_privileged=True`); `Database.introspect()` returns a `SchemaInfo`, which renders
 compact `CREATE TABLE` text for prompts (`to_ddl`) and picks the tables a question is about
 (`relevant`). The safety checks live in `brickwork.tools.sql_safety`, execution on read-only
 connections in `brickwork.tools.sql_exec`.
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from brickwork.errors import ConfigError
 
@@ -38,6 +39,10 @@ _STOPWORDS_TEXT = (
     "did than that this these those from at as it its any most least top number count id"
 )
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+#: Query parameters of a `postgresql://` URL that brickwork reads (and removes before connecting).
+_URL_OPTIONS = ("role", "schema", "allow_privileged")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -193,12 +198,20 @@ class Database:
     Build one with `Database.sqlite(path)`, `Database.duckdb(path)`,
     `Database.postgres(url, role=..., schema=...)` or `Database.from_url(url)`.
 
+    Agent SQL never runs as a PostgreSQL superuser or a member of `pg_read_server_files`,
+    `pg_write_server_files` or `pg_execute_server_program` (the session user or the `role`):
+    connecting raises `PrivilegedRoleError`, which shows the SQL that creates a read-only role.
+
     Attributes:
         dialect: `"sqlite"`, `"duckdb"` or `"postgres"`.
         path: The database file (SQLite and DuckDB).
         url: The connection URL (PostgreSQL).
-        role: A PostgreSQL role to `SET ROLE` to before querying (a read-only role).
+        role: A PostgreSQL role to `SET ROLE` to before querying (a read-only role). The URL's
+            user must not be privileged either: a query can switch back to it.
         schema: The PostgreSQL schema the tables live in (default `public`).
+        allow_privileged: Run even when the PostgreSQL role is a superuser or may read or
+            write server files (logged as a warning); only `check_sql` then stands between
+            generated SQL and the server's files.
     """
 
     dialect: Dialect
@@ -206,6 +219,7 @@ class Database:
     url: str | None = field(default=None)
     role: str | None = None
     schema: str | None = None
+    allow_privileged: bool = False
 
     def __post_init__(self) -> None:
         if self.dialect in ("sqlite", "duckdb") and self.path is None:
@@ -226,9 +240,35 @@ class Database:
         return cls(dialect="duckdb", path=Path(path).expanduser())
 
     @classmethod
-    def postgres(cls, url: str, *, role: str | None = None, schema: str = "public") -> Database:
-        """A PostgreSQL database; give a read-only `role` when the URL's user can write."""
-        return cls(dialect="postgres", url=url, role=role, schema=schema)
+    def postgres(
+        cls,
+        url: str,
+        *,
+        role: str | None = None,
+        schema: str | None = None,
+        allow_privileged: bool = False,
+    ) -> Database:
+        """A PostgreSQL database, best reached as a read-only login role (the URL's user).
+
+        Args:
+            url: `postgresql://user@host/db`; `?role=`, `?schema=` and `?allow_privileged=true`
+                in it are read here (explicit arguments win) and not sent to the server.
+            role: A read-only role to `SET ROLE` to (the URL's user must not be privileged).
+            schema: The schema the tables live in (default `public`).
+            allow_privileged: Run even as a superuser or server-file role (logs a warning).
+
+        Raises:
+            ConfigError: A brickwork URL option has a value that is not a boolean.
+        """
+        plain, options = _url_options(url)
+        return cls(
+            dialect="postgres",
+            url=plain,
+            role=role or options.get("role"),
+            schema=schema or options.get("schema") or "public",
+            allow_privileged=allow_privileged
+            or _flag("allow_privileged", options.get("allow_privileged", "false")),
+        )
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -247,6 +287,7 @@ class Database:
         raise ConfigError(
             f"unsupported database URL {_redact(url)!r}; "
             "use sqlite:///file.db, duckdb:///file.duckdb or postgresql://user@host/db"
+            "[?role=...&schema=...]"
         )
 
     @property
@@ -269,7 +310,11 @@ class Database:
         where = str(self.path) if self.url is None else _redact(self.url)
         extra = "".join(
             f", {name}={value!r}"
-            for name, value in (("role", self.role), ("schema", self.schema))
+            for name, value in (
+                ("role", self.role),
+                ("schema", self.schema),
+                ("allow_privileged", self.allow_privileged),
+            )
             if value
         )
         return f"Database({self.dialect!r}, {where!r}{extra})"
@@ -281,6 +326,25 @@ def _redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _url_options(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without brickwork's own query parameters, and those parameters."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    options = {key: value for key, value in pairs if key in _URL_OPTIONS}
+    if not options:
+        return url, {}
+    rest = urlencode([(key, value) for key, value in pairs if key not in _URL_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
+def _flag(name: str, value: str) -> bool:
+    if value.lower() in _TRUE | {""}:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigError(f"URL option {name}={value!r} is not a boolean; use {name}=true or false")
 
 
 def quote_name(name: str, dialect: Dialect) -> str:

@@ -6,6 +6,15 @@ then execution on a connection the database itself keeps read-only (SQLite `mode
 PostgreSQL read-only transactions, an optional role, `statement_timeout`). Database errors
 become `SQLExecutionError` carrying the database's own message (for the repair turn), time-outs
 become `SQLTimeoutError`.
+
+A read-only transaction does not stop a PostgreSQL superuser (or a member of
+`pg_read_server_files` / `pg_write_server_files` / `pg_execute_server_program`) from reading
+and writing the server's files (`COPY ... TO`, `pg_read_file`, `pg_ls_dir`), so a connection
+whose session user or `SET ROLE` role is one raises `PrivilegedRoleError` (with the SQL of
+`read_only_role_sql`) unless `Database.allow_privileged` is set. The session user counts even
+with `role=`: a query can switch back to it with `set_config('role', 'none', false)`. With the
+opt-in, statements that return no rows (`COPY ... TO`, `DO`, `SET`) are refused before they run;
+file-reading functions inside a SELECT are then stopped only by `check_sql`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import sqlite3
 import threading
@@ -26,6 +36,7 @@ from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlglot
 from sqlglot import exp
@@ -34,11 +45,20 @@ from sqlglot.errors import SqlglotError
 from brickwork.errors import (
     ConfigError,
     MissingDependencyError,
+    PrivilegedRoleError,
     SQLError,
     SQLExecutionError,
     SQLTimeoutError,
 )
-from brickwork.tools.sql import ColumnInfo, Database, Dialect, SchemaInfo, TableInfo, _redact
+from brickwork.tools.sql import (
+    ColumnInfo,
+    Database,
+    Dialect,
+    SchemaInfo,
+    TableInfo,
+    _redact,
+    quote_name,
+)
 from brickwork.tools.sql_safety import DENIED_FUNCTIONS, check_sql
 
 __all__ = [
@@ -48,9 +68,11 @@ __all__ = [
     "execute_unchecked",
     "execution_match",
     "introspect",
+    "read_only_role_sql",
     "results_match",
 ]
 
+_log = logging.getLogger(__name__)
 _INTROSPECT_TIMEOUT_S = 10.0
 _MAX_PERMUTED_COLUMNS = 8
 
@@ -210,6 +232,31 @@ def results_match(gold: QueryResult, predicted: QueryResult, *, ordered: bool) -
             if _same(gold_rows, permuted, ordered):
                 return True
     return False
+
+
+def read_only_role_sql(
+    role: str, *, database: str, schema: str = "public", password: str | None = None
+) -> tuple[str, ...]:
+    """The statements that create a PostgreSQL login role which can only read `schema`.
+
+    Run them as an administrator, then connect as `role` (the URL's user). This is the SQL
+    `PrivilegedRoleError` shows.
+
+    Args:
+        role: The new role's name.
+        database: The database it may connect to.
+        schema: The schema whose tables it may read.
+        password: Its password (no PASSWORD clause when None).
+    """
+    who, where = quote_name(role, "postgres"), quote_name(schema, "postgres")
+    secret = f" PASSWORD {_literal(password)}" if password is not None else ""
+    return (
+        f"CREATE ROLE {who} LOGIN{secret}",
+        f"GRANT CONNECT ON DATABASE {quote_name(database, 'postgres')} TO {who}",
+        f"GRANT USAGE ON SCHEMA {where} TO {who}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {who}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {where} GRANT SELECT ON TABLES TO {who}",
+    )
 
 
 def _check_limits(max_rows: int, timeout_s: float) -> None:
@@ -472,11 +519,21 @@ class _Postgres(_Connection):
                 )
             )
             self._conn.execute("SET default_transaction_read_only = on")
+            roles = self._conn.execute(_PRIVILEGES).fetchall()
+            privileged = [row for row in roles if row[2] or row[3]]
             self._conn.autocommit = False
             self._conn.read_only = True  # every transaction starts as BEGIN READ ONLY
         except psycopg.Error as error:
             self._conn.close()
             raise self._failed(error) from error
+        #: With the opt-in on a privileged role: refuse statements that return no rows.
+        self._rows_only = bool(privileged)
+        if privileged:
+            try:
+                _allow_privileged(db, privileged, self._conn.info.dbname)
+            except PrivilegedRoleError:
+                self._conn.close()
+                raise
 
     def query(self, sql: str, limit: int | None) -> tuple[tuple[str, ...], _Rows]:
         pgsql = self._sql
@@ -490,6 +547,8 @@ class _Postgres(_Connection):
                         pgsql.Literal(remaining_ms)
                     )
                 )
+                if self._rows_only:
+                    self._require_rows(sql)
                 # A prepared statement holds exactly one command: no '; COMMIT; ...' tails.
                 cursor.execute(sql, prepare=True)
                 if cursor.description is None:
@@ -502,10 +561,107 @@ class _Postgres(_Connection):
             raise self._failed(error) from error
         return columns, [tuple(row) for row in rows]
 
+    def _require_rows(self, sql: str) -> None:
+        """Parse and describe `sql` without running it; refuse it when it returns no rows.
+
+        On a privileged connection `COPY ... TO 'file'` or `TO PROGRAM` would write or run
+        something on the server before any error reached us; such statements return no rows.
+        """
+        pgconn = self._conn.pgconn
+        status = self._psycopg.pq.ExecStatus
+        encoding = self._conn.info.encoding
+        parsed = pgconn.prepare(b"", sql.encode(encoding))
+        described = pgconn.describe_prepared(b"") if parsed.status == status.COMMAND_OK else parsed
+        if described.status != status.COMMAND_OK:
+            raise self._failed(self._psycopg.errors.error_from_result(described, encoding))
+        if described.nfields == 0:
+            raise SQLExecutionError(
+                "postgres rejected the query: it returns no rows; on a privileged connection "
+                "(allow_privileged=True) only queries that return rows run "
+                "(COPY ... TO, DO, SET and writes are refused before they run)"
+            )
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.rollback()
         self._conn.close()
+
+
+#: The session user and the current (SET ROLE) user: (which, name, the superuser role it is or
+#: belongs to, the server-file roles it belongs to). pg_has_role(..., 'MEMBER') follows grants
+#: transitively, with or without INHERIT (a member can always SET ROLE to them).
+_PRIVILEGES = """SELECT u.which, u.name,
+    CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = u.name) THEN u.name
+    ELSE (SELECT min(s.rolname::text) FROM pg_roles s
+          WHERE s.rolsuper AND pg_has_role(u.name::name, s.oid, 'MEMBER')) END,
+    ARRAY(SELECT g.rolname::text FROM pg_roles g
+          WHERE g.rolname IN ('pg_read_server_files', 'pg_write_server_files',
+                              'pg_execute_server_program')
+            AND pg_has_role(u.name::name, g.oid, 'MEMBER') ORDER BY 1)
+FROM (VALUES (1, 'session', session_user::text), (2, 'current', current_user::text))
+    AS u(n, which, name)
+ORDER BY u.n"""
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _allow_privileged(db: Database, privileged: _Rows, dbname: str) -> None:
+    """Raise `PrivilegedRoleError` for the first privileged role, or warn when opted in."""
+    which, name, superuser, server_roles = privileged[0]
+    if superuser == name:
+        what = "a superuser"
+    elif superuser:
+        what = f"a member of the superuser role {superuser!r}"
+    else:
+        what = "a member of " + " and ".join(server_roles)
+    assert db.url is not None
+    if db.allow_privileged:
+        with _warned_lock:
+            fresh = (_redact(db.url), name) not in _warned
+            _warned.add((_redact(db.url), name))
+        if fresh:
+            _log.warning(
+                "running agent SQL on %s as PostgreSQL role %r, %s, because allow_privileged "
+                "is set: only check_sql keeps generated SQL away from the server's files",
+                _redact(db.url),
+                name,
+                what,
+            )
+        return
+    reader = "brickwork_reader"
+    grants = "\n".join(
+        f"    {statement};"
+        for statement in read_only_role_sql(
+            reader,
+            database=dbname,
+            schema=db.namespace,
+            password="<password>",  # noqa: S106 - a placeholder
+        )
+    )
+    if which == "session" and db.role:
+        who = f"the URL's user (SET ROLE {db.role!r} does not help: a query can switch back)"
+    elif which == "session":
+        who = "the URL's user"
+    else:
+        who = f"the role= given ({db.role!r})"
+    raise PrivilegedRoleError(
+        f"refusing to run agent SQL as PostgreSQL role {name!r}, {who}: it is {what}, so a "
+        "query could read or write the server's files or run programs whatever the read-only "
+        "transaction says. Create a read-only role as an administrator:\n"
+        f"{grants}\n"
+        f"then connect as it: put it in the URL ({_as_user(db.url, reader)!r}), or pass "
+        f"role={reader!r} (Database.postgres(url, role=...) or ?role={reader} in the URL) "
+        f"when the URL's user is itself unprivileged and a member of it (GRANT {reader} TO "
+        "<user>). To run as this role anyway, pass allow_privileged=True (or "
+        "?allow_privileged=true in the URL); a warning is logged.",
+        role=name,
+    )
+
+
+def _as_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:<password>@{host}"))
 
 
 # --- introspection ------------------------------------------------------------------------

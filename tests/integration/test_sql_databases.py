@@ -1,12 +1,15 @@
 """The SQL tools against real SQLite, DuckDB and PostgreSQL databases.
 
 PostgreSQL runs at 127.0.0.1:5432 (database `test`); each run loads the sample shop into its own
-schema and drops it afterwards. Override the URL with BRICKWORK_TEST_POSTGRES_URL.
+schema and drops it afterwards. Override the URL with BRICKWORK_TEST_POSTGRES_URL. That URL's
+user is a superuser, which brickwork refuses for agent SQL: the queries run as a read-only login
+role created with `read_only_role_sql` (the SQL the refusal shows) and dropped afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -14,10 +17,17 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from brickwork.errors import ConfigError, SQLExecutionError, SQLTimeoutError, UnsafeSQLError
+from brickwork.errors import (
+    ConfigError,
+    PrivilegedRoleError,
+    SQLExecutionError,
+    SQLTimeoutError,
+    UnsafeSQLError,
+)
 from brickwork.tools.sample_db import (
     create_sample_db,
     create_sample_duckdb,
@@ -31,6 +41,7 @@ from brickwork.tools.sql_exec import (
     execute_readonly,
     execute_unchecked,
     execution_match,
+    read_only_role_sql,
 )
 from tests._paths import SHARED_DATA
 
@@ -59,21 +70,71 @@ def duckdb_db(tmp_path_factory: pytest.TempPathFactory) -> Database:
     return Database.duckdb(create_sample_duckdb(tmp_path_factory.mktemp("duck") / "shop.duckdb"))
 
 
-def _drop_schema(schema: str) -> None:
+def _admin(*statements: str) -> None:
+    """Run `statements` as the URL's (super)user."""
     import psycopg
-    from psycopg import sql
 
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+def _drop_schema(schema: str) -> None:
+    _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _drop_roles(*roles: str) -> None:
+    for role in roles:
+        _admin(
+            f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+            f'DROP OWNED BY "{role}"; DROP ROLE "{role}"; END IF; END $$'
+        )
+
+
+def _url_as(user: str, password: str) -> str:
+    parts = urlsplit(PG_URL)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
+def _database_name() -> str:
+    return urlsplit(PG_URL).path.lstrip("/") or "postgres"
+
+
+def _new_role(prefix: str) -> tuple[str, str]:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def postgres_db() -> Iterator[Database]:
+def postgres_schema() -> Iterator[str]:
+    """The sample shop in a schema of its own, loaded as the superuser."""
     schema = f"brickwork_test_{uuid.uuid4().hex[:12]}"
     try:
-        yield load_sample_postgres(PG_URL, schema=schema)
+        load_sample_postgres(PG_URL, schema=schema)
+        yield schema
     finally:
         _drop_schema(schema)
+
+
+@pytest.fixture(scope="module")
+def postgres_db(postgres_schema: str) -> Iterator[Database]:
+    """The shop as a read-only login role made with the SQL the refusal shows."""
+    role, password = _new_role("bw_reader")
+    try:
+        _admin(
+            *read_only_role_sql(
+                role, database=_database_name(), schema=postgres_schema, password=password
+            )
+        )
+        yield Database.postgres(_url_as(role, password), schema=postgres_schema)
+    finally:
+        _drop_roles(role)
+
+
+@pytest.fixture
+def superuser_db(postgres_schema: str) -> Database:
+    """The shop as the URL's superuser, with the explicit opt-in."""
+    return Database.postgres(PG_URL, schema=postgres_schema, allow_privileged=True)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -225,38 +286,227 @@ def test_duckdb_connection_refuses_files_and_extensions(
 
 
 @pytest.mark.postgres
-def test_postgres_read_only_role_is_used(postgres_db: Database) -> None:
-    import psycopg
-    from psycopg import sql
+def test_postgres_read_only_role_is_used(postgres_schema: str) -> None:
+    # role= with an unprivileged login user: SET ROLE narrows it to three tables.
+    role, _ = _new_role("bw_ro")
+    user, password = _new_role("bw_app")
+    schema = f'"{postgres_schema}"'
+    tables = ("customers", "products", "orders")  # not order_items
+    try:
+        _admin(
+            f'CREATE ROLE "{role}" NOLOGIN',
+            f'GRANT USAGE ON SCHEMA {schema} TO "{role}"',
+            *(f'GRANT SELECT ON {schema}.{table} TO "{role}"' for table in tables),
+            f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'",
+            f'GRANT "{role}" TO "{user}"',
+        )
+        reader = Database.postgres(_url_as(user, password), role=role, schema=postgres_schema)
+        who = execute_unchecked(
+            reader, "SELECT current_user, has_table_privilege('customers', 'INSERT')"
+        )
+        assert who.rows == ((role, False),)
+        assert reader.introspect().table_names == tables
+        assert count(reader, "orders") == len(SHOP["orders"])
+        with pytest.raises(UnsafeSQLError, match="unknown table 'order_items'"):
+            execute_readonly(reader, "SELECT COUNT(*) FROM order_items")
+        with pytest.raises(SQLExecutionError, match="permission denied"):
+            execute_unchecked(reader, "SELECT COUNT(*) FROM order_items")
+        via_url = Database.from_url(
+            f"{_url_as(user, password)}?role={role}&schema={postgres_schema}"
+        )
+        assert via_url == reader
+        assert count(via_url, "orders") == len(SHOP["orders"])
+    finally:
+        _drop_roles(user, role)
 
-    role = f"brickwork_ro_{uuid.uuid4().hex[:10]}"
-    schema = sql.Identifier(postgres_db.namespace)
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-        try:
-            conn.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, sql.Identifier(role))
+
+# --- privileged roles are refused unless the caller opts in ---------------------------------
+
+READ_PASSWD = "SELECT pg_read_file('/etc/passwd')"
+LIST_DATA_DIR = "SELECT * FROM pg_ls_dir('.')"
+
+
+def copy_to(folder: Path) -> str:
+    return f"COPY (SELECT name FROM customers) TO '{folder}/bw_out.csv'"
+
+
+@pytest.fixture
+def server_writable(tmp_path: Path) -> Path:
+    """A folder the PostgreSQL server could write to, were it allowed to."""
+    tmp_path.chmod(0o777)
+    return tmp_path
+
+
+@pytest.mark.postgres
+def test_superuser_url_is_refused_with_how_to_create_a_read_only_role(
+    postgres_schema: str, server_writable: Path
+) -> None:
+    superuser = Database.postgres(PG_URL, schema=postgres_schema)
+    attempts = [
+        superuser.introspect,
+        lambda: execute_readonly(superuser, "SELECT COUNT(*) FROM orders"),
+        lambda: execute_unchecked(superuser, READ_PASSWD),
+        lambda: execute_unchecked(superuser, copy_to(server_writable)),
+        lambda: Database.from_url(f"{PG_URL}?schema={postgres_schema}").introspect(),
+    ]
+    for attempt in attempts:
+        with pytest.raises(PrivilegedRoleError) as info:
+            attempt()
+        assert isinstance(info.value, ConfigError)  # raised, never repaired by the model
+    message = str(info.value)
+    user = urlsplit(PG_URL).username
+    assert info.value.role == user
+    assert f"as PostgreSQL role {user!r}, the URL's user: it is a superuser" in message
+    for statement in read_only_role_sql(
+        "brickwork_reader", database=_database_name(), schema=postgres_schema, password="<password>"
+    ):
+        assert f"    {statement};\n" in message
+    assert "put it in the URL ('postgresql://brickwork_reader:<password>@" in message
+    assert "role='brickwork_reader'" in message
+    assert "allow_privileged=True" in message
+    assert list(server_writable.iterdir()) == []
+
+
+@pytest.mark.postgres
+def test_superuser_url_with_a_read_only_role_is_still_refused() -> None:
+    # SET ROLE is no boundary while the session user is a superuser: one SELECT switches back.
+    role, _ = _new_role("bw_ro")
+    try:
+        _admin(f'CREATE ROLE "{role}" NOLOGIN')
+        with pytest.raises(PrivilegedRoleError, match=rf"SET ROLE '{role}' does not help"):
+            execute_unchecked(Database.postgres(PG_URL, role=role), "SELECT 1")
+        opted_in = Database.postgres(PG_URL, role=role, allow_privileged=True)
+        assert execute_unchecked(opted_in, "SELECT current_user").rows == ((role,),)
+        escape = execute_unchecked(
+            opted_in,
+            "SELECT set_config('role', 'none', false), query_to_xml("
+            "'SELECT current_user AS who, pg_read_file(''/etc/passwd'') AS f', false, false, '')",
+        )
+        assert f"<who>{urlsplit(PG_URL).username}</who>" in escape.rows[0][1]
+        assert "root:" in escape.rows[0][1]
+    finally:
+        _drop_roles(role)
+
+
+@pytest.mark.postgres
+def test_opted_in_superuser_runs_and_logs_a_warning(
+    superuser_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    opted_in = Database.from_url(f"{PG_URL}?schema={superuser_db.namespace}&allow_privileged=true")
+    assert opted_in == superuser_db
+    with caplog.at_level(logging.WARNING, logger="brickwork.tools.sql_exec"):
+        assert count(opted_in, "orders") == len(SHOP["orders"])
+        tables = opted_in.introspect().table_names
+    assert tables == ("customers", "products", "orders", "order_items")
+    # Logged once per URL and role (an earlier test may have logged it), not once per query.
+    warnings = [r for r in caplog.records if "allow_privileged" in r.getMessage()]
+    assert len(warnings) <= 1
+    for record in warnings:
+        assert record.levelno == logging.WARNING
+        assert f"role {urlsplit(PG_URL).username!r}, a superuser" in record.getMessage()
+
+
+@pytest.mark.postgres
+def test_opted_in_superuser_keeps_the_executor_protections_it_can(
+    superuser_db: Database, server_writable: Path
+) -> None:
+    # The checker still refuses every one of these on the agent's path.
+    for sql in (copy_to(server_writable), READ_PASSWD, LIST_DATA_DIR):
+        with pytest.raises(UnsafeSQLError):
+            execute_readonly(superuser_db, sql)
+    # Past the checker, statements that return no rows never reach the executor: COPY ... TO
+    # a file or a program, DO blocks, settings and writes.
+    for sql in (
+        copy_to(server_writable),
+        f"COPY (SELECT 1) TO PROGRAM 'touch {server_writable}/bw_program'",
+        f"DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO ''{server_writable}/bw_do.csv'''; END $$",
+        "SET default_transaction_read_only = off",
+        "DELETE FROM order_items",
+    ):
+        with pytest.raises(SQLExecutionError, match="returns no rows; on a privileged"):
+            execute_unchecked(superuser_db, sql)
+    assert list(server_writable.iterdir()) == []
+    assert count(superuser_db, "order_items") == len(SHOP["order_items"])
+    # What the executor cannot stop: file-reading functions inside a SELECT run as the
+    # superuser. Only check_sql (above) or a read-only role keeps them out.
+    assert "root:" in execute_unchecked(superuser_db, READ_PASSWD).rows[0][0]
+    assert execute_unchecked(superuser_db, LIST_DATA_DIR).rows
+
+
+@pytest.mark.postgres
+def test_a_fresh_read_only_role_cannot_touch_server_files(
+    postgres_db: Database, server_writable: Path
+) -> None:
+    # The role made with read_only_role_sql: the server itself refuses, no checker involved.
+    assert execute_unchecked(postgres_db, "SELECT current_user").rows[0][0].startswith("bw_reader")
+    assert count(postgres_db, "order_items") == len(SHOP["order_items"])
+    for sql, message in (
+        (READ_PASSWD, "permission denied for function pg_read_file"),
+        (LIST_DATA_DIR, "permission denied for function pg_ls_dir"),
+        (copy_to(server_writable), "pg_write_server_files"),
+        (f"COPY (SELECT 1) TO PROGRAM 'touch {server_writable}/x'", "pg_execute_server_program"),
+    ):
+        with pytest.raises(SQLExecutionError, match=message):
+            execute_unchecked(postgres_db, sql)
+    assert list(server_writable.iterdir()) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("via", ["login", "role="])
+def test_a_member_of_pg_read_server_files_is_refused(postgres_schema: str, via: str) -> None:
+    # Granted through an intermediate role: membership counts transitively, inherited or not.
+    files, _ = _new_role("bw_files")
+    user, password = _new_role("bw_app")
+    try:
+        _admin(
+            f'CREATE ROLE "{files}" NOLOGIN',
+            f'GRANT pg_read_server_files TO "{files}"',
+            # The usual companion grant: the role's absolute paths need pg_read_server_files.
+            f'GRANT EXECUTE ON FUNCTION pg_read_file(text) TO "{files}"',
+            # NOINHERIT: the login user holds the file access only after SET ROLE.
+            f"CREATE ROLE \"{user}\" LOGIN NOINHERIT PASSWORD '{password}'",
+            f'GRANT "{files}" TO "{user}"',
+        )
+        role = files if via == "role=" else None
+        db = Database.postgres(_url_as(user, password), role=role, schema=postgres_schema)
+        with pytest.raises(PrivilegedRoleError) as info:
+            execute_unchecked(db, READ_PASSWD)
+        message = str(info.value)
+        assert info.value.role == user  # the session user is checked first
+        assert f"as PostgreSQL role {user!r}, the URL's user" in message
+        assert ": it is a member of pg_read_server_files, so a query could" in message
+        assert "CREATE ROLE brickwork_reader LOGIN" in message
+        if via == "role=":  # with the opt-in, SET ROLE gains the file access
+            opted_in = Database.postgres(
+                _url_as(user, password), role=role, schema=postgres_schema, allow_privileged=True
             )
-            for table in ("customers", "products", "orders"):  # not order_items
-                conn.execute(
-                    sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
-                        schema, sql.Identifier(table), sql.Identifier(role)
-                    )
-                )
-            reader = Database.postgres(PG_URL, role=role, schema=postgres_db.namespace)
-            who = execute_unchecked(
-                reader, "SELECT current_user, has_table_privilege('customers', 'INSERT')"
-            )
-            assert who.rows == ((role, False),)
-            assert reader.introspect().table_names == ("customers", "products", "orders")
-            assert count(reader, "orders") == len(SHOP["orders"])
-            with pytest.raises(UnsafeSQLError, match="unknown table 'order_items'"):
-                execute_readonly(reader, "SELECT COUNT(*) FROM order_items")
-            with pytest.raises(SQLExecutionError, match="permission denied"):
-                execute_unchecked(reader, "SELECT COUNT(*) FROM order_items")
-        finally:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            assert "root:" in execute_unchecked(opted_in, READ_PASSWD).rows[0][0]
+    finally:
+        _drop_roles(user, files)
+
+
+@pytest.mark.postgres
+async def test_the_sql_agent_raises_instead_of_querying_as_a_superuser(
+    postgres_schema: str, postgres_db: Database
+) -> None:
+    from brickwork.agents.sql import SQLAgent
+    from brickwork.skills.examples import analytics_skill
+    from brickwork.testing import ScriptedModel
+
+    answer = '{"sql": "SELECT COUNT(*) AS n FROM orders"}'
+    model = ScriptedModel([answer])
+    async with model.pool() as pool:
+        superuser = SQLAgent(
+            analytics_skill(), database=Database.postgres(PG_URL, schema=postgres_schema)
+        )
+        with pytest.raises(PrivilegedRoleError, match="CREATE ROLE brickwork_reader LOGIN"):
+            await superuser.run("How many orders are there?", pool=pool)
+        reader = SQLAgent(analytics_skill(), database=postgres_db)
+        result = await reader.run("How many orders are there?", pool=pool)
+    model.assert_consumed()  # the refused agent never called the model
+    assert result.ok
+    assert result.value is not None
+    assert result.value.rows == ((len(SHOP["orders"]),),)
 
 
 # --- time limits and errors ----------------------------------------------------------------

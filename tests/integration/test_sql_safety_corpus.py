@@ -9,7 +9,9 @@ are also sent past the checker (`execute_unchecked`) to show the read-only conne
 refuses them.
 
 PostgreSQL runs at 127.0.0.1:5432 (database `test`); the shop is loaded into a schema of its
-own and dropped afterwards. Override the URL with BRICKWORK_TEST_POSTGRES_URL.
+own and dropped afterwards. Override the URL with BRICKWORK_TEST_POSTGRES_URL. The statements
+run as a read-only login role (`read_only_role_sql`), as agent SQL must: brickwork refuses the
+URL's superuser, whose read-only transaction would still read and write the server's files.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from brickwork.errors import SQLError, SQLExecutionError, SQLTimeoutError, UnsafeSQLError
 from brickwork.tools.sample_db import create_sample_db, create_sample_duckdb, load_sample_postgres
 from brickwork.tools.sql import Database, SchemaInfo
-from brickwork.tools.sql_exec import execute_readonly, execute_unchecked
+from brickwork.tools.sql_exec import execute_readonly, execute_unchecked, read_only_role_sql
 
 PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 DIALECTS = ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -366,16 +369,32 @@ def duckdb_target(tmp_path_factory: pytest.TempPathFactory) -> Target:
 
 @pytest.fixture(scope="module")
 def postgres_target() -> Iterator[Target]:
+    """The shop as a read-only login role made with `read_only_role_sql`, never the superuser."""
     import psycopg
     from psycopg import sql
 
     schema = f"bw_corpus_{uuid.uuid4().hex[:12]}"
+    role, password = f"bw_corpus_reader_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    parts = urlsplit(PG_URL)
+    reader_url = urlunsplit(
+        parts._replace(netloc=f"{role}:{password}@{parts.netloc.rpartition('@')[2]}")
+    )
     try:
-        db = load_sample_postgres(PG_URL, schema=schema)
+        load_sample_postgres(PG_URL, schema=schema)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            database = conn.info.dbname
+            for statement in read_only_role_sql(
+                role, database=database, schema=schema, password=password
+            ):
+                conn.execute(statement.encode())
+        db = Database.postgres(reader_url, schema=schema)
         yield Target(db, db.introspect(), _postgres_checksum(schema))
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(params=DIALECTS)
@@ -435,3 +454,24 @@ def test_the_databases_still_answer_after_the_corpus(target: Target) -> None:
     )
     assert result.rows[0][0] > 0
     target.assert_unchanged()
+
+
+SERVER_FILE_CASES = (
+    "copy-to-file", "copy-from-file", "copy-to-program", "pg-read-file", "pg-read-binary-file",
+    "pg-ls-dir", "lo-import", "lo-export", "current-setting",
+)  # fmt: skip
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "case", [c for c in CORPUS if c.id in SERVER_FILE_CASES], ids=lambda case: case.id
+)
+def test_the_read_only_role_alone_keeps_the_server_files_out_of_reach(
+    postgres_target: Target, case: Case, scratch: Path
+) -> None:
+    # No check_sql: the role's own privileges and the read-only transaction refuse them.
+    sql = case.sql.replace("{scratch}", str(scratch))
+    with pytest.raises(SQLExecutionError, match=r"permission denied|must be superuser|read-only"):
+        execute_unchecked(postgres_target.db, sql, timeout_s=5.0)
+    postgres_target.assert_unchanged()
+    assert list(scratch.iterdir()) == []

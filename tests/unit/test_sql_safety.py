@@ -10,7 +10,7 @@ import pytest
 from brickwork.errors import ConfigError, UnsafeSQLError
 from brickwork.tools.sample_db import sample_ddl
 from brickwork.tools.sql import Database, SchemaInfo
-from brickwork.tools.sql_exec import QueryResult, results_match
+from brickwork.tools.sql_exec import QueryResult, read_only_role_sql, results_match
 from brickwork.tools.sql_safety import check_sql
 
 
@@ -387,6 +387,36 @@ def test_database_handles_validate_and_hide_passwords(tmp_path: object) -> None:
         Database.from_url("mysql://x@y/z")
     with pytest.raises(ConfigError, match="needs a file path"):
         Database(dialect="sqlite")
+
+
+def test_postgres_url_options_are_read_and_not_sent_to_the_server() -> None:
+    url = "postgresql://app:pw@db.example:5432/shop?sslmode=require"
+    db = Database.from_url(f"{url}&role=reader&schema=sales&allow_privileged=true")
+    assert db.url == url  # libpq would refuse the unknown parameters
+    assert (db.role, db.namespace, db.allow_privileged) == ("reader", "sales", True)
+    assert "allow_privileged=True" in repr(db)
+    assert "pw" not in repr(db)
+    plain = Database.from_url("postgresql://app@db.example/shop")
+    assert (plain.role, plain.namespace, plain.allow_privileged) == (None, "public", False)
+    assert plain == Database.postgres("postgresql://app@db.example/shop?allow_privileged=0")
+    explicit = Database.postgres(
+        f"{url}&role=reader", role="other", schema="s", allow_privileged=True
+    )
+    assert (explicit.role, explicit.namespace, explicit.allow_privileged) == ("other", "s", True)
+    with pytest.raises(ConfigError, match=r"allow_privileged='maybe' is not a boolean"):
+        Database.from_url("postgresql://app@db.example/shop?allow_privileged=maybe")
+
+
+def test_read_only_role_sql_quotes_names_and_grants_only_reads() -> None:
+    statements = read_only_role_sql("Reader", database="my-db", schema="public", password="it's")
+    assert statements == (
+        "CREATE ROLE \"Reader\" LOGIN PASSWORD 'it''s'",
+        'GRANT CONNECT ON DATABASE "my-db" TO "Reader"',
+        'GRANT USAGE ON SCHEMA public TO "Reader"',
+        'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "Reader"',
+        'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO "Reader"',
+    )
+    assert read_only_role_sql("r", database="d")[0] == "CREATE ROLE r LOGIN"
 
 
 def result(rows: list[tuple[object, ...]], columns: tuple[str, ...] = ("a", "b")) -> QueryResult:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SLM = "slm"
+LARGE = "large"
 FRONTIER = "frontier"
 #: `--max-lora-rank` is never below this, so adapters up to rank 16 load at runtime.
 MIN_LORA_RANK = 16
@@ -159,8 +160,13 @@ def pool_config_for(
     adapters: Iterable[str] = (),
     merged: Mapping[str, str] | None = None,
     frontier: FrontierSettings | None = None,
+    large: tuple[str, str] | None = None,
 ) -> PoolConfig:
-    """Pool with `slm` on the given vLLM and `frontier` on the real API or the stand-in.
+    """Pool with `slm` on the given vLLM, `large` on the local large model, and `frontier`.
+
+    The ladder is `slm -> large -> frontier` when a frontier API is configured; without one
+    the local large model is the top and plays the frontier role (`frontier` names the same
+    endpoint, flagged `stand_in`); without a large model either, the small model stands in.
 
     Args:
         base_url: The vLLM serving the base model (and its adapters).
@@ -169,6 +175,7 @@ def pool_config_for(
         merged: Merged adapters served by their own instance: name -> base URL (the instance
             serves the name); each becomes `slm:<name>`, replacing the LoRA route.
         frontier: The frontier settings (default: from the environment).
+        large: The local large model's (base URL, served name), or None.
     """
     local = EndpointConfig(name="local-vllm", base_url=base_url, model=served_name, kind="vllm")
     models: dict[str, list[EndpointConfig]] = {SLM: [local]}
@@ -181,6 +188,15 @@ def pool_config_for(
         endpoint = EndpointConfig(name=f"merged:{name}", base_url=url, model=name, kind="vllm")
         models[f"{SLM}:{name}"] = [endpoint]
     frontier = frontier or frontier_settings()
+    if large is not None:
+        large_endpoint = EndpointConfig(
+            name="large-vllm",
+            base_url=large[0],
+            model=large[1],
+            kind="vllm",
+            stand_in=not frontier.configured,  # the top of a local ladder plays the frontier
+        )
+        models[LARGE] = [large_endpoint]
     if frontier.configured:
         assert frontier.base_url is not None and frontier.model is not None
         remote = EndpointConfig(
@@ -198,7 +214,7 @@ def pool_config_for(
             kind="vllm",
             stand_in=True,
         )
-    models[FRONTIER] = [remote]
+    models[FRONTIER] = [models[LARGE][0] if LARGE in models and remote.stand_in else remote]
     return PoolConfig(models=models)
 
 

@@ -434,3 +434,24 @@ def test_a_frontier_api_is_the_third_rung_and_explicit_tiers_are_checked() -> No
     with pytest.raises(ConfigError, match="name a tier twice"):
         PoolConfig.parse({"models": models, "tiers": ["slm", "slm"]})
     assert ModelPool(PoolConfig.parse({"models": {"x": [_rung("x")]}})).top_tier == "frontier"
+
+
+def test_local_pools_build_the_ladder_from_what_runs() -> None:
+    from brickwork._settings import FrontierSettings
+    from brickwork.serving.local import pool_config_for
+
+    none = FrontierSettings(base_url=None, api_key_env="KEY", model=None)
+    api = FrontierSettings(base_url="https://api.example/v1", api_key_env="KEY", model="big")
+    alone = ModelPool(pool_config_for("http://s/v1", "small", frontier=none))
+    assert alone.tiers == ("slm", "frontier") and alone.tier_endpoints("frontier")[0].stand_in
+    local = ModelPool(
+        pool_config_for("http://s/v1", "small", frontier=none, large=("http://l/v1", "q"))
+    )
+    top = local.tier_endpoints("frontier")[0]
+    assert local.tiers == ("slm", "large") and top.name == "large-vllm" and top.stand_in
+    full = ModelPool(
+        pool_config_for("http://s/v1", "small", frontier=api, large=("http://l/v1", "q"))
+    )
+    assert full.tiers == ("slm", "large", "frontier")
+    assert not full.tier_endpoints("large")[0].stand_in
+    assert full.tier_endpoints("frontier")[0].kind == "openai"

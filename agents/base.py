@@ -31,6 +31,7 @@ T = TypeVar("T")
 #: Why an agent could not deliver a trusted value on the small model.
 SignalKind = Literal[
     "invalid_output",  # output not parseable / not valid against the contract
+    "ungrounded_value",  # a value the user never said (grounding check)
     "low_confidence",  # a value, but below the skill's confidence threshold
     "unknown_tool",  # the model named a tool the registry does not have
     "invalid_arguments",  # tool arguments failed the tool's schema

@@ -5,6 +5,13 @@ of the right shape. Usually is not always: an answer cut off at `max_tokens` is 
 Pydantic model can demand more than its JSON schema says (custom validators, cross-field
 checks). So every output is checked with `jsonschema` (Draft 2020-12) and then the Pydantic
 model, and a failed output gets one repair turn that shows the model the validators' messages.
+
+With `grounded=True` every string, number and enum value must also appear in the user's own
+words (`brickwork.agents.grounding`: case, number formats, currency symbols and codes, dates
+normalised; instructions embedded in the text do not count). A value that does not is an
+`ungrounded_value` signal, repaired and then escalated like any other. A field that is
+legitimately inferred opts out with `Field(json_schema_extra={"derived": True})` (or
+`"derived": true` in a plain JSON schema's property).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from brickwork.agents.base import AgentResult, SignalKind, repair_loop, shots_for
+from brickwork.agents.grounding import ungrounded_values
+from brickwork.agents.injection import own_text
 from brickwork.errors import SkillError
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import Completion, Message
@@ -39,13 +48,20 @@ class ExtractAgent:
         skill: A skill whose contract is a `JSONContract`.
         few_shot: Examples shown as prior turns.
         max_tokens: Upper bound on the answer's length.
+        grounded: Check that every value appears in the user's own words (fields marked
+            `derived` are not checked).
 
     Raises:
         SkillError: The skill is not an extraction skill, or an argument is out of range.
     """
 
     def __init__(
-        self, skill: Skill, *, few_shot: int = 3, max_tokens: int = DEFAULT_MAX_TOKENS
+        self,
+        skill: Skill,
+        *,
+        few_shot: int = 3,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        grounded: bool = False,
     ) -> None:
         if not isinstance(skill.contract, JSONContract):
             raise SkillError(
@@ -58,7 +74,16 @@ class ExtractAgent:
             )
         self.skill = skill
         self.contract: JSONContract = skill.contract
-        self.schema = self.contract.json_schema
+        full = self.contract.json_schema
+        #: Top-level fields that are inferred, not said: grounding skips them.
+        self.derived = frozenset(
+            name
+            for name, spec in (full.get("properties") or {}).items()
+            if isinstance(spec, dict) and spec.get("derived") is True
+        )
+        # The marker is ours, not JSON schema: the wire schema goes without it.
+        self.schema = _without_derived(full) if self.derived else full
+        self.grounded = grounded
         self.few_shot = few_shot
         self.max_tokens = max_tokens
         self._validator = jsonschema.Draft202012Validator(
@@ -94,8 +119,14 @@ class ExtractAgent:
             finish_reasons.append(completion.finish_reason)
             return completion
 
+        said = own_text(_user_text(input))
+
         async def validate(text: str) -> tuple[Any, list[str], SignalKind]:
             value, errors = self.validate(text, finish_reason=finish_reasons[-1])
+            if value is not None and self.grounded:
+                errors = self.ungrounded(value, said)
+                if errors:
+                    return None, errors, "ungrounded_value"
             return value, errors, "invalid_output"
 
         value, attempts, signals = await repair_loop(
@@ -116,7 +147,8 @@ class ExtractAgent:
             finish_reason: Why generation stopped; "length" adds a note that it was cut off.
 
         Returns:
-            (value, []) when valid, else (None, the validators' messages).
+            (value, []) when valid, else (None, the validators' messages). Grounding is
+            checked by `run` (see `ungrounded`), since it needs the input.
         """
         value, errors = self._check(text)
         if errors and finish_reason == "length":
@@ -126,6 +158,11 @@ class ExtractAgent:
                 "write a shorter JSON object",
             )
         return value, errors
+
+    def ungrounded(self, value: Extraction, said: str) -> list[str]:
+        """Messages for the values of `value` that `said` does not contain (derived skipped)."""
+        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        return ungrounded_values(data, said, skip=self.derived)
 
     def messages(
         self, input: str | Sequence[Message], *, few_shot: int | None = None
@@ -168,6 +205,20 @@ class ExtractAgent:
             return model.model_validate_json(text), []
         except ValidationError as exc:
             return None, [_pydantic_message(error) for error in exc.errors(include_url=False)]
+
+
+def _without_derived(schema: dict[str, Any]) -> dict[str, Any]:
+    properties = {
+        name: {k: v for k, v in spec.items() if k != "derived"} if isinstance(spec, dict) else spec
+        for name, spec in (schema.get("properties") or {}).items()
+    }
+    return {**schema, "properties": properties}
+
+
+def _user_text(input: str | Sequence[Message]) -> str:
+    if isinstance(input, str):
+        return input
+    return " ".join(str(m.get("content") or "") for m in input if m.get("role") == "user")
 
 
 def _pydantic_message(error: ErrorDetails) -> str:

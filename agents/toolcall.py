@@ -7,11 +7,17 @@ call gets one repair turn that shows the validator's messages. A valid call is e
 the skill's time limit; tool errors and timeouts become signals (the small model does not
 repair them: the call is kept and reported).
 
+Calls are checked against the user's own words (`brickwork.agents.injection`): with
+`grounded=True` every argument value must appear in them, and a call of a `sensitive` tool that
+the request does not plainly ask for is not executed: `extra["needs_confirmation"]` says why,
+and the graph stops to ask the user (see `graphs.builder`).
+
 ```python
 agent = ToolCallAgent(smart_home_skill(hub))
 result = await agent.run("Turn on the kitchen lights", pool=pool)
 result.value                 # ToolCall(name='toggle_lights', parameters={...})
 result.extra["tool_result"]  # ToolResult of the executed call
+result.extra["needs_confirmation"]  # None, or why a sensitive call was not run
 ```
 """
 
@@ -19,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop, shots_for
+from brickwork.agents.grounding import is_grounded
+from brickwork.agents.injection import not_plainly_asked, own_text
 from brickwork.errors import (
     SkillError,
     ToolArgumentsError,
@@ -87,6 +94,8 @@ class ToolCallAgent:
             never run: their call is the output).
         few_shot: How many of the skill's examples to show (`DEFAULT_FEW_SHOT` if None).
         max_tokens: Upper bound on the generated call.
+        grounded: Every argument value must appear in the user's own words (text embedded
+            in the request, such as "ignore previous instructions and ...", does not count).
 
     Raises:
         SkillError: The skill's contract is not a `ToolContract`.
@@ -178,11 +187,12 @@ class ToolCallAgent:
 
         turns = parse_conversation(input) if isinstance(input, str) else normalise_messages(input)
         said = _user_text(turns)
+        own = own_text(said)
 
         async def validate(text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
             value, errors, kind = self._validate(text)
             if value is not None and self.grounded:
-                errors = ungrounded_arguments(value.parameters, said)
+                errors = ungrounded_arguments(value.parameters, own)
                 if errors:
                     value, kind = None, "invalid_arguments"
             if errors and finish_reasons[-1] == "length":
@@ -195,8 +205,10 @@ class ToolCallAgent:
             validate,
             max_repairs=self.skill.thresholds.max_repairs,
         )
-        extra: dict[str, Any] = {"model": logical, "tool_result": None}
-        if isinstance(value, ToolCall) and self.execute:
+        extra: dict[str, Any] = {"model": logical, "tool_result": None, "needs_confirmation": None}
+        if isinstance(value, ToolCall):
+            extra["needs_confirmation"] = self.confirmation_needed(value, said)
+        if isinstance(value, ToolCall) and self.execute and extra["needs_confirmation"] is None:
             result = await self._execute(value)
             extra["tool_result"] = result
             if result is not None and result.error is not None:
@@ -227,6 +239,25 @@ class ToolCallAgent:
             return None, [str(exc)], "invalid_arguments"
         return ToolCall(data["name"], parameters), [], "invalid_output"
 
+    def confirmation_needed(self, call: ToolCall, said: str) -> str | None:
+        """Why `call` must be confirmed before it runs (None: it may run now).
+
+        Only calls of `sensitive` tools are checked: they run only when the user's own words
+        (`said` without embedded instructions) plainly ask for the action and its arguments.
+        """
+        found = self.registry.get(call.name)
+        if not found.sensitive:
+            return None
+        return not_plainly_asked(call.name, call.parameters, said, verbs=found.action_verbs)
+
+    async def execute_call(self, call: ToolCall) -> ToolResult | None:
+        """Run a call on the registry with the skill's time limit (after a confirmation).
+
+        Returns:
+            The result, or None for a schema-only tool (nothing to run).
+        """
+        return await self._execute(call)
+
     async def _execute(self, value: ToolCall) -> ToolResult | None:
         found = self.registry.get(value.name)
         if found.function is None:
@@ -240,21 +271,19 @@ class ToolCallAgent:
 def ungrounded_arguments(parameters: Mapping[str, Any], said: str) -> list[str]:
     """Arguments whose value the user never said: a cheap check against made-up values.
 
-    A string argument must appear in what the user said (case and underscores ignored), a
-    number must be one of the numbers the user said. Booleans are not checked.
+    A string argument must appear in what the user said (after `agents.grounding`'s
+    normalisation: case, underscores, currency symbols, dates), a number must be one of the
+    numbers the user said. Booleans are not checked.
     """
-    text = said.lower().replace("_", " ")
-    numbers = {float(n) for n in re.findall(r"\d+(?:\.\d+)?", text)}
     problems = []
     for name, value in parameters.items():
-        if isinstance(value, bool) or value is None:
+        if is_grounded(value, said):
             continue
         if isinstance(value, int | float):
-            if float(value) not in numbers:
-                problems.append(
-                    f"{name}={value!r}: the user said no such number; use only values the user gave"
-                )
-        elif isinstance(value, str) and value.lower().replace("_", " ") not in text:
+            problems.append(
+                f"{name}={value!r}: the user said no such number; use only values the user gave"
+            )
+        else:
             problems.append(
                 f"{name}={value!r} does not appear in the request; use only values the user "
                 "gave, or another tool"

@@ -246,6 +246,7 @@ class App:
         timeout_s: float = 300.0,
         run_id: str | None = None,
         resume: bool = False,
+        confirm: bool | str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[Event]:
         """Run one request and yield its events as they happen; the last is `RunFinished`.
@@ -258,6 +259,8 @@ class App:
             timeout_s: The run is stopped after this long (status "timeout").
             run_id: Use this id (default: a new one).
             resume: Continue `run_id` from its last checkpoint instead of starting afresh.
+            confirm: With `resume`, the user's answer to the run's confirmation question
+                (True/"yes" runs the call it asked about, anything else declines it).
             messages: The whole conversation, for multi-turn graphs (ends with `text`).
         """
         _check_text(text)
@@ -297,7 +300,11 @@ class App:
         started_at = time.time()
         started = time.perf_counter()
         emit(RunStarted(run_id, self.graph.name, text, mode, tenant))
-        initial = None if resume else self.graph.initial_state(text, messages)
+        initial: Any = None if resume else self.graph.initial_state(text, messages)
+        if resume and confirm is not None:
+            from langgraph.types import Command
+
+            initial = Command(resume=confirm)
         task = asyncio.create_task(self._execute(ctx, initial, timeout_s))
         while True:
             getter = asyncio.create_task(queue.get())
@@ -311,7 +318,8 @@ class App:
             yield queue.get_nowait()
         state, status, error = task.result()
         cost = self.ledger.run_cost(run_id)
-        answer = self.graph.answer(state) if status == "ok" else ""
+        # A run that did not finish ok says what was (not) done, or asks its question.
+        answer = self.graph.answer(state) if status == "ok" else str(state.get("answer") or "")
         finished = RunFinished(
             run_id,
             status,
@@ -338,6 +346,11 @@ class App:
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
         except Exception as exc:  # the run ends with a clear error, the app lives on
             return {}, "error", f"{type(exc).__name__}: {exc}"
+        waiting = state.get("__interrupt__")
+        if waiting:  # a node stopped to ask the user; its checkpoint is what resumes it
+            question = getattr(waiting[0], "value", {}) or {}
+            detail = question.get("question") if isinstance(question, dict) else question
+            return dict(state), "needs_confirmation", f"waiting for confirmation: {detail}"
         status: RunStatus = state.get("status") or "ok"
         if not self.keep_checkpoints:
             await self._forget(ctx.run_id)
@@ -388,13 +401,27 @@ class App:
             events.append(event)
         return self._result(events)
 
-    async def aresume(self, run_id: str, **options: Any) -> RunResult:
-        """Continue a run that was interrupted, from its last checkpoint."""
+    async def aresume(
+        self, run_id: str, *, confirm: bool | str | None = None, **options: Any
+    ) -> RunResult:
+        """Continue a run that was interrupted, from its last checkpoint.
+
+        Args:
+            run_id: The run to continue.
+            confirm: For a run whose status is "needs_confirmation": the user's answer
+                (True or "yes" runs the call it asked about; False or "no" declines it).
+            **options: As for `astream`.
+        """
         if self.checkpoints is None:
             raise ConfigError(
                 "resuming needs durable state; this App was made with checkpoints=None"
             )
-        events = [e async for e in self.astream("(resumed)", run_id=run_id, resume=True, **options)]
+        events = [
+            e
+            async for e in self.astream(
+                "(resumed)", run_id=run_id, resume=True, confirm=confirm, **options
+            )
+        ]
         return self._result(events)
 
     def invoke(self, text: str, **options: Any) -> RunResult:

@@ -27,9 +27,10 @@ from brickwork._settings import DEFAULT_SERVE_PORT
 from brickwork.errors import BrickworkError, ConfigError
 
 if TYPE_CHECKING:
+    from brickwork.app import RunResult
     from brickwork.serving.launcher import ServerSpec, VLLMServer
 
-__all__ = ["main"]
+__all__ = ["exit_code", "main"]
 
 STORE_HELP = "run store: a SQLite file or a postgresql:// URL (default: a file in the cache)"
 
@@ -284,7 +285,11 @@ async def _run(args: argparse.Namespace) -> int:
         await pool.aclose()
         if local is not None:
             await asyncio.to_thread(local.stop)
-    # Non-zero when any request did not succeed: a batch with one failure is not a success.
+    return exit_code(results)
+
+
+def exit_code(results: Sequence[RunResult]) -> int:
+    """0 when every request's run is ok, else 1: a batch with one failure is not a success."""
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -51,6 +51,7 @@ REASONS: tuple[Reason, ...] = Reason.__args__  # type: ignore[attr-defined]
 #: Agent signal kind -> escalation reason.
 _SIGNAL_REASONS: Mapping[str, Reason] = {
     "invalid_output": "validation_failed",
+    "ungrounded_value": "validation_failed",  # a made-up value: repaired, then escalated
     "low_confidence": "low_confidence",
     "unknown_tool": "invalid_tool_call",
     "invalid_arguments": "invalid_tool_call",

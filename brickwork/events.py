@@ -21,7 +21,11 @@ __all__ = [
     "RunStatus",
 ]
 
-RunStatus = Literal["ok", "failed", "over_budget", "timeout", "error"]
+#: How a run ended. ok: every node on its path produced a validated value and every tool call
+#: it ran succeeded (for a plan, every step the user asked for). failed: something was not done
+#: (the answer says what). needs_confirmation: stopped before a sensitive call the request did
+#: not plainly ask for; `App.aresume(run_id, confirm=...)` continues it.
+RunStatus = Literal["ok", "failed", "needs_confirmation", "over_budget", "timeout", "error"]
 
 
 def _now() -> float:

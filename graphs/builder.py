@@ -6,11 +6,24 @@ to go next) and calls `build()`. Every specialist node runs its agent on the sma
 node with the failing node's name and reason. The supervisor re-runs exactly that node under the
 same contract on the frontier model (or writes a plan), then returns to the node's successor.
 Building does no I/O.
+
+Outcomes are honest: a node is ok only with a validated value and, for a tool call, a call that
+ran without error; a tool error that survives the frontier retry fails the node and the run
+(status "failed", with an `answer` that says in plain words what was not done). A plan run
+(`plan_runner`) is ok only when every step the user asked for is; steps that do not come from
+the user's own words (`agents.injection.step_problem`) are dropped, never run.
+
+A call of a `sensitive` tool that the request does not plainly ask for is not run: the node
+goes to the `confirm` node, which stops the run with a LangGraph `interrupt` (the run's status
+is "needs_confirmation", its answer the question). Resuming the run with the user's answer
+(`App.aresume(run_id, confirm=True)`, or `Command(resume="yes")`) runs the call, or records
+that the user declined; either way the run then goes on from where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +32,10 @@ from typing import Annotated, Any, Protocol, TypedDict, cast
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 from brickwork.agents.base import AgentResult, Signal
+from brickwork.agents.injection import step_problem
 from brickwork.escalation import Decision, EscalationInput, decide
 from brickwork.events import Escalation, NodeFinished, NodeStarted
 from brickwork.run_context import RunContext
@@ -29,6 +43,7 @@ from brickwork.serving.pool import ModelPool
 from brickwork.skills.skill import Skill
 
 __all__ = [
+    "CONFIRM",
     "END",
     "SUPERVISOR",
     "GraphState",
@@ -37,13 +52,19 @@ __all__ = [
     "Specialist",
     "bound_model",
     "build_graph",
+    "plan_answer",
     "plan_gate",
+    "plan_runner",
+    "problems",
     "run_step",
     "to_jsonable",
     "write_tool_call",
 ]
 
 SUPERVISOR = "supervisor"
+CONFIRM = "confirm"
+#: Answers to a confirmation that mean yes (anything else is no).
+_YES = frozenset({"y", "yes", "ok", "okay", "confirm", "confirmed", "sure", "go ahead", "do it"})
 
 
 def _merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -66,6 +87,7 @@ class GraphState(TypedDict, total=False):
     answer: str
     status: str
     error: str
+    pending: dict[str, Any] | None
 
 
 class _Agent(Protocol):
@@ -102,10 +124,16 @@ class Specialist:
         return self.next(output) if callable(self.next) else self.next
 
     @property
+    def confirms(self) -> bool:
+        """Whether the agent can ask for a confirmation (it runs tool calls)."""
+        return callable(getattr(self.agent, "execute_call", None))
+
+    @property
     def targets(self) -> tuple[str, ...]:
-        """Every node this one may jump to, the supervisor included."""
+        """Every node this one may jump to, the supervisor (and `confirm`) included."""
         fixed = () if callable(self.next) else (self.next,)
-        return (*dict.fromkeys((*fixed, *self.destinations)), SUPERVISOR)
+        extra = (CONFIRM,) if self.confirms else ()
+        return (*dict.fromkeys((*fixed, *self.destinations)), SUPERVISOR, *extra)
 
 
 class LazyAgent:
@@ -175,6 +203,37 @@ def write_tool_call(result: Any) -> dict[str, Any]:
     }
 
 
+def problems(result: Any) -> list[Signal]:
+    """The signals that make a result untrustworthy: all but `low_confidence`.
+
+    A low-confidence value is still a validated value; a tool error, a timeout or an invalid
+    output is not, whichever model produced it.
+    """
+    return [s for s in getattr(result, "signals", ()) if s.kind != "low_confidence"]
+
+
+def _plain(detail: str) -> str:
+    """A tool or validator message in user words: no exception type names."""
+    _, sep, rest = detail.partition(" raised ")
+    if sep:
+        detail = rest.partition(": ")[2] or rest
+    return detail.strip().rstrip(".")
+
+
+def _not_done(node: str, signals: Sequence[Signal], fallback: str = "") -> str:
+    kinds = {s.kind for s in signals}
+    tool = next((s for s in signals if s.kind in ("tool_error", "tool_timeout")), None)
+    if tool is not None:
+        why = _plain(tool.detail)
+    elif kinds & {"model_error", "model_timeout"}:
+        why = "the model could not be reached; please try again later"
+    elif fallback:
+        why = fallback
+    else:
+        why = "I could not work out a valid answer from your request"
+    return f"Not done: {why}."
+
+
 def _attempts(result: Any) -> tuple[dict[str, Any], ...]:
     return tuple(
         {
@@ -207,6 +266,8 @@ def _specialist_node(
         model = await bound_model(spec.agent, ctx.pool)
         result = await spec.agent.run(spec.read(state), pool=ctx.pool, model=model)
         ctx.account(spec.name, result.completions, escalated=False)
+        if _needs_confirmation(result):
+            return _ask(spec.name, spec.name, result, started, ctx, "slm", then="node")
         signals = tuple((s.kind, s.detail) for s in result.signals)
         decision = decide(
             EscalationInput(
@@ -278,7 +339,10 @@ async def _route_decision(
     )
     status = "over_budget" if decision.reason == "budget_exhausted" else "failed"
     ctx.flags.append(f"{spec.name}:{decision.reason}")
-    return Command(goto=END, update={"status": status, "error": error})
+    signals = list(getattr(result, "signals", ()))
+    budget = "the budget for this request is used up" if status == "over_budget" else ""
+    answer = _not_done(spec.name, signals, budget)
+    return Command(goto=END, update={"status": status, "error": error, "answer": answer})
 
 
 def _supervisor_node(
@@ -314,9 +378,18 @@ def _supervisor_node(
         ctx.commit_escalation(name)
         latency = time.perf_counter() - started
         attempts = _attempts(result)
-        if result.value is None:
+        if _needs_confirmation(result):
+            record["ok"] = True
+            command = _ask(SUPERVISOR, name, result, started, ctx, "frontier", then="node")
+            assert isinstance(command.update, dict)
+            command.update |= {"escalation": None, "escalations": [record]}
+            return command
+        failed = problems(result)
+        if result.value is None or failed:
+            # A value with a tool error (the frontier repeated a call the tool refused) is a
+            # failure too: the run must not report "ok" for an action that did not happen.
             error = f"{name} failed on the frontier model too: " + "; ".join(
-                f"{s.kind}: {s.detail}" for s in result.signals
+                f"{s.kind}: {s.detail}" for s in (failed or result.signals)
             )
             ctx.emit(
                 NodeFinished(
@@ -337,6 +410,7 @@ def _supervisor_node(
                 update={
                     "status": "failed",
                     "error": error,
+                    "answer": _not_done(name, failed or list(result.signals)),
                     "escalation": None,
                     "escalations": [record],
                 },
@@ -393,15 +467,258 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     if result is None:  # frontier mode, and the budget cannot cover the frontier call
         result = AgentResult(None, (Signal("model_error", decision.detail),))
     ok = result.value is not None and (escalated or decision.action == "accept")
+    ok = ok and not (escalated and problems(result))
+    error = None if ok else f"{name}: {decision.reason} ({decision.detail})"
+    if escalated and problems(result):
+        error = f"{name} failed on the frontier model too: " + "; ".join(
+            f"{s.kind}: {s.detail}" for s in problems(result)
+        )
+    if ok and _needs_confirmation(result):
+        ok, error = False, f"{name}: needs confirmation ({result.extra['needs_confirmation']})"
     ctx.emit(
         NodeFinished(
             ctx.run_id, name, ok, time.perf_counter() - started,
             to_jsonable(result.value), "frontier" if escalated else "slm",
-            "frontier" if escalated else "slm", _attempts(result),
-            None if ok else f"{name}: {decision.reason} ({decision.detail})",
+            "frontier" if escalated else "slm", _attempts(result), error,
         )
     )  # fmt: skip
     return result, escalated
+
+
+def _needs_confirmation(result: Any) -> bool:
+    extra = getattr(result, "extra", None) or {}
+    return result is not None and result.value is not None and bool(extra.get("needs_confirmation"))
+
+
+def _ask(
+    node: str,
+    owner: str,
+    result: Any,
+    started: float,
+    ctx: RunContext,
+    model: str,
+    *,
+    then: str,
+    step: str | None = None,
+    goto: str | None = None,
+) -> Command[Any]:
+    """Stop before a sensitive call the request did not plainly ask for: go to `confirm`."""
+    call = to_jsonable(result.value)
+    reason = str(result.extra["needs_confirmation"])
+    shown = ", ".join(f"{k}={v!r}" for k, v in (call.get("parameters") or {}).items())
+    action = f"{call.get('name')}({shown})"
+    question = (
+        f"Please confirm: should I {step or action}"
+        f"{f' ({action})' if step else ''}? Your message did not plainly ask for it "
+        f"({reason}). Answer yes or no."
+    )
+    ctx.emit(
+        NodeFinished(
+            ctx.run_id, node, False, time.perf_counter() - started, call, model, model,
+            _attempts(result), f"{owner}: needs confirmation ({reason})",
+        )
+    )  # fmt: skip
+    ctx.flags.append(f"{owner}:needs_confirmation")
+    pending = {
+        "node": owner,
+        "call": call,
+        "reason": reason,
+        "question": question,
+        "then": then,
+        "step": step,
+        "goto": goto,
+    }
+    return Command(goto=CONFIRM, update={"pending": pending, "answer": question})
+
+
+def _confirm_node(
+    specialists: Mapping[str, Specialist], agents: Mapping[str, _Agent]
+) -> Callable[[GraphState, Runtime[RunContext]], Awaitable[Command[Any]]]:
+    async def confirm(state: GraphState, runtime: Runtime[RunContext]) -> Command[Any]:
+        pending = dict(state.get("pending") or {})
+        # Stops the run here (status needs_confirmation); resuming returns the user's answer.
+        answer = interrupt(
+            {k: pending.get(k) for k in ("question", "node", "call", "reason", "step")}
+        )
+        ctx = runtime.context
+        started = time.perf_counter()
+        owner = str(pending["node"])
+        yes = _is_yes(answer)
+        call = dict(pending["call"])
+        outcome: dict[str, Any] = {"call": call, "result": None}
+        error = None
+        if yes:
+            from brickwork.agents.toolcall import ToolCall
+
+            agent = await _inner(agents[owner])
+            ran = await agent.execute_call(
+                ToolCall(str(call["name"]), dict(call.get("parameters") or {}))
+            )
+            if ran is not None and not ran.ok:
+                error = f"{owner}: the confirmed call failed: {ran.error}"
+            elif ran is not None:
+                outcome["result"] = to_jsonable(ran.value)
+        else:
+            error = f"{owner}: not confirmed by the user (answer {answer!r})"
+        ok = error is None
+        ctx.emit(
+            NodeFinished(
+                ctx.run_id, owner, ok, time.perf_counter() - started, outcome if ok else None,
+                "confirmed" if yes else "declined", "-", (), error,
+            )
+        )  # fmt: skip
+        ctx.flags.append(f"{owner}:{'confirmed' if yes else 'declined'}")
+        if pending.get("then") == "step":
+            record = _step_record(str(pending.get("step") or ""), outcome, error, yes)
+            done = [*(state.get("outputs", {}).get(str(pending["goto"])) or []), record]
+            return Command(
+                goto=str(pending["goto"]),
+                update={"outputs": {str(pending["goto"]): done}, "pending": None, "answer": ""},
+            )
+        if not ok:
+            why = "you did not confirm it" if not yes else _plain(str(error).partition(": ")[2])
+            return Command(
+                goto=END,
+                update={
+                    "status": "failed",
+                    "error": error,
+                    "answer": f"Not done: {why}.",
+                    "pending": None,
+                },
+            )
+        spec = specialists[owner]
+        return Command(
+            goto=spec.successor(outcome),
+            update={"outputs": {owner: outcome}, "pending": None, "answer": ""},
+        )
+
+    confirm.__name__ = CONFIRM
+    return confirm
+
+
+def _is_yes(answer: Any) -> bool:
+    if isinstance(answer, bool):
+        return answer
+    if isinstance(answer, Mapping):
+        return _is_yes(answer.get("confirm", answer.get("answer")))
+    return isinstance(answer, str) and answer.strip().lower().rstrip(".!") in _YES
+
+
+async def _inner(agent: _Agent) -> Any:
+    return await agent.agent() if isinstance(agent, LazyAgent) else agent
+
+
+def _step_record(
+    step: str, outcome: Mapping[str, Any] | None, error: str | None, ran: bool
+) -> dict[str, Any]:
+    outcome = outcome or {}
+    return {
+        "step": step,
+        "ok": error is None,
+        "outcome": "done" if error is None else ("failed" if ran else "not_confirmed"),
+        "call": outcome.get("call"),
+        "result": outcome.get("result"),
+        "error": error,
+    }
+
+
+def plan_answer(records: Sequence[Mapping[str, Any]]) -> str:
+    """What a plan run did, step by step, in plain words (which steps were done, which not)."""
+    lines = []
+    for number, record in enumerate(records, 1):
+        step = str(record.get("step") or "").rstrip(".") or "(empty step)"
+        outcome = record.get("outcome")
+        if outcome == "done":
+            result = record.get("result")
+            shown = json.dumps(result) if result is not None else ""
+            lines.append(
+                f"{number}. {step}: done" + (f" ({shown})" if 0 < len(shown) <= 120 else "") + "."
+            )
+        elif outcome == "dropped":
+            lines.append(
+                f"{number}. {step}: not done, because it came from text inside your message, "
+                "not from your own request."
+            )
+        elif outcome == "not_confirmed":
+            lines.append(f"{number}. {step}: not done, because you did not confirm it.")
+        else:
+            why = _plain(str(record.get("reason") or "")) or "it could not be done"
+            lines.append(f"{number}. {step}: not done ({why}).")
+    return "\n".join(lines)
+
+
+def plan_runner(
+    name: str, agent: _Agent, *, owner: str
+) -> tuple[Callable[[GraphState, Runtime[RunContext]], Awaitable[Command[Any]]], tuple[str, ...]]:
+    """A node that runs a plan one step per visit, then sets the run's status and answer.
+
+    Each step must correspond to a clause of the user's own request (`step_problem`), else it
+    is dropped and never run. A step that needs a confirmation goes to `confirm`, which comes
+    back here. The run is ok only when every step that was not dropped is done (and at least
+    one is); the answer lists every step's outcome in plain words, and `outputs[name]` holds
+    one record per step (`step`, `ok`, `outcome`, `call`, `result`, `error`).
+
+    Args:
+        name: The node name (its output is the list of step records).
+        agent: Runs one step (`run_step`), e.g. the graph's tool-calling agent.
+        owner: The specialist whose agent runs a confirmed call.
+
+    Returns:
+        The node function and its destinations, ready for `build_graph(plain_nodes=...)`.
+    """
+
+    async def run_plan(state: GraphState, runtime: Runtime[RunContext]) -> Command[Any]:
+        ctx = runtime.context
+        text = state.get("text", "")
+        steps = state.get("plan") or [text]
+        records = list(state.get("outputs", {}).get(name) or [])
+        if len(records) < len(steps):
+            number = len(records) + 1
+            step = steps[number - 1]
+            node = f"step_{number}"
+            problem = step_problem(step, text) if state.get("plan") else None
+            if problem is not None:
+                ctx.emit(NodeStarted(ctx.run_id, node))
+                ctx.emit(
+                    NodeFinished(ctx.run_id, node, False, 0.0, None, "check", "-", (), problem)
+                )
+                ctx.flags.append(f"{node}:dropped")
+                record = {"step": step, "ok": False, "outcome": "dropped", "call": None,
+                          "result": None, "error": problem}  # fmt: skip
+                return Command(goto=name, update={"outputs": {name: [*records, record]}})
+            started = time.perf_counter()
+            result, escalated = await run_step(node, agent, step, ctx)
+            if _needs_confirmation(result):
+                model = "frontier" if escalated else "slm"
+                return _ask(
+                    node, owner, result, started, ctx, model, then="step", step=step, goto=name
+                )
+            failed = problems(result)
+            ok = result.value is not None and not failed
+            output = write_tool_call(result) if result.value is not None else {}
+            record = {
+                "step": step,
+                "ok": ok,
+                "outcome": "done" if ok else "failed",
+                "call": output.get("call"),
+                "result": output.get("result"),
+                "error": None if ok else "; ".join(f"{s.kind}: {s.detail}" for s in result.signals),
+                "reason": None
+                if ok
+                else _not_done(node, list(result.signals)).removeprefix("Not done: "),
+            }
+            return Command(goto=name, update={"outputs": {name: [*records, record]}})
+        answer = plan_answer(records)
+        counted = [r for r in records if r.get("outcome") != "dropped"]
+        if counted and all(r.get("ok") for r in counted):
+            return Command(goto=END, update={"answer": answer})
+        not_done = [f"step {i}" for i, r in enumerate(records, 1) if not r.get("ok")]
+        error = f"{name}: not every step was done ({', '.join(not_done)})"
+        ctx.flags.append(f"{name}:incomplete")
+        return Command(goto=END, update={"status": "failed", "error": error, "answer": answer})
+
+    run_plan.__name__ = name
+    return run_plan, (name, CONFIRM, END)
 
 
 def plan_gate(
@@ -463,6 +780,16 @@ def build_graph(
         graph.add_node(spec.name, cast(Any, _specialist_node(spec)), destinations=spec.targets)
     for name, (fn, destinations) in (plain_nodes or {}).items():
         graph.add_node(name, cast(Any, fn), destinations=destinations)
+    plain_targets = {t for _, targets in (plain_nodes or {}).values() for t in targets}
+    if any(s.confirms for s in specialists) or CONFIRM in plain_targets:
+        confirm_targets = {t for s in specialists if s.confirms for t in s.targets}
+        confirm_targets |= {n for n, (_, t) in (plain_nodes or {}).items() if CONFIRM in t}
+        confirm_targets = (confirm_targets | {END}) - {SUPERVISOR, CONFIRM}
+        graph.add_node(
+            CONFIRM,
+            cast(Any, _confirm_node(by_name, {s.name: s.agent for s in specialists})),
+            destinations=tuple(sorted(confirm_targets)),
+        )
     supervisor_targets = {t for s in specialists for t in s.targets if t != SUPERVISOR}
     supervisor_targets |= {after_plan or END, END}
     graph.add_node(

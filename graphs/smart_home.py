@@ -1,6 +1,6 @@
 """smart_home: route a request, then call the right device tool on the simulated hub.
 
-    plan_check --(several actions)--> supervisor (plan) --> execute_plan
+    plan_check --(several actions)--> supervisor (plan) --> execute_plan (one step a visit)
          |
          v
       intent --(device_command | status_question)--> toolcall --> END
@@ -8,7 +8,9 @@
          +--(out_of_scope)--> END
 
 Multi-turn: the run's `messages` carry the conversation; earlier assistant turns hold earlier
-calls. Every node escalates to the supervisor when its checks fail.
+calls. Every node escalates to the supervisor when its checks fail. Plan steps that do not come
+from the user's own words are dropped; unlocking a door (a sensitive tool) that the request
+does not plainly ask for stops at `confirm` until the user answers.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from brickwork.graphs.builder import (
     LazyAgent,
     Specialist,
     build_graph,
+    plan_answer,
     plan_gate,
-    run_step,
+    plan_runner,
     to_jsonable,
     write_tool_call,
 )
@@ -75,8 +78,7 @@ def answer(state: GraphState) -> str:
     """A short text answer for the user."""
     outputs = state.get("outputs", {})
     if state.get("plan"):
-        steps = outputs.get("execute_plan", [])
-        return "\n".join(f"{i + 1}. {_describe(step)}" for i, step in enumerate(steps))
+        return plan_answer(outputs.get("execute_plan", []))
     if "toolcall" in outputs:
         return _describe(outputs["toolcall"])
     intent = outputs.get("intent", {})
@@ -99,12 +101,21 @@ def _describe(output: dict[str, Any]) -> str:
 PLANNER = Planner("The specialists control lights, the thermostat, door locks and scenes.")
 
 
-def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
-    """Compile the graph; `hub` is the device hub its tool calls act on."""
+def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None, knn: bool = True) -> Any:
+    """Compile the graph.
+
+    Args:
+        checkpointer: LangGraph checkpointer for durable state.
+        hub: The device hub its tool calls act on (default: a new one).
+        knn: Let the intent examples vote first (an embedding kNN, loaded on the first run);
+            False: the small model alone classifies.
+    """
     intent_skill = smart_home_intent_skill()
     toolcall = ToolCallAgent(smart_home_skill(hub or SmartHomeHub()), grounded=True)
     intent = LazyAgent(
-        lambda: IntentAgent(intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples))
+        lambda: IntentAgent(
+            intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples) if knn else None
+        )
     )
 
     async def planner(text: str, ctx: RunContext) -> list[str]:
@@ -115,15 +126,6 @@ def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
         # The frontier model gave no valid plan: split the request's clauses instead, and say so.
         ctx.flags.append("plan_check:plan_fallback_split")
         return split_clauses(text)
-
-    async def execute_plan(state: GraphState, runtime: Any) -> dict[str, Any]:
-        ctx: RunContext = runtime.context
-        steps = state.get("plan") or [state.get("text", "")]
-        done = []
-        for number, step in enumerate(steps, 1):
-            result, _ = await run_step(f"step_{number}", toolcall, step, ctx)
-            done.append(write_tool_call(result) if result.value is not None else {"error": step})
-        return {"outputs": {"execute_plan": done}}
 
     gate, gate_targets = plan_gate(
         "plan_check", needs_plan, next="intent", after_plan="execute_plan"
@@ -141,7 +143,10 @@ def build(*, checkpointer: Any = None, hub: SmartHomeHub | None = None) -> Any:
             Specialist("toolcall", toolcall, read_request, next=END, write=write_tool_call),
         ],
         entry="plan_check",
-        plain_nodes={"plan_check": (gate, gate_targets), "execute_plan": (execute_plan, (END,))},
+        plain_nodes={
+            "plan_check": (gate, gate_targets),
+            "execute_plan": plan_runner("execute_plan", toolcall, owner="toolcall"),
+        },
         planner=planner,
         after_plan="execute_plan",
         checkpointer=checkpointer,

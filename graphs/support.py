@@ -7,6 +7,8 @@
 `intent` is an embedding kNN over the skill's examples, with the small model consulted only
 when the vote is unsure; `extract` pulls a `TransferRequest` out of the message; `act` calls one
 of the simulated bank's tools. Each node escalates on its own when its checks fail.
+Extracted values must appear in the customer's own words (`grounded=True`), and closing an
+account (a sensitive tool) runs only when the message plainly asks for it, else after a yes.
 """
 
 from __future__ import annotations
@@ -66,13 +68,22 @@ def answer(state: GraphState) -> str:
     return f"[{label}] {call.get('name', '?')}({params}) -> {act.get('result')}"
 
 
-def build(*, checkpointer: Any = None, bank: SimulatedBank | None = None) -> Any:
-    """Compile the graph; `bank` is the bank its tool calls act on."""
+def build(*, checkpointer: Any = None, bank: SimulatedBank | None = None, knn: bool = True) -> Any:
+    """Compile the graph.
+
+    Args:
+        checkpointer: LangGraph checkpointer for durable state.
+        bank: The bank its tool calls act on (default: a new one).
+        knn: Let the intent examples vote first (an embedding kNN, loaded on the first run);
+            False: the small model alone classifies.
+    """
     intent_skill = banking_intent_skill()
     intent = LazyAgent(
-        lambda: IntentAgent(intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples))
+        lambda: IntentAgent(
+            intent_skill, knn=EmbeddingKNN.from_examples(intent_skill.examples) if knn else None
+        )
     )
-    extract = ExtractAgent(banking_transfer_extraction_skill())
+    extract = ExtractAgent(banking_transfer_extraction_skill(), grounded=True)
     act = ToolCallAgent(banking_support_skill(bank or SimulatedBank()), grounded=True)
     return build_graph(
         [

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from brickwork.tools.registry import ToolRegistry
+from brickwork.tools.registry import Tool, ToolRegistry
 
-__all__ = ["BankError", "SimulatedBank"]
+__all__ = ["SENSITIVE_TOOLS", "BankError", "SimulatedBank"]
 
 AccountType = Literal["current", "savings", "credit_card"]
+
+SENSITIVE_TOOLS: dict[str, tuple[str, ...]] = {"close_account": ("close", "shut", "cancel")}
+"""Tools that run only when plainly asked for (name -> the verbs that ask): closing an account."""
 
 
 class BankError(Exception):
@@ -34,15 +38,21 @@ class SimulatedBank:
 
     def registry(self) -> ToolRegistry:
         """The bank's tools, bound to this bank."""
+        functions: list[Callable[..., dict[str, Any]]] = [
+            self.block_card,
+            self.trace_transfer,
+            self.dispute_transaction,
+            self.reset_pin,
+            self.explain_exchange_rate,
+            self.close_account,
+        ]
         return ToolRegistry(
-            [
-                self.block_card,
-                self.trace_transfer,
-                self.dispute_transaction,
-                self.reset_pin,
-                self.explain_exchange_rate,
-                self.close_account,
-            ]
+            Tool.from_function(
+                function,
+                sensitive=function.__name__ in SENSITIVE_TOOLS,
+                verbs=SENSITIVE_TOOLS.get(function.__name__, ()),
+            )
+            for function in functions
         )
 
     def _case(self, kind: str, **details: Any) -> dict[str, Any]:

@@ -11,6 +11,11 @@ registry.call_schema()                       # anyOf of {name: const, parameters
 result = await registry.execute("toggle_lights", {"room": "kitchen", "state": "on"})
 ```
 
+A tool marked `sensitive=True` (unlocking a door, closing an account, moving money) is one an
+agent runs only when the user's own words plainly ask for it (see
+`brickwork.agents.injection.not_plainly_asked`); otherwise the run stops and asks for a
+confirmation. `verbs` are the words that ask for it (default: the first word of its name).
+
 `execute` never raises for a failing call: unknown tools, bad arguments, exceptions inside the
 tool and timeouts come back as `ToolResult.error` (a `ToolError`), for agents to turn into
 escalation signals.
@@ -24,7 +29,7 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -68,6 +73,11 @@ class Tool(Generic[P, R]):
         timeout_s: Time limit of one call, overriding the registry default.
         arguments_model: Pydantic model that coerces validated arguments, when derived from
             a Python signature.
+        sensitive: A call acts on something that is hard to undo or costly (unlock a door,
+            close an account, move money): it runs only when the request plainly asks for it,
+            else after the user confirms.
+        verbs: Words that plainly ask for this tool's action (default: the first word of its
+            name, e.g. "close" for `close_account`).
     """
 
     name: str
@@ -76,6 +86,13 @@ class Tool(Generic[P, R]):
     function: Callable[P, R] | None = None
     timeout_s: float | None = None
     arguments_model: type[BaseModel] | None = field(default=None, repr=False)
+    sensitive: bool = False
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def action_verbs(self) -> tuple[str, ...]:
+        """The words that plainly ask for this tool (`verbs`, or the first word of the name)."""
+        return self.verbs or (self.name.split("_")[0],)
 
     @classmethod
     def from_function(
@@ -85,6 +102,8 @@ class Tool(Generic[P, R]):
         name: str | None = None,
         description: str | None = None,
         timeout_s: float | None = None,
+        sensitive: bool = False,
+        verbs: Sequence[str] = (),
     ) -> Tool[P, R]:
         """Describe a typed function (or bound method) as a tool.
 
@@ -93,6 +112,8 @@ class Tool(Generic[P, R]):
             name: The tool name; defaults to the function's `__name__`.
             description: Overrides the docstring summary.
             timeout_s: Time limit of one call.
+            sensitive: Run calls only when plainly asked for (see the class doc).
+            verbs: Words that plainly ask for this tool's action.
 
         Returns:
             The tool.
@@ -108,6 +129,8 @@ class Tool(Generic[P, R]):
             function=function,
             timeout_s=timeout_s,
             arguments_model=derived.model,
+            sensitive=sensitive,
+            verbs=tuple(verbs),
         )
 
     @property
@@ -132,6 +155,8 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    sensitive: bool = False,
+    verbs: Sequence[str] = (),
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -142,6 +167,8 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
+    sensitive: bool = False,
+    verbs: Sequence[str] = (),
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Turn a typed function with a Google-style docstring into a `Tool`.
 
@@ -152,15 +179,24 @@ def tool(
         name: The tool name; defaults to the function name.
         description: Overrides the docstring summary.
         timeout_s: Time limit of one call.
+        sensitive: Run calls only when the request plainly asks for them (`Tool.sensitive`).
+        verbs: Words that plainly ask for this tool's action (`Tool.verbs`).
 
     Returns:
         The tool, or a decorator that makes one.
     """
+    options: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "timeout_s": timeout_s,
+        "sensitive": sensitive,
+        "verbs": verbs,
+    }
     if function is not None:
-        return Tool.from_function(function, name=name, description=description, timeout_s=timeout_s)
+        return Tool.from_function(function, **options)
 
     def decorate(inner: Callable[P, R]) -> Tool[P, R]:
-        return Tool.from_function(inner, name=name, description=description, timeout_s=timeout_s)
+        return Tool.from_function(inner, **options)
 
     return decorate
 
@@ -276,6 +312,10 @@ class ToolRegistry:
             raise UnknownToolError(
                 f"unknown tool {name!r}; known tools are {sorted(self._tools)}", tool=name
             ) from None
+
+    def sensitive_names(self) -> tuple[str, ...]:
+        """Names of the tools marked sensitive."""
+        return tuple(name for name, found in self._tools.items() if found.sensitive)
 
     def names(self) -> tuple[str, ...]:
         """The registered tool names, in registration order."""

@@ -22,12 +22,13 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field
 
-from brickwork.tools.registry import ToolRegistry
+from brickwork.tools.registry import Tool, ToolRegistry
 
 __all__ = [
     "BENCHMARK_TOOLS",
     "MAX_TEMPERATURE_F",
     "MIN_TEMPERATURE_F",
+    "SENSITIVE_TOOLS",
     "DeviceError",
     "Door",
     "Light",
@@ -53,6 +54,8 @@ BENCHMARK_TOOLS = (
     "intent_unclear",
 )
 """The tools of the benchmark's tool set, in its order (`registry()` registers these)."""
+SENSITIVE_TOOLS: dict[str, tuple[str, ...]] = {"lock_door": ("lock", "unlock")}
+"""Tools that run only when plainly asked for (name -> the verbs that ask): a door lock."""
 
 ROOMS: tuple[str, ...] = get_args(Room)
 DOORS: tuple[str, ...] = get_args(DoorName)
@@ -122,7 +125,14 @@ class SmartHomeHub:
             The registry (benchmark tools first, in the benchmark's order).
         """
         names = BENCHMARK_TOOLS + (("set_brightness",) if extras else ())
-        return ToolRegistry(getattr(self, name) for name in names)
+        return ToolRegistry(
+            Tool.from_function(
+                getattr(self, name),
+                sensitive=name in SENSITIVE_TOOLS,
+                verbs=SENSITIVE_TOOLS.get(name, ()),
+            )
+            for name in names
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON data."""

@@ -71,7 +71,7 @@ class PlaygroundScreen(TUIScreen):
         status = self.query_one(SummaryBar)
         status.show([("running", f"{graph} ({mode})")], note=_starting_note(app))
         try:
-            async for event in app.astream(text, mode=mode):  # type: ignore[arg-type]
+            async for event in app.astream(text, mode=mode):
                 if event.kind == "run_started":
                     self.run_id = event.run_id
                 trace.add_event(event.to_dict())

@@ -1,0 +1,138 @@
+"""Grounding: whether a value was actually said by the user, or made up by the model.
+
+Schema-valid but invented values are the small model's commonest error ("250 GBP" extracted as
+`currency: USD`, a payment reference nobody gave). A value is *grounded* when it appears in what
+the user said after normalisation:
+
+- strings: case, underscores, hyphens and runs of spaces are ignored ("living_room" is in
+  "Living-room lights on"; "door" is in "doors");
+- numbers: 250, 250.0, 250.00 and 1,000 / 1000 are the same number;
+- currencies: a code is grounded by itself or its symbol or name (GBP by "£", "pound",
+  "sterling"; USD by "$", "dollar"; EUR by "€", "euro"; ...);
+- dates: an ISO date (2024-05-06) by the same date written as 6 May, May 6th, 06/05/2024 or
+  2024-05-06; a weekday ("monday") by its name or abbreviation.
+
+Booleans and None are never checked. `ungrounded_values` walks nested objects and lists and
+names every leaf that fails, in words a repair turn can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+__all__ = ["CURRENCY_WORDS", "is_grounded", "normalise_text", "said_numbers", "ungrounded_values"]
+
+#: How each currency code may be said.
+CURRENCY_WORDS: Mapping[str, tuple[str, ...]] = {
+    "GBP": ("£", "pound", "pounds", "sterling", "quid"),
+    "USD": ("$", "us$", "dollar", "dollars", "bucks"),
+    "EUR": ("€", "euro", "euros"),
+    "JPY": ("¥", "yen"),
+    "CHF": ("franc", "francs"),
+    "INR": ("₹", "rupee", "rupees"),
+}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, underscores and hyphens as spaces, one space between words."""
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
+def said_numbers(text: str) -> set[float]:
+    """Every number in `text` (1,000 and 1000.00 both give 1000.0)."""
+    return {float(n.replace(",", "")) for n in _NUMBER.findall(text)}
+
+
+def is_grounded(value: Any, said: str) -> bool:
+    """Whether `value` (a scalar) appears in what the user said, after normalisation."""
+    if isinstance(value, bool) or value is None:
+        return True
+    if isinstance(value, int | float):
+        return float(value) in said_numbers(said)
+    if not isinstance(value, str):
+        return True
+    text = normalise_text(said)
+    wanted = normalise_text(value)
+    if not wanted or wanted in text:  # a substring, as "door" in "doors"
+        return True
+    code = value.strip().upper()
+    if code in CURRENCY_WORDS:
+        return any(_contains(text, word) for word in CURRENCY_WORDS[code])
+    if wanted in _WEEKDAYS:
+        return _contains(text, wanted[:3])
+    if _ISO_DATE.match(value.strip()):
+        return _date_said(value.strip(), said)
+    return False
+
+
+def ungrounded_values(
+    value: Any, said: str, *, skip: Collection[str] = (), path: str = "$"
+) -> list[str]:
+    """A message for every leaf of `value` the user never said.
+
+    Args:
+        value: A scalar, a mapping (field -> value) or a list of them.
+        said: Everything the user said.
+        skip: Top-level field names not to check (derived fields).
+        path: Where `value` sits, for the messages.
+    """
+    if isinstance(value, Mapping):
+        problems = []
+        for key, item in value.items():
+            if path == "$" and key in skip:
+                continue
+            problems += ungrounded_values(item, said, path=f"{path}.{key}")
+        return problems
+    if isinstance(value, list | tuple):
+        return [
+            p
+            for i, item in enumerate(value)
+            for p in ungrounded_values(item, said, path=f"{path}[{i}]")
+        ]
+    if is_grounded(value, said):
+        return []
+    if isinstance(value, int | float):
+        return [f"{path}={value!r}: the user said no such number; use only values the user gave"]
+    return [
+        f"{path}={value!r} does not appear in the request; use only values the user gave "
+        "(leave an optional field out when the user did not give it)"
+    ]
+
+
+def _contains(text: str, word: str) -> bool:
+    if not word[0].isalnum() or not word[-1].isalnum():  # a symbol such as "£" or "$"
+        return word in text
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None
+
+
+def _date_said(iso: str, said: str) -> bool:
+    try:
+        day = dt.date.fromisoformat(iso)
+    except ValueError:
+        return False
+    text = normalise_text(said).replace(",", " ")
+    month = _MONTHS[day.month - 1]
+    forms = [
+        normalise_text(iso),
+        f"{day.day} {month}",
+        f"{day.day} {month[:3]}",
+        f"{month} {day.day}",
+        f"{month[:3]} {day.day}",
+        f"{day.day:02d}/{day.month:02d}",
+        f"{day.day}/{day.month}",
+        f"{day.month:02d}/{day.day:02d}",
+        f"{day.month}/{day.day}",
+    ]
+    text = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text).replace(" of ", " ")
+    text = text.replace(".", "/")
+    return any(_contains(text, form) for form in forms)

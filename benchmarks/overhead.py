@@ -239,7 +239,7 @@ def _vllm(url: str | None, stack: contextlib.ExitStack) -> tuple[str, str]:
 
     if url:
         return url.rstrip("/"), EMBEDDED_MODEL.served_name
-    local = stack.enter_context(LocalServing())
+    local = stack.enter_context(LocalServing(large=False))
     return local.base_url, local.served_name
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "FrontierSettings",
     "cache_dir",
     "frontier_settings",
+    "large_tier_setting",
     "state_dir",
 ]
 
@@ -65,3 +66,22 @@ def frontier_settings() -> FrontierSettings:
         api_key_env="BRICKWORK_FRONTIER_API_KEY",
         model=os.environ.get("BRICKWORK_FRONTIER_MODEL") or None,
     )
+
+
+def large_tier_setting() -> bool | None:
+    """Whether to serve the local large tier, from `BRICKWORK_LARGE`.
+
+    "off" never serves it, "on" always does (an error names the packages when they are
+    missing), unset or "auto" (None) serves it when its packages are installed.
+
+    Raises:
+        ValueError: Any other value (the message lists the accepted ones).
+    """
+    value = (os.environ.get("BRICKWORK_LARGE") or "auto").strip().lower()
+    if value in ("auto", ""):
+        return None
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"BRICKWORK_LARGE={value!r}: use 'on', 'off' or 'auto'")

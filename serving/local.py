@@ -20,17 +20,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from brickwork._settings import FrontierSettings, frontier_settings
+from brickwork._settings import FrontierSettings, frontier_settings, large_tier_setting
 from brickwork.errors import BrickworkError, ServingError
 from brickwork.serving.client import EndpointConfig
-from brickwork.serving.launcher import ServerSpec, VLLMServer, load_lora_adapter, served_models
-from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
+from brickwork.serving.launcher import (
+    PlacementError,
+    ServerSpec,
+    VLLMServer,
+    load_lora_adapter,
+    plan_placement,
+    served_models,
+)
+from brickwork.serving.models import (
+    EMBEDDED_MODEL,
+    LARGE_MODEL,
+    ensure_embedded_model,
+    ensure_large_model,
+)
 from brickwork.serving.pool import ModelPool, PoolConfig
 from brickwork.serving.registry import ServeRecord, running_servers
 
 __all__ = [
     "LocalServing",
     "embedded_spec",
+    "large_model_available",
+    "large_spec",
     "pool_config_for",
     "registered_lora_modules",
     "sync_adapters",
@@ -218,6 +232,69 @@ def pool_config_for(
     return PoolConfig(models=models)
 
 
+def large_model_available() -> bool:
+    """True when the bundled large model's packages are installed (nothing is read)."""
+    from importlib import metadata
+
+    try:
+        for part in LARGE_MODEL.parts:
+            metadata.distribution(part.package)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def large_spec(*, port: int | None = None, cores: tuple[int, ...] | None = None) -> ServerSpec:
+    """Server spec for the bundled large model (converted on first use), the local top tier."""
+    return ServerSpec(
+        model=ensure_large_model(),
+        served_name=LARGE_MODEL.served_name,
+        dtype=LARGE_MODEL.dtype,
+        port=port,
+        cores=cores,
+    )
+
+
+def _healthy(record: ServeRecord) -> bool:
+    """The serve answers with its model listed (a dead or restarting one does not)."""
+    return record.served_name in served_models(record.base_url, timeout_s=2.0)
+
+
+def _placement(wants: Mapping[str, int], *, reused: bool) -> dict[str, tuple[int, ...]]:
+    """Cores for the instances to launch; vLLM's own placement when the machine is too small.
+
+    A reused small serve started without `--cores` runs on core 0 (vLLM's default), so that
+    core is kept out of the plan.
+    """
+    if not wants:
+        return {}
+    taken = {"brickwork serve": (0,)} if reused else {}
+    try:
+        return plan_placement(wants, taken=taken)
+    except PlacementError:
+        return {}
+
+
+def _start_all(specs: Mapping[str, ServerSpec], *, progress: bool) -> dict[str, VLLMServer]:
+    """Start the servers side by side (each on its own cores); stop them all if one fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    servers = {
+        name: VLLMServer(spec, progress=progress, ready_timeout_s=900.0)
+        for name, spec in specs.items()
+    }
+    if len(servers) <= 1:
+        return {name: server.start() for name, server in servers.items()}
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        futures = {name: pool.submit(server.start) for name, server in servers.items()}
+        errors = [e for f in futures.values() if (e := f.exception()) is not None]
+    if errors:
+        for server in servers.values():
+            server.stop()
+        raise errors[0]
+    return servers
+
+
 class LocalServing:
     """Context that provides a pool over the embedded default model.
 
@@ -225,11 +302,26 @@ class LocalServing:
         pool = local.pool()
     """
 
-    def __init__(self, *, reuse: bool = True, progress: bool = True) -> None:
+    def __init__(
+        self, *, reuse: bool = True, progress: bool = True, large: bool | None = None
+    ) -> None:
+        """Prepare (nothing starts until `start`).
+
+        Args:
+            reuse: Use running `brickwork serve` instances (small and large) when healthy.
+            progress: Show progress while a model is converted or a server starts.
+            large: Serve the bundled large model as the `large` tier: None follows
+                `$BRICKWORK_LARGE` (default: when its packages are installed), True always (an
+                error names the packages when they are not), False never (the small model
+                then stands in for the frontier).
+        """
         self.reuse = reuse
         self.progress = progress
+        self.want_large = large
         self.server: VLLMServer | None = None
         self.record: ServeRecord | None = None
+        self.large_server: VLLMServer | None = None
+        self.large_record: ServeRecord | None = None
 
     @property
     def base_url(self) -> str:
@@ -247,10 +339,16 @@ class LocalServing:
 
     @property
     def origin(self) -> str:
-        """Human description of where the model runs."""
+        """Human description of where the models run."""
         if self.record is not None:
-            return f"brickwork serve (pid {self.record.pid}) at {self.record.base_url}"
-        return f"private vLLM at {self.base_url}"
+            small = f"brickwork serve (pid {self.record.pid}) at {self.record.base_url}"
+        else:
+            small = f"private vLLM at {self.base_url}"
+        if self.large_record is not None:
+            return f"{small}; large tier: brickwork serve (pid {self.large_record.pid})"
+        if self.large_server is not None:
+            return f"{small}; large tier: private vLLM at {self.large_server.base_url}"
+        return small
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -299,26 +397,62 @@ class LocalServing:
         return "restarted"
 
     def start(self) -> Self:
-        """Find a running `brickwork serve`, or launch a private instance."""
-        if self.reuse:
-            for record in running_servers():
-                if record.served_name == EMBEDDED_MODEL.served_name:
-                    self.record = record
-                    return self
-        self.server = VLLMServer(embedded_spec(), progress=self.progress).start()
+        """Find running `brickwork serve`s (healthy ones only), or launch private instances.
+
+        Private instances get cores of their own (`plan_placement`): the small model the
+        first free core, the large model the next, so neither starves the other.
+        """
+        records = [r for r in running_servers() if _healthy(r)] if self.reuse else []
+        self.record = next(
+            (r for r in records if r.served_name == EMBEDDED_MODEL.served_name), None
+        )
+        want = self.want_large if self.want_large is not None else large_tier_setting()
+        use_large = want if want is not None else large_model_available()
+        if use_large:
+            self.large_record = next(
+                (r for r in records if r.served_name == LARGE_MODEL.served_name), None
+            )
+        wants: dict[str, int] = {}
+        if self.record is None:
+            wants["slm"] = 1
+        if use_large and self.large_record is None:
+            wants["large"] = 1
+        cores = _placement(wants, reused=self.record is not None)
+        specs: dict[str, ServerSpec] = {}
+        if "slm" in wants:
+            specs["slm"] = dataclasses.replace(embedded_spec(), cores=cores.get("slm"))
+        if "large" in wants:
+            specs["large"] = large_spec(cores=cores.get("large"))
+        started = _start_all(specs, progress=self.progress)
+        self.server = started.get("slm", self.server)
+        self.large_server = started.get("large")
         return self
 
     def stop(self) -> None:
-        """Stop the private instance, if this context launched one."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        """Stop the private instances, if this context launched any."""
+        for server in (self.server, self.large_server):
+            if server is not None:
+                server.stop()
+        self.server = self.large_server = None
+
+    @property
+    def large(self) -> tuple[str, str] | None:
+        """The large tier's (base URL, served name), or None when it is not served."""
+        if self.large_record is not None:
+            return self.large_record.base_url, self.large_record.served_name
+        if self.large_server is not None:
+            return self.large_server.base_url, self.large_server.spec.served_name
+        return None
 
     def pool_config(self) -> PoolConfig:
-        """Pool config for this server plus the frontier role."""
+        """Pool config for these servers plus the frontier role."""
         merged = self.record.merged if self.record is not None else {}
         return pool_config_for(
-            self.base_url, self.served_name, adapters=self.adapters, merged=merged
+            self.base_url,
+            self.served_name,
+            adapters=self.adapters,
+            merged=merged,
+            large=self.large,
         )
 
     def pool(self) -> ModelPool:

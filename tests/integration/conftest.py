@@ -35,6 +35,8 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("BRICKWORK_STATE_DIR", str(state_dir()))
         patch.setenv("BRICKWORK_CACHE_DIR", str(root))
         patch.delenv("BRICKWORK_BINDINGS", raising=False)
+        # The local large tier (a 1.5B model) only where a test asks for it.
+        patch.setenv("BRICKWORK_LARGE", "off")
         yield root
 
 

@@ -196,7 +196,7 @@ def test_a_private_server_without_lora_is_restarted_to_serve_a_new_adapter(
     from brickwork.serving.local import LocalServing, embedded_spec
 
     spec = embedded_spec(lora_modules={})  # as started before any adapter was registered
-    local = LocalServing(reuse=False, progress=False)
+    local = LocalServing(reuse=False, progress=False, large=False)
     local.server = VLLMServer(spec, progress=False, ready_timeout_s=900).start()
     try:
         assert not local.server.spec.lora_enabled
@@ -251,7 +251,7 @@ def test_brickwork_serve_loads_a_newly_registered_adapter_without_a_restart(
             assert time.monotonic() < deadline, "the new adapter was not loaded in 120 s"
             time.sleep(0.5)
 
-        with LocalServing() as local:
+        with LocalServing(large=False) as local:
             assert local.record is not None and local.record.pid == serve.pid
             assert "slm:fresh" in local.pool_config().models
         starts = Path(local.record.log).read_text().count(f"starting on port {port} ===")

@@ -176,6 +176,7 @@ def create_api(
     router = APIRouter(prefix="/v1", dependencies=[Depends(authorizer(api_key))])
     _add_routes(router, front)
     api.include_router(router)
+    _document_chat_request(api)
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
@@ -226,7 +227,12 @@ def serve_api(
 
 
 def _add_routes(router: APIRouter, front: _Front) -> None:
-    @router.post("/chat/completions", response_model=None)
+    @router.post(
+        "/chat/completions",
+        response_model=None,
+        openapi_extra=_CHAT_REQUEST,
+        responses=_CHAT_ERRORS,
+    )
     async def chat_completions(request: Request) -> Response:
         body = parse_request(await read_body(request, front.max_body_bytes))
         app = front.app(body.model)
@@ -284,6 +290,71 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
         raise ApiError(
             404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found"
         )
+
+
+#: The chat route parses its body itself (413 before parsing, 400s in OpenAI's shape), so
+#: FastAPI cannot derive its schema: it is declared here and added to the components.
+_CHAT_REQUEST: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
+        },
+    }
+}
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        },
+        "brickwork": {"type": "object", "description": "the run: run_id, status, cost, ..."},
+    },
+}
+_CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for code, text in {
+        400: "invalid body (JSON, encoding, fields)",
+        401: "missing or wrong API key",
+        402: "the run's budget ran out",
+        404: "unknown graph",
+        409: "the run stopped before a sensitive action; confirm to resume",
+        413: "body or request text too large",
+        422: "the run failed: the request could not be done",
+        429: "admission refused: at capacity; see Retry-After",
+        500: "an exception inside the run",
+        502: "the model server answered with an error",
+        503: "the model is unavailable",
+        504: "the run or the model timed out",
+    }.items()
+}
+
+
+def _document_chat_request(api: FastAPI) -> None:
+    """Add `ChatCompletionRequest` (and the models it uses) to the OpenAPI components."""
+    default = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is not None:
+            return api.openapi_schema
+        schema = default()
+        request = ChatCompletionRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request.pop("$defs", {}))
+        components["ChatCompletionRequest"] = request
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _model(front: _Front, name: str) -> dict[str, Any]:

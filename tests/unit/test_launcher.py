@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from brickwork.errors import MissingDependencyError, ModelFolderError, PortInUseError
-from brickwork.serving.launcher import RestartPolicy, ServerSpec, VLLMServer, free_port
+from brickwork.serving.launcher import (
+    PlacementError,
+    RestartPolicy,
+    ServerSpec,
+    VLLMServer,
+    free_port,
+    parse_cores,
+    plan_placement,
+)
 
 
 def _model(tmp_path: Path) -> Path:
@@ -87,3 +95,50 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_parse_cores() -> None:
+    assert parse_cores("0") == (0,)
+    assert parse_cores("3,0-1") == (0, 1, 3)
+    with pytest.raises(ValueError, match="'a' is not like"):
+        parse_cores("a")
+    with pytest.raises(ValueError, match="'3-1'"):
+        parse_cores("3-1")
+
+
+def test_placement_gives_each_instance_its_own_cores() -> None:
+    plan = plan_placement({"slm": 1, "large": 1}, available=(0, 1))
+    assert plan == {"slm": (0,), "large": (1,)}
+    plan = plan_placement({"large": 2, "slm": [3]}, available=(0, 1, 2, 3), taken={"x": [0]})
+    assert plan == {"large": (1, 2), "slm": (3,)}
+
+
+def test_placement_refuses_oversubscription() -> None:
+    with pytest.raises(PlacementError, match="core 0 would serve both 'a' and 'b'"):
+        plan_placement({"a": [0], "b": [0, 1]}, available=(0, 1))
+    with pytest.raises(PlacementError, match="'b' wants 2 core.*1 of 2 are free"):
+        plan_placement({"a": [0], "b": 2}, available=(0, 1))
+    with pytest.raises(PlacementError, match=r"wants cores \[7\].*only \[0, 1\]"):
+        plan_placement({"a": [7]}, available=(0, 1))
+    with pytest.raises(PlacementError, match="core 1 would serve both 'running'"):
+        plan_placement({"a": [1]}, available=(0, 1), taken={"running": [1]})
+
+
+def test_cores_bind_the_worker_or_the_gpus(tmp_path: Path) -> None:
+    cpu = ServerSpec(model=tmp_path, served_name="s", cores=(1,)).environment()
+    assert cpu["VLLM_CPU_OMP_THREADS_BIND"] == "1" and cpu["OMP_NUM_THREADS"] == "1"
+    gpu = ServerSpec(model=tmp_path, served_name="s", cores=(0, 1), device="gpu").environment()
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "0,1" and "VLLM_CPU_OMP_THREADS_BIND" not in gpu
+    assert ServerSpec(model=tmp_path, served_name="s", cores=(0, 1)).placement == "cores [0, 1]"
+
+
+def test_each_instance_has_its_own_log_file(tmp_path: Path) -> None:
+    one = VLLMServer(ServerSpec(model=tmp_path, served_name="m", port=9001), log_dir=tmp_path)
+    two = VLLMServer(ServerSpec(model=tmp_path, served_name="m", port=9002), log_dir=tmp_path)
+    assert one.log_path != two.log_path and one.log_path.name == "vllm-m-9001.log"
+
+
+def test_a_missing_core_is_refused_before_start(tmp_path: Path) -> None:
+    spec = ServerSpec(model=_model(tmp_path), served_name="s", cores=(4096,))
+    with pytest.raises(PlacementError, match=r"wants cores \[4096\]"):
+        VLLMServer(spec, progress=False).start()

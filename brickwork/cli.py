@@ -1,6 +1,6 @@
 """The `brickwork` command line.
 
-brickwork serve [--port P] [--lora NAME=PATH ...] [--merged NAME ...]   run the shared local vLLM
+brickwork serve [--port P] [--cores LIST] [--lora NAME=PATH ...] [--merged NAME ...]   local vLLM
 brickwork run [TEXT ...] [--pool FILE]              the main job (see README)
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +40,15 @@ def _lora(value: str) -> tuple[str, Path]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
     return name, Path(path)
+
+
+def _cores(value: str) -> tuple[int, ...]:
+    from brickwork.serving.launcher import parse_cores
+
+    try:
+        return parse_cores(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "on its own instance (port P+1, P+2, ...); the pool routes slm:NAME there",
     )
     serve.add_argument("--ready-timeout", type=float, default=600.0, metavar="SECONDS")
+    serve.add_argument(
+        "--cores",
+        type=_cores,
+        metavar="LIST",
+        help="CPU cores of the instance, like '0', '0,1' or '2-3' (default: one free core "
+        "per instance, --merged ones included); refused when another instance holds one",
+    )
 
     run = sub.add_parser("run", help="run requests on a graph and print answers and traces")
     run.add_argument("graph", help="graph: graphs.smart_home, smart_home or path/to/file.py")
@@ -146,10 +162,10 @@ def _store(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from brickwork.serving.launcher import ServerSpec, VLLMServer
+    from brickwork.serving.launcher import ServerSpec, VLLMServer, plan_placement
     from brickwork.serving.local import embedded_spec, sync_adapters
     from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
-    from brickwork.serving.registry import ServeLease, ServeRecord
+    from brickwork.serving.registry import ServeLease, ServeRecord, held_cores, running_servers
 
     console = Console(stderr=True)
     lease = ServeLease(args.port)
@@ -173,11 +189,22 @@ def _serve(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, host=args.host, port=args.port)
         if args.enable_lora:
             spec = dataclasses.replace(spec, enable_lora=True)
-        server = VLLMServer(spec, ready_timeout_s=args.ready_timeout).start()
+        wants = {spec.served_name: args.cores or 1, **dict.fromkeys(args.merged, 1)}
+        plan = plan_placement(wants, taken=held_cores(running_servers()))
+        spec = dataclasses.replace(spec, cores=plan[spec.served_name])
+        console.print(f"placement: {', '.join(f'{n} on cores {list(c)}' for n, c in plan.items())}")
+
+        def said(line: str) -> None:  # restarts: when and why
+            console.print(f"[yellow]{datetime.now():%H:%M:%S}[/] {line}")
+
+        server = VLLMServer(spec, ready_timeout_s=args.ready_timeout, on_event=said).start()
         servers.append(server)
         merged = {}
         for offset, name in enumerate(args.merged, 1):
-            merged_server = _start_merged(name, spec, args.port + offset, args.ready_timeout)
+            merged_spec = dataclasses.replace(spec, cores=plan[name])
+            merged_server = _start_merged(
+                name, merged_spec, args.port + offset, args.ready_timeout, said
+            )
             servers.append(merged_server)
             merged[name] = merged_server.base_url
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -193,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
                 log=str(server.log_path),
                 started_at=started_at,
                 merged=merged,
+                cores={name: list(cores) for name, cores in plan.items()},
             )
 
         adapters = tuple(sorted(spec.lora_modules))
@@ -226,7 +254,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_merged(name: str, base: ServerSpec, port: int, ready_timeout: float) -> VLLMServer:
+def _start_merged(
+    name: str,
+    base: ServerSpec,
+    port: int,
+    ready_timeout: float,
+    on_event: Callable[[str], None] | None = None,
+) -> VLLMServer:
     """Serve registered adapter `name` merged into its own weights (merged once, then reused)."""
     from brickwork.serving.launcher import ServerSpec, VLLMServer
     from brickwork.tune.adapters import get_adapter, merged_dir
@@ -237,8 +271,8 @@ def _start_merged(name: str, base: ServerSpec, port: int, ready_timeout: float) 
     if not (folder / "config.json").is_file():
         check_base(info.path, base.model)
         merge_adapter(info.path, folder, base_model_dir=base.model)
-    spec = ServerSpec(model=folder, served_name=name, host=base.host, port=port)
-    return VLLMServer(spec).start()
+    spec = ServerSpec(model=folder, served_name=name, host=base.host, port=port, cores=base.cores)
+    return VLLMServer(spec, ready_timeout_s=ready_timeout, on_event=on_event).start()
 
 
 async def _run(args: argparse.Namespace) -> int:

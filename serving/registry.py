@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from brickwork._settings import state_dir
 from brickwork.errors import PortInUseError
 
-__all__ = ["ServeLease", "ServeRecord", "running_servers"]
+__all__ = ["ServeLease", "ServeRecord", "held_cores", "running_servers"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class ServeRecord:
 
     `adapters` are the LoRA adapters the server answers to by name; `merged` maps each
     merged adapter served by its own instance (`brickwork serve --merged NAME`) to that
-    instance's base URL.
+    instance's base URL; `cores` maps each instance to the CPU cores it holds, so another
+    `brickwork serve` places its instances elsewhere.
     """
 
     pid: int
@@ -39,6 +40,7 @@ class ServeRecord:
     log: str
     started_at: str
     merged: dict[str, str] = field(default_factory=dict)
+    cores: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -55,6 +57,7 @@ class ServeRecord:
         data = json.loads(text)
         data["adapters"] = tuple(data.get("adapters", ()))
         data["merged"] = dict(data.get("merged", {}))
+        data["cores"] = {str(k): [int(c) for c in v] for k, v in data.get("cores", {}).items()}
         return cls(**data)
 
 
@@ -127,3 +130,12 @@ def running_servers(root: Path | None = None) -> list[ServeRecord]:
         finally:
             lock.release()
     return sorted(records, key=lambda r: r.started_at, reverse=True)
+
+
+def held_cores(records: list[ServeRecord]) -> dict[str, list[int]]:
+    """Cores held by the instances of running `brickwork serve` processes, for placement."""
+    return {
+        f"{name} (brickwork serve pid {record.pid})": cores
+        for record in records
+        for name, cores in record.cores.items()
+    }

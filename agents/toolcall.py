@@ -31,7 +31,7 @@ from typing import Any
 
 from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop, shots_for
 from brickwork.agents.grounding import is_grounded
-from brickwork.agents.injection import not_plainly_asked, own_text
+from brickwork.agents.injection import injected_call, not_plainly_asked, own_text
 from brickwork.errors import (
     SkillError,
     ToolArgumentsError,
@@ -193,6 +193,9 @@ class ToolCallAgent:
             value, errors, kind = self._validate(text)
             if value is not None and self.grounded:
                 errors = ungrounded_arguments(value.parameters, own)
+                found = self.registry.get(value.name)
+                planted = injected_call(value.name, said, verbs=found.verbs)
+                errors += [planted] if planted else []
                 if errors:
                     value, kind = None, "invalid_arguments"
             if errors and finish_reasons[-1] == "length":

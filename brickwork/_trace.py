@@ -66,6 +66,13 @@ def print_trace(result: RunResult, console: Console) -> None:
     console.print(
         f"[bold]answer:[/] {escape(result.answer or result.error or '(none)')}", highlight=False
     )
+    if result.status == "needs_confirmation":
+        console.print(
+            "[yellow]waiting for the user's confirmation:[/] nothing sensitive ran. Resume with "
+            f"App.aresume({result.run_id!r}, confirm=True) to run it, or confirm=False to "
+            "decline.",
+            highlight=False,
+        )
     cost = result.cost
     console.print(
         f"cost {_money(cost.cost_usd)}; frontier-only {_money(cost.frontier_only_usd)}; "

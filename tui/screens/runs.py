@@ -23,7 +23,14 @@ __all__ = ["RunsScreen"]
 #: Rows shown at most (the newest).
 LIMIT = 200
 
-STATUS_STYLE = {"ok": "green", "failed": "red", "error": "red", "timeout": "red"}
+STATUS_STYLE = {
+    "ok": "green",
+    "failed": "red",
+    "error": "red",
+    "timeout": "red",
+    "needs_confirmation": "yellow",
+    "over_budget": "yellow",
+}
 
 
 class RunsScreen(TUIScreen):

@@ -511,6 +511,7 @@ class ApiServer:
         timeout_s: float = 300,
         startup_timeout_s: float = 60,
         public_metrics: bool = False,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         if (apps is None) == (apps_factory is None):
             raise ConfigError("give ApiServer either apps or apps_factory (exactly one)")
@@ -524,6 +525,7 @@ class ApiServer:
             "max_body_bytes": max_body_bytes,
             "timeout_s": timeout_s,
             "public_metrics": public_metrics,
+            "admission": admission,
         }
         self._startup_timeout_s = startup_timeout_s
         self._socket: socket.socket | None = None

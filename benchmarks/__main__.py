@@ -2,9 +2,10 @@
 
 Runs, one after the other, each writing its JSON under benchmarks/results/:
 overhead against the instant server (concurrency 1, 8, 32, 128), overhead against the real
-local vLLM (1, 8, 32), scale with 1,000 concurrent runs (one-node graph and smart_home), and
-the serving benchmark. Then prints the issue's targets next to what was measured, and writes
-them to benchmarks/results/summary.json and summary.txt.
+local vLLM (1, 8, 32), scale with 1,000 concurrent runs (one-node graph and smart_home), the
+serving benchmark, and admission control at twice the sustainable rate. Then prints the
+issue's targets next to what was measured, and writes them to benchmarks/results/summary.json
+and summary.txt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import overhead, scale, serving
+from benchmarks import admission, overhead, scale, serving
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,6 +29,7 @@ RUNS: list[tuple[Callable[[], None], list[str]]] = [
     (scale.main, ["scale", "--graph", "one_node"]),
     (scale.main, ["scale", "--graph", "smart_home"]),
     (serving.main, ["serving"]),
+    (admission.main, ["admission"]),
 ]
 
 
@@ -61,6 +63,11 @@ def targets() -> list[dict[str, Any]]:
             report and report["errors"], 0, True, "runs")  # fmt: skip
         add(f"1,000 concurrent runs ({graph}): peak RSS",
             report and report["peak_rss_mb"], 1024, True, "MB")  # fmt: skip
+    gate = _load("admission.json")
+    add("admission at 2x sustainable: refusal p99",
+        gate and gate["refusal_p99_ms"], 100.0, True, "ms")  # fmt: skip
+    add("admission at 2x sustainable: admitted p99 / idle p99",
+        gate and gate["admitted_p99_ratio"], 2.0, True, "x")  # fmt: skip
     return rows
 
 

@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--public-metrics", action="store_true", help="serve /metrics without the API key"
     )
+    api.add_argument("--max-in-flight", type=int, help="runs at once (default: pool capacity)")
+    api.add_argument("--max-queue", type=int, help="runs waiting (default: half of in-flight)")
+    api.add_argument("--max-wait", type=float, help="seconds a run may wait (default: 10)")
 
     tui = sub.add_parser("tui", help="the operator TUI (runs, escalations, models, playground)")
     tui.add_argument("--store", help=STORE_HELP)
@@ -357,6 +360,7 @@ def _tui(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
+    from brickwork.admission import default_limits
     from brickwork.app import App
     from brickwork.http.server import serve_api
     from brickwork.serving.local import LocalServing
@@ -385,6 +389,12 @@ def _api(args: argparse.Namespace) -> int:
             store=store,
             api_key=api_key,
             public_metrics=args.public_metrics,
+            admission=default_limits(
+                pool,
+                max_in_flight=args.max_in_flight,
+                max_queue=args.max_queue,
+                max_wait_s=args.max_wait,
+            ),
         )
     finally:
         if local is not None:

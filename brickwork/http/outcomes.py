@@ -14,7 +14,7 @@
 4xx bodies have `type` `invalid_request_error` (429: `rate_limit_error`), 5xx `server_error`.
 Every body is OpenAI's `{"error": {message, type, param, code}}` plus `brickwork` (run id,
 status, cost, escalations, flags), so the trace is one `GET /v1/runs/{run_id}` away. Messages
-are for users: passed through `brickwork.redact.redact` (no internal URLs, hosts, ports, paths
+are for users: passed through `brickwork.http.redact.redact` (no internal URLs, hosts, ports, paths
 or exception names); the run's trace keeps the full detail. Every run outcome carries
 `x-should-retry: false` (the openai client would otherwise re-run the graph, and its tool
 calls, on 409/5xx); only the 429, sent before anything ran, invites a retry with `Retry-After`.
@@ -27,7 +27,7 @@ from typing import Any
 
 from brickwork.errors import AdmissionRefused, BrickworkError, ServingError
 from brickwork.http.models import ApiError, ErrorType, RunOutcome
-from brickwork.redact import redact
+from brickwork.http.redact import redact
 
 __all__ = ["NO_RETRY", "admission_error", "exception_error", "outcome_error"]
 

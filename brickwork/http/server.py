@@ -26,7 +26,7 @@ answers 200. A failed run is 422, over budget 402, a run stopped before a sensit
 409, a model that is unavailable 503 (502 when it answered with an error), a timeout 504, an
 exception inside the run 500, and a request refused by admission control 429 with
 `Retry-After`. Every error body is OpenAI's shape plus `brickwork` with the run id; messages
-say nothing internal (`brickwork.redact`). A stream cannot change its status code once started:
+say nothing internal (`brickwork.http.redact`). A stream cannot change its status code once started:
 there the failure arrives as one OpenAI error event, then the stream closes (the openai
 client raises it). Errors known before the run starts (bad body, 429) are plain responses.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brickwork.redact import redact
+from brickwork.http.redact import redact
 
 
 @pytest.mark.parametrize(

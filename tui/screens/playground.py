@@ -1,7 +1,12 @@
-"""Playground: type a request, pick a graph and a mode, watch the run's events stream in."""
+"""Playground: type a request, pick a graph and a mode, watch the run's events stream in.
+
+A run that stops for a confirmation (status needs_confirmation) is resumed from here: `y` runs
+the call it asked about, `n` declines it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -19,6 +24,7 @@ from brickwork.tui.widgets.trace_log import TraceLog
 
 if TYPE_CHECKING:
     from brickwork.app import App
+    from brickwork.events import Event
 
 __all__ = ["PlaygroundScreen"]
 
@@ -33,12 +39,16 @@ class PlaygroundScreen(TUIScreen):
         Binding("escape", "leave_box", "Leave box"),
         Binding("i", "focus_box", "Type"),
         Binding("o", "open_run", "Open run"),
+        Binding("y", "answer(True)", "Confirm", show=False),
+        Binding("n", "answer(False)", "Decline", show=False),
     ]
 
     #: "idle", "running", or the status of the last run.
     state: reactive[str] = reactive("idle")
     #: The id of the last run (set when it starts).
     run_id: reactive[str | None] = reactive(None)
+    #: Graph and mode of the last run (a confirmation resumes it there).
+    last: tuple[str, str] | None = None
 
     def body(self) -> ComposeResult:
         """The form, a status line, the trace."""
@@ -63,15 +73,33 @@ class PlaygroundScreen(TUIScreen):
     @work(exclusive=True, group="playground")
     async def run_request(self, text: str, graph: str, mode: str) -> None:
         """Stream one run's events into the trace."""
-        trace = self.query_one(TraceLog)
-        trace.reset()
-        self.state = "running"
+        self.query_one(TraceLog).reset()
         self.run_id = None
+        self.last = (graph, mode)
         app = self.tui.apps[graph]
+        await self._follow(app, app.astream(text, mode=mode), f"{graph} ({mode})")
+
+    @work(exclusive=True, group="playground")
+    async def resume_run(self, run_id: str, graph: str, mode: str, answer: bool) -> None:
+        """Resume a run that asked for a confirmation, with the user's answer."""
+        app = self.tui.apps[graph]
+        events = app.astream("(resumed)", run_id=run_id, resume=True, confirm=answer, mode=mode)
+        await self._follow(app, events, f"{graph}: {'confirmed' if answer else 'declined'}")
+
+    def action_answer(self, answer: bool) -> None:
+        """Answer the last run's confirmation question (y / n)."""
+        if self.state != "needs_confirmation" or self.run_id is None or self.last is None:
+            self.notify("No run is waiting for a confirmation.", severity="warning")
+            return
+        self.resume_run(self.run_id, *self.last, answer)
+
+    async def _follow(self, app: App, events: AsyncIterator[Event], what: str) -> None:
+        trace = self.query_one(TraceLog)
+        self.state = "running"
         status = self.query_one(SummaryBar)
-        status.show([("running", f"{graph} ({mode})")], note=_starting_note(app))
+        status.show([("running", what)], note=_starting_note(app))
         try:
-            async for event in app.astream(text, mode=mode):
+            async for event in events:
                 if event.kind == "run_started":
                     self.run_id = event.run_id
                 trace.add_event(event.to_dict())
@@ -83,7 +111,13 @@ class PlaygroundScreen(TUIScreen):
                             ("took", seconds(event.latency_s)),
                             ("cost", money(event.cost_usd)),
                         ],
-                        note="o: open" if app.store is not None else "",
+                        note=(
+                            "y: confirm, n: decline (Esc leaves the box first)"
+                            if event.status == "needs_confirmation"
+                            else "o: open"
+                            if app.store is not None
+                            else ""
+                        ),
                     )
                     self.state = event.status
         except BrickworkError as exc:

@@ -87,8 +87,8 @@ def outcome_error(outcome: RunOutcome, timeout_s: float) -> ApiError | None:
         status_code, code = 409, "needs_confirmation"
         message = (
             f"the request asks for an action that needs confirmation"
-            f"{_detail(outcome.error or outcome.answer)}; nothing was done. Confirm it with "
-            f"POST /v1/runs/{outcome.run_id}/resume ({where})"
+            f"{_detail(outcome.error or outcome.answer)}; nothing was done. Ask the user to "
+            f"confirm, then resume run {outcome.run_id} ({where})"
         )
     else:
         kind = status.replace("_", " ")

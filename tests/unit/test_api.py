@@ -805,7 +805,7 @@ def test_needs_confirmation_is_409_and_unknown_statuses_are_not_200() -> None:
 
     asked = outcome_error(outcome("needs_confirmation", "unlock_door(door='front')"), 300)
     assert asked is not None and asked.status == 409 and asked.code == "needs_confirmation"
-    assert "POST /v1/runs/r1/resume" in asked.message and "nothing was done" in asked.message
+    assert "resume run r1" in asked.message and "nothing was done" in asked.message
     assert asked.headers["x-should-retry"] == "false"
     other = outcome_error(outcome("partial", "step 2 failed"), 300)
     assert other is not None and other.status == 422 and other.code == "run_partial"

@@ -153,8 +153,14 @@ class App:
 
                 self._local = await asyncio.to_thread(LocalServing(progress=False).start)
                 self._pool = self._local.pool()
-            prices = self._prices or PriceBook.default(*(e.config for e in self._pool.endpoints()))
-            self.ledger = Ledger(prices)
+            pool = self._pool
+            top = pool.top_tier
+            top_names = [n for n in pool.logical_names if pool.tier_of(n) == top] or [top]
+            prices = self._prices or PriceBook.default(
+                *(e.config for e in pool.endpoints()),
+                top_tier=pool.tier_endpoints(top)[0] if top in pool.logical_names else None,
+            )
+            self.ledger = Ledger(prices, frontier_models=top_names)
             checkpointer = None
             if self.checkpoints is not None:
                 checkpointer = await self._open_checkpointer(str(self.checkpoints))

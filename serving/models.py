@@ -466,9 +466,10 @@ def ensure_model(
 
     The first call assembles and verifies the GGUF, converts it into a temporary folder next to
     the target, writes the manifest last, then renames it into place; concurrent callers wait
-    on a file lock. Later calls verify the folder against its manifest and reuse it. A folder
-    that fails verification, or was built in another dtype or from another GGUF, is moved
-    aside and rebuilt.
+    on a file lock. Later calls verify the folder against its manifest (hashing only when a
+    file changed since the last full check: see `_unchanged_since_verified`) and reuse it. A
+    folder that fails verification, or was built in another dtype or from another GGUF, is
+    moved aside and rebuilt.
 
     Args:
         spec: The model.
@@ -485,14 +486,19 @@ def ensure_model(
     root.mkdir(parents=True, exist_ok=True)
     target = root / spec.name
     with FileLock(str(root / f"{spec.name}.lock")), _Reporter(quiet) as report:
+        stamp = root / f"{spec.name}.verified"
         if target.exists():
             try:
-                with report.step(f"Verifying {spec.name}", sized=True) as update:
-                    manifest = verify_model_folder(target, progress=update)
+                manifest = _unchanged_since_verified(target, stamp)
+                if manifest is None:
+                    with report.step(f"Verifying {spec.name}", sized=True) as update:
+                        manifest = verify_model_folder(target, progress=update)
+                    _write_stamp(target, stamp)
                 _check_built_from(spec, manifest)
                 return target
             except ModelFolderError as exc:
                 report.say(f"[yellow]rebuilding {target}[/]: {exc}")
+                stamp.unlink(missing_ok=True)
                 trash = root / f".trash-{spec.name}-{uuid.uuid4().hex[:8]}"
                 target.rename(trash)
                 shutil.rmtree(trash, ignore_errors=True)
@@ -525,6 +531,7 @@ def ensure_model(
             )
             (tmp / MANIFEST_NAME).write_text(manifest.to_json())
             os.rename(tmp, target)
+            _write_stamp(target, stamp)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -532,6 +539,39 @@ def ensure_model(
             gguf.unlink(missing_ok=True)
         report.say(f"[green]model ready[/] at {target}")
         return target
+
+
+def _signature(folder: Path) -> dict[str, list[int]]:
+    """Size, mtime and inode of every file in a folder: what a write or a swap changes."""
+    signature = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            signature[str(path.relative_to(folder))] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return signature
+
+
+def _write_stamp(folder: Path, stamp: Path) -> None:
+    tmp = stamp.with_name(f".{stamp.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(_signature(folder)))
+    os.replace(tmp, stamp)
+
+
+def _unchanged_since_verified(folder: Path, stamp: Path) -> Manifest | None:
+    """The manifest, when no file changed since the last full verification; else None.
+
+    Hashing a 7 GB folder takes 10-45 s on a busy machine, on every start. A file written
+    since (a partial write, a copy, a swap) changes its size, mtime or inode, so the full
+    check runs again; only corruption that touches none of those (bit rot) waits for
+    `verify_model_folder`.
+    """
+    try:
+        recorded = json.loads(stamp.read_text())
+        if recorded != json.loads(json.dumps(_signature(folder))):
+            return None
+        return Manifest.from_json((folder / MANIFEST_NAME).read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_built_from(spec: ModelSpec, manifest: Manifest) -> None:

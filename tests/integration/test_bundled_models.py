@@ -77,6 +77,7 @@ def built(split_smollm2: ModelSpec, tmp_path_factory: pytest.TempPathFactory) ->
     assert sorted(p.name for p in models.iterdir()) == [
         "split-smollm2-f32",
         "split-smollm2-f32.lock",
+        "split-smollm2-f32.verified",  # no GGUF or temp folder left behind
     ]
     return target
 
@@ -106,6 +107,8 @@ def test_reused_when_valid_rebuilt_when_corrupt(
     before = weights.stat().st_mtime_ns
     assert ensure_model(split_smollm2, models, quiet=True) == target  # valid: reused as is
     assert weights.stat().st_mtime_ns == before
+    assert ensure_model(split_smollm2, models, quiet=True) == target  # unchanged: not re-hashed
+    assert (models / "split-smollm2-f32.verified").is_file()
 
     with weights.open("r+b") as fh:  # corruption -> rebuilt from the parts, same bytes
         fh.seek(1_000_000)

@@ -42,6 +42,12 @@ class RunContext:
     flags: list[str] = field(default_factory=list)
     _reservations: dict[str, Reservation] = field(default_factory=dict)
     _small_rows: dict[str, list[LedgerRow]] = field(default_factory=dict)
+    _last_rows: list[LedgerRow] = field(default_factory=list)
+
+    def supersede_last(self) -> None:
+        """Mark the rows of the last `account` call superseded: a higher tier takes over."""
+        self.ledger.mark_escalated(self._last_rows)
+        self._last_rows = []
 
     def account(
         self,
@@ -50,13 +56,25 @@ class RunContext:
         *,
         escalated: bool,
         for_node: str | None = None,
+        superseded: bool | None = None,
     ) -> float:
-        """Ledger rows and events for a node's model calls; charges the budgets. Returns cost."""
+        """Ledger rows and events for a node's model calls; charges the budgets. Returns cost.
+
+        `superseded` is passed to `Ledger.record` (False for a middle tier's answer, which
+        stays in the counterfactual unless a higher tier replaces it: `supersede_last`).
+        """
         total = 0.0
+        self._last_rows = []
         for completion in completions:
             row = self.ledger.record(
-                self.run_id, for_node or node, completion, tenant=self.tenant, escalated=escalated
+                self.run_id,
+                for_node or node,
+                completion,
+                tenant=self.tenant,
+                escalated=escalated,
+                superseded=superseded,
             )
+            self._last_rows.append(row)
             total += row.cost_usd
             if not escalated:
                 self._small_rows.setdefault(for_node or node, []).append(row)

@@ -85,19 +85,23 @@ class _FakeBase(ABC):
         self.requests.append(body)
         return _response(self.answer(body))
 
-    def pool(self, *, kind: str = "vllm") -> ModelPool:
-        """A pool whose `slm` and `frontier` (and `slm:<adapter>`) answer from this fake."""
+    def pool(self, *, kind: str = "vllm", tiers: Sequence[str] = LOGICAL_NAMES) -> ModelPool:
+        """A pool whose tiers (`slm` and `frontier`, and `slm:<adapter>`) answer from this fake.
+
+        Pass `tiers=("slm", "large", "frontier")` for a ladder; each tier's endpoint sends
+        `fake-<tier>` as the model, so the fake can answer per tier.
+        """
         endpoints = {
             name: [
                 EndpointConfig(
                     name=f"fake-{name}",
                     base_url=f"http://{name}.fake/v1",
                     model=f"fake-{name}",
-                    kind="vllm" if name == "slm" else kind,  # type: ignore[arg-type]
+                    kind="vllm" if name != "frontier" else kind,  # type: ignore[arg-type]
                     stand_in=name == "frontier",
                 )
             ]
-            for name in LOGICAL_NAMES
+            for name in tiers
         }
         config = PoolConfig(models=endpoints, retry=RetryPolicy(max_retries=0))
         return ModelPool(

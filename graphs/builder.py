@@ -373,14 +373,13 @@ def _supervisor_node(
             update: dict[str, Any] = {"plan": steps, "escalation": None, "escalations": [record]}
             return Command(goto=after_plan or END, update=update)
         spec = specialists[name]
-        result = await spec.agent.run(spec.read(state), pool=ctx.pool, model="frontier")
-        ctx.account(SUPERVISOR, result.completions, escalated=True, for_node=name)
+        result, tier = await climb(spec.agent, spec.read(state), ctx, SUPERVISOR, name)
         ctx.commit_escalation(name)
         latency = time.perf_counter() - started
         attempts = _attempts(result)
         if _needs_confirmation(result):
             record["ok"] = True
-            command = _ask(SUPERVISOR, name, result, started, ctx, "frontier", then="node")
+            command = _ask(SUPERVISOR, name, result, started, ctx, tier, then="node")
             assert isinstance(command.update, dict)
             command.update |= {"escalation": None, "escalations": [record]}
             return command
@@ -388,20 +387,12 @@ def _supervisor_node(
         if result.value is None or failed:
             # A value with a tool error (the frontier repeated a call the tool refused) is a
             # failure too: the run must not report "ok" for an action that did not happen.
-            error = f"{name} failed on the frontier model too: " + "; ".join(
+            error = f"{name} failed on the {tier} model too: " + "; ".join(
                 f"{s.kind}: {s.detail}" for s in (failed or result.signals)
             )
             ctx.emit(
                 NodeFinished(
-                    ctx.run_id,
-                    SUPERVISOR,
-                    False,
-                    latency,
-                    None,
-                    "frontier",
-                    "frontier",
-                    attempts,
-                    error,
+                    ctx.run_id, SUPERVISOR, False, latency, None, "frontier", tier, attempts, error
                 )
             )
             ctx.flags.append(f"{name}:escalation_failed")
@@ -418,9 +409,7 @@ def _supervisor_node(
         output = spec.write(result)
         record["ok"] = True
         ctx.emit(
-            NodeFinished(
-                ctx.run_id, SUPERVISOR, True, latency, output, "frontier", "frontier", attempts
-            )
+            NodeFinished(ctx.run_id, SUPERVISOR, True, latency, output, "frontier", tier, attempts)
         )
         return Command(
             goto=spec.successor(output),
@@ -461,8 +450,7 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     )
     escalated = decision.action == "escalate" and await ctx.reserve_escalation(name)
     if escalated:
-        result = await agent.run(input, pool=ctx.pool, model="frontier")
-        ctx.account(name, result.completions, escalated=True, for_node=name)
+        result, _ = await climb(agent, input, ctx, name, name)
         ctx.commit_escalation(name)
     if result is None:  # frontier mode, and the budget cannot cover the frontier call
         result = AgentResult(None, (Signal("model_error", decision.detail),))
@@ -483,6 +471,43 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
         )
     )  # fmt: skip
     return result, escalated
+
+
+def escalation_tiers(pool: ModelPool) -> tuple[str, ...]:
+    """The tiers an escalation climbs, cheapest first: every rung above the small one."""
+    above = pool.tiers[1:]
+    return above or ("frontier",)
+
+
+async def climb(
+    agent: _Agent, input: Any, ctx: RunContext, node: str, owner: str
+) -> tuple[Any, str]:
+    """Re-run an escalated node's agent one tier at a time until a tier answers cleanly.
+
+    Each tier's calls are accounted under `node` for `owner`; a tier that fails (no value,
+    or a tool error) is superseded by the next, and the top tier's answer stands whatever it
+    is. Returns (the last result, the tier that produced it).
+    """
+    tiers = escalation_tiers(ctx.pool)
+    result: Any = None
+    for index, tier in enumerate(tiers):
+        top = index == len(tiers) - 1
+        result = await agent.run(input, pool=ctx.pool, model=tier)
+        ctx.account(node, result.completions, escalated=True, for_node=owner, superseded=False)
+        if top or (result.value is not None and not problems(result)):
+            return result, tier
+        ctx.emit(
+            Escalation(
+                ctx.run_id,
+                owner,
+                "escalate",
+                "validation_failed",
+                f"{tier} tier failed too; climbing to {tiers[index + 1]}",
+                tuple((s.kind, s.detail) for s in result.signals),
+            )
+        )
+        ctx.supersede_last()
+    return result, tiers[-1]
 
 
 def _needs_confirmation(result: Any) -> bool:

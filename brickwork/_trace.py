@@ -1,4 +1,9 @@
-"""Rich rendering of runs for the CLI: one run's trace, and the table of a batch of runs."""
+"""Rich rendering of runs for the CLI: one run's trace, and the table of a batch of runs.
+
+Compact by default: one line per node, cut with an ellipsis (never silently) to the
+terminal's width, so 80 columns read well; `verbose=True` shows the full table (served model
+and endpoint, the validators' own words) and the raw error.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from brickwork.app import RunResult
 from brickwork.events import ModelCallEvent, NodeFinished
+from brickwork.http.redact import redact
 
-__all__ = ["DEMO_REQUESTS", "print_batch", "print_trace", "result_json"]
+__all__ = [
+    "DEMO_REQUESTS",
+    "FRONTIER_ONLY",
+    "STAND_IN_NOTE",
+    "TOP_TIER_ONLY",
+    "cost_line",
+    "print_batch",
+    "print_trace",
+    "result_json",
+    "user_answer",
+]
 
 #: What `make run` sends: some the small model handles, some that must escalate, one plan.
 DEMO_REQUESTS = (
@@ -25,94 +41,215 @@ DEMO_REQUESTS = (
     "Dim the office lights, lock the back door and tell me the thermostat mode",
 )
 
+#: Label of `RunCost.frontier_only_usd` when the top of the ladder is a local model.
+TOP_TIER_ONLY = "top-tier only"
+#: Label of the same figure when the top of the ladder is a frontier API.
+FRONTIER_ONLY = "frontier-only"
+
+#: Said once per command when a local model played the frontier role.
+STAND_IN_NOTE = (
+    "note: no frontier API is configured (BRICKWORK_FRONTIER_*); a local model stood in for "
+    "it, so escalated answers are only as good as that model."
+)
+
+_NOT_DONE = {
+    "timeout": "Not done: it took too long and was stopped.",
+    "error": "Not done: something went wrong inside brickwork (--verbose shows what).",
+    "over_budget": "Not done: it would have gone over its budget.",
+    "failed": "Not done: I could not work out a valid answer from your request.",
+}
+
 
 def _money(value: float) -> str:
     return f"${value:.6f}"
 
 
-def print_trace(result: RunResult, console: Console) -> None:
-    """The answer, then one line per node: model, outcome, escalation, latency, tokens, cost."""
-    table = Table(title=f"run {result.run_id} ({result.graph}): {result.status}", expand=False)
-    for column in ("node", "model", "outcome", "latency", "tokens", "cost"):
-        table.add_column(column, overflow="fold")
+def user_answer(result: RunResult) -> str:
+    """What the user is told: the answer, or a short sentence saying what was not done.
+
+    Internal detail (addresses, paths, exception names) is removed; the raw error stays in
+    the run's trace (`--verbose`, the run store).
+    """
+    if result.answer:
+        return result.answer if result.ok else redact(result.answer)
+    if result.ok:
+        return "(no answer)"
+    return _NOT_DONE.get(result.status, f"Not done ({result.status}).")
+
+
+def cost_line(spent: float, counterfactual: float, label: str) -> str:
+    """The cost against the counterfactual, saying plainly when the ladder cost more."""
+    difference = counterfactual - spent
+    if difference >= 0:
+        verdict = f"saved {_money(difference)}"
+    else:
+        verdict = f"the ladder cost {_money(-difference)} more"
+    return f"cost {_money(spent)}; {label} {_money(counterfactual)} ({verdict})"
+
+
+def _node_rows(result: RunResult) -> list[tuple[NodeFinished, list[ModelCallEvent], Any]]:
     calls: dict[str, list[ModelCallEvent]] = {}
     for event in result.events:
         if isinstance(event, ModelCallEvent):
             calls.setdefault(event.node, []).append(event)
     decisions = {e.node: e for e in result.events if e.kind == "escalation"}
-    for event in result.events:
-        if not isinstance(event, NodeFinished):
-            continue
-        node_calls = calls.get(event.node, [])
-        models = sorted({f"{c.served_model}@{c.endpoint}" for c in node_calls}) or [event.method]
-        decision = decisions.get(event.node)
-        if event.ok:
-            outcome = "[green]ok[/]"
-            if decision is not None and decision.reason:
-                outcome += f" ({decision.reason})"
+    return [
+        (event, calls.get(event.node, []), decisions.get(event.node))
+        for event in result.events
+        if isinstance(event, NodeFinished)
+    ]
+
+
+def _outcome(event: NodeFinished, decision: Any, *, verbose: bool) -> Text:
+    if event.ok:
+        text = Text("ok", style="green")
+        if decision is not None and decision.reason:
+            text.append(f" ({decision.reason})")
+        return text
+    error = event.error or "failed"
+    if decision is not None and decision.action == "escalate" and not verbose:
+        return Text(f"↑ {decision.reason or 'escalated'}", style="yellow")
+    return Text(("✗ " if not verbose else "") + error, style="yellow" if verbose else "red")
+
+
+#: (width, right-aligned) of each column; width 0 shares what the fixed columns leave.
+_Columns = tuple[tuple[int, bool], ...]
+_TRACE_COLUMNS: _Columns = ((11, False), (10, False), (0, False), (8, True), (8, True), (9, True))
+_BATCH_HEADER: list[str | Text] = ["request", "status", "esc", "latency", "cost", "answer"]
+_BATCH_COLUMNS: _Columns = ((0, False), (9, False), (3, True), (7, True), (9, True), (0, False))
+
+
+def _line(cells: Sequence[str | Text], columns: _Columns, width: int, style: str = "") -> Text:
+    """One line of cells in fixed columns; a cell that does not fit ends with an ellipsis."""
+    fixed = sum(w for w, _ in columns) + len(columns) - 1
+    shared = [i for i, (w, _) in enumerate(columns) if w == 0]
+    spare = max(8 * len(shared), width - fixed)
+    line = Text(style=style)
+    for index, (cell, (size, right)) in enumerate(zip(cells, columns, strict=True)):
+        if size == 0:
+            size = spare // len(shared) + (1 if index == shared[0] else 0) * (spare % len(shared))
+        text = cell.copy() if isinstance(cell, Text) else Text(cell)
+        text.truncate(size, overflow="ellipsis", pad=False)
+        pad = " " * (size - text.cell_len)
+        if index:
+            line.append(" ")
+        if right:
+            line.append(pad)
+            line.append_text(text)
         else:
-            outcome = f"[yellow]{escape(event.error or 'failed')}[/]"
+            line.append_text(text)
+            if index < len(columns) - 1:
+                line.append(pad)
+    return line
+
+
+def print_trace(
+    result: RunResult,
+    console: Console,
+    *,
+    verbose: bool = False,
+    label: str = TOP_TIER_ONLY,
+) -> None:
+    """The run's nodes (one line each), its answer, then status, latency and cost.
+
+    Args:
+        result: The run.
+        console: Where to print.
+        verbose: The full table (served model@endpoint, the validators' words, wrapped) and
+            the raw error, instead of one cut line per node.
+        label: What the counterfactual is called (`TOP_TIER_ONLY` or `FRONTIER_ONLY`).
+    """
+    if verbose:
+        table = Table(title=f"run {result.run_id} ({result.graph}): {result.status}")
+        for column in ("node", "model", "outcome", "latency", "tokens", "cost"):
+            table.add_column(column, overflow="fold")
+    rows: list[list[str | Text]] = []
+    for event, node_calls, decision in _node_rows(result):
+        if verbose:
+            names = {f"{c.served_model}@{c.endpoint}" for c in node_calls}
+        else:
+            names = {c.model + ("*" if c.stand_in else "") for c in node_calls}
         tokens = sum(c.prompt_tokens + c.completion_tokens for c in node_calls)
-        node_cost = sum(c.cost_usd for c in node_calls)
-        table.add_row(
-            event.node,
-            ", ".join(models),
-            outcome,
-            f"{event.latency_s * 1000:.0f} ms",
-            str(tokens),
-            _money(node_cost),
+        rows.append(
+            [
+                event.node,
+                ", ".join(sorted(names)) or event.method,
+                _outcome(event, decision, verbose=verbose),
+                f"{event.latency_s * 1000:.0f} ms",
+                f"{tokens} tok" if tokens else "",
+                _money(sum(c.cost_usd for c in node_calls)),
+            ]
         )
-    console.print(table)
-    console.print(
-        f"[bold]answer:[/] {escape(result.answer or result.error or '(none)')}", highlight=False
+    if verbose:
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        header: list[str | Text] = ["node", "model", "outcome", "latency", "tokens", "cost"]
+        console.print(_line(header, _TRACE_COLUMNS, console.width, style="dim"))
+        for row in rows:
+            console.print(_line(row, _TRACE_COLUMNS, console.width), highlight=False)
+    answer = Text.assemble(("answer: ", "bold"), user_answer(result))
+    console.print(answer, highlight=False)
+    if verbose and result.error:
+        console.print(Text.assemble(("error: ", "bold"), result.error), highlight=False)
+    cost = result.cost
+    style = "green" if result.ok else "red"
+    line = Text.assemble(
+        (result.status, style),
+        f" · run {result.run_id} · {result.latency_s:.2f} s · ",
+        cost_line(cost.cost_usd, cost.frontier_only_usd, label),
     )
-    if result.status == "needs_confirmation":
+    console.print(line, highlight=False)
+    if verbose:
         console.print(
-            "[yellow]waiting for the user's confirmation:[/] nothing sensitive ran. Resume with "
-            f"App.aresume({result.run_id!r}, confirm=True) to run it, or confirm=False to "
-            "decline.",
+            f"frontier API at list price: {_money(cost.api_reference_usd)}"
+            + (f"; flags: {', '.join(result.flags)}" if result.flags else ""),
             highlight=False,
         )
-    cost = result.cost
-    console.print(
-        f"cost {_money(cost.cost_usd)}; frontier-only {_money(cost.frontier_only_usd)}; "
-        f"saved {_money(cost.saving_usd)}; {result.latency_s:.2f} s"
-        + (f"; flags: {', '.join(result.flags)}" if result.flags else ""),
-        highlight=False,
-    )
-    if "frontier_stand_in" in result.flags:
-        console.print(
-            "[dim]note: no frontier API is configured (BRICKWORK_FRONTIER_*); a local model "
-            "stood in for it, so escalated answers are only as good as that model.[/]"
-        )
 
 
-def print_batch(results: Sequence[RunResult], console: Console) -> None:
-    """One row per request, then the summary: calls kept on small models, cost, cost avoided."""
-    table = Table(title="brickwork run: smart_home graph on the embedded small model")
-    for column in ("request", "answer", "status", "escalations", "latency", "cost"):
-        table.add_column(column, overflow="fold")
+def print_batch(
+    results: Sequence[RunResult],
+    console: Console,
+    *,
+    origin: str = "",
+    label: str = TOP_TIER_ONLY,
+) -> None:
+    """One line per request, then the summary: calls kept on small models, cost, counterfactuals.
+
+    Args:
+        results: The runs, in order (all on one graph).
+        console: Where to print.
+        origin: Where the models ran, for the title (e.g. "the embedded small model").
+        label: What the counterfactual is called (`TOP_TIER_ONLY` or `FRONTIER_ONLY`).
+    """
+    graphs = sorted({r.graph for r in results})
+    title = f"brickwork run: {', '.join(graphs)} graph" + (f" on {origin}" if origin else "")
+    console.print(Text(title, style="bold"), highlight=False)
+    console.print(_line(_BATCH_HEADER, _BATCH_COLUMNS, console.width, style="dim"))
     for r in results:
-        escalations = ", ".join(f"{e['node']}:{e['reason']}" for e in r.escalations) or "-"
         text = next((e.text for e in r.events if e.kind == "run_started"), "")
-        table.add_row(
-            escape(text),
-            escape((r.answer or r.error or "")[:160]),
-            r.status,
-            escalations,
+        row: list[str | Text] = [
+            text,
+            Text(r.status, style="green" if r.ok else "red"),
+            str(len(r.escalations)) if r.escalations else "-",
             f"{r.latency_s:.1f} s",
             _money(r.cost.cost_usd),
-        )
-    console.print(table)
+            user_answer(r),
+        ]
+        console.print(_line(row, _BATCH_COLUMNS, console.width), highlight=False)
     small = sum(r.cost.small_calls for r in results)
     total = sum(r.cost.calls for r in results)
     spent = sum(r.cost.cost_usd for r in results)
-    frontier_only = sum(r.cost.frontier_only_usd for r in results)
+    counterfactual = sum(r.cost.frontier_only_usd for r in results)
+    api = sum(r.cost.api_reference_usd for r in results)
+    ok = sum(r.ok for r in results)
     share = small / total if total else 0.0
     console.print(
-        f"{len(results)} requests; {small}/{total} model calls kept on small models "
-        f"({share:.0%}); cost {_money(spent)} vs frontier-only {_money(frontier_only)} "
-        f"(avoided {_money(frontier_only - spent)})",
+        f"{len(results)} requests, {ok} ok; {small}/{total} model calls kept on small models "
+        f"({share:.0%}); {cost_line(spent, counterfactual, label)}; every node on a frontier "
+        f"API at list price {_money(api)}",
         highlight=False,
     )
 
@@ -123,7 +260,7 @@ def result_json(result: RunResult) -> str:
         "run_id": result.run_id,
         "graph": result.graph,
         "status": result.status,
-        "answer": result.answer,
+        "answer": user_answer(result),
         "error": result.error,
         "outputs": result.outputs,
         "escalations": result.escalations,
@@ -133,6 +270,7 @@ def result_json(result: RunResult) -> str:
             "cost_usd": result.cost.cost_usd,
             "frontier_only_usd": result.cost.frontier_only_usd,
             "saving_usd": result.cost.saving_usd,
+            "api_reference_usd": result.cost.api_reference_usd,
             "calls": result.cost.calls,
             "small_calls": result.cost.small_calls,
         },

@@ -46,6 +46,7 @@ __all__ = [
     "large_model_available",
     "large_spec",
     "pool_config_for",
+    "pool_config_for_url",
     "registered_lora_modules",
     "sync_adapters",
 ]
@@ -257,7 +258,49 @@ def large_spec(*, port: int | None = None, cores: tuple[int, ...] | None = None)
 
 def _healthy(record: ServeRecord) -> bool:
     """The serve answers with its model listed (a dead or restarting one does not)."""
-    return record.served_name in served_models(record.base_url, timeout_s=2.0)
+    return _unhealthy_because(record) is None
+
+
+def _unhealthy_because(record: ServeRecord) -> str | None:
+    """Why a registered serve cannot be used now (None: it answers with its model listed)."""
+    served = served_models(record.base_url, timeout_s=2.0)
+    if not served:
+        return "not answering (dead or restarting)"
+    if record.served_name not in served:
+        return f"answers without {record.served_name!r} (restarting?)"
+    return None
+
+
+def pool_config_for_url(url: str, *, timeout_s: float = 5.0) -> PoolConfig:
+    """Pool config over any OpenAI-compatible server at `url` (a base URL ending in /v1).
+
+    The served base model is read from `GET /v1/models` (an entry with no `parent`; the
+    others, LoRA adapters of it, become `slm:<adapter>`); the frontier role is as in
+    `pool_config_for`.
+
+    Raises:
+        ServingError: nothing answers at `url`, or it lists no model.
+    """
+    import httpx
+
+    base = url.rstrip("/")
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout_s)) as http:
+            response = http.get(f"{base}/models")
+            response.raise_for_status()
+            data = response.json().get("data", [])
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise ServingError(
+            f"no OpenAI-compatible server answers at {url!r} ({type(exc).__name__}); start one "
+            "(`brickwork serve`) or pass the base URL it prints, ending in /v1"
+        ) from None
+    models = [m for m in data if isinstance(m, dict) and m.get("id")]
+    bases = [str(m["id"]) for m in models if not m.get("parent")]
+    if not bases:
+        raise ServingError(f"the server at {url!r} lists no model in /v1/models; is it ready?")
+    served = EMBEDDED_MODEL.served_name if EMBEDDED_MODEL.served_name in bases else bases[0]
+    adapters = [str(m["id"]) for m in models if m.get("parent") == served]
+    return pool_config_for(base, served, adapters=adapters)
 
 
 def _placement(wants: Mapping[str, int], *, reused: bool) -> dict[str, tuple[int, ...]]:
@@ -322,6 +365,8 @@ class LocalServing:
         self.record: ServeRecord | None = None
         self.large_server: VLLMServer | None = None
         self.large_record: ServeRecord | None = None
+        #: Registered serves passed over by `start`, with the reason (dead, restarting).
+        self.skipped: list[tuple[ServeRecord, str]] = []
 
     @property
     def base_url(self) -> str:
@@ -349,6 +394,18 @@ class LocalServing:
         if self.large_server is not None:
             return f"{small}; large tier: private vLLM at {self.large_server.base_url}"
         return small
+
+    @property
+    def choice(self) -> str:
+        """Which server was chosen and why, for a progress line (`origin` plus the reasons)."""
+        if self.record is not None:
+            why = f"healthy (answers with {self.record.served_name})"
+        else:
+            why = "no healthy `brickwork serve` was running" if self.reuse else "reuse=False"
+        said = f"{self.origin}: {why}"
+        for record, reason in self.skipped:
+            said += f"; skipped brickwork serve (pid {record.pid}) at {record.base_url}: {reason}"
+        return said
 
     @property
     def adapters(self) -> tuple[str, ...]:
@@ -402,7 +459,14 @@ class LocalServing:
         Private instances get cores of their own (`plan_placement`): the small model the
         first free core, the large model the next, so neither starves the other.
         """
-        records = [r for r in running_servers() if _healthy(r)] if self.reuse else []
+        records = []
+        self.skipped = []
+        for record in running_servers() if self.reuse else []:
+            why = _unhealthy_because(record)
+            if why is None:
+                records.append(record)
+            else:
+                self.skipped.append((record, why))
         self.record = next(
             (r for r in records if r.served_name == EMBEDDED_MODEL.served_name), None
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from brickwork.store.base import (
     SCHEMA_VERSION,
+    SOURCES,
     EscalationRecord,
     NodeStats,
     RunStore,
@@ -46,6 +47,7 @@ from brickwork.store.sqlite import SQLiteRunStore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SOURCES",
     "EscalationRecord",
     "NodeStats",
     "PostgresRunStore",

@@ -28,6 +28,7 @@ from brickwork.store.buffer import WriteBehind
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SOURCES",
     "EscalationRecord",
     "NodeStats",
     "RunStore",
@@ -41,7 +42,11 @@ __all__ = [
 log = logging.getLogger("brickwork.store")
 
 #: The schema version this code writes; every backend has this many migrations.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Where a run came from: the command line, the HTTP front, the embedded `App`, `brickwork
+#: eval`, the TUI's playground ("unknown": stored before sources were recorded).
+SOURCES = ("cli", "api", "app", "eval", "playground")
 
 _DAY_S = 86_400.0
 
@@ -50,7 +55,7 @@ JsonKind = Literal["text", "number", "bool"]
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One row of the runs table."""
+    """One row of the runs table (`source`: one of `SOURCES`, where the run came from)."""
 
     run_id: str
     graph: str
@@ -66,6 +71,7 @@ class RunSummary:
     escalations: int
     flags: tuple[str, ...]
     started_at: float
+    source: str = "app"
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,15 @@ class EscalationRecord:
     detail: str
     signals: tuple[tuple[str, str], ...]
     at: float
+    text: str = ""
+    status: str = ""
+    source: str = ""
+    fixed: bool | None = None
+
+    @property
+    def signature(self) -> tuple[str, str, str | None, tuple[tuple[str, str], ...]]:
+        """What identical escalations share: graph, node, reason and signals."""
+        return (self.graph, self.node, self.reason, self.signals)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -222,7 +237,7 @@ class _Row:
 
 _RUN_COLUMNS = (
     "run_id", "graph", "tenant", "mode", "text", "status", "answer", "error", "cost_usd",
-    "frontier_only_usd", "latency_s", "escalations", "flags", "started_at",
+    "frontier_only_usd", "latency_s", "escalations", "flags", "started_at", "source",
 )  # fmt: skip
 
 
@@ -390,7 +405,7 @@ class RunStore:
             clean(summary.mode), clean(summary.text), clean(summary.status),
             clean(summary.answer), None if summary.error is None else clean(summary.error),
             float(summary.cost_usd), float(summary.frontier_only_usd), float(summary.latency_s),
-            int(summary.escalations), flags, float(summary.started_at),
+            int(summary.escalations), flags, float(summary.started_at), clean(summary.source),
         )  # fmt: skip
         rows = []
         size = sum(len(v) for v in run if isinstance(v, str))
@@ -481,9 +496,28 @@ class RunStore:
         status: str | None = None,
         escalated: bool | None = None,
         since: float | None = None,
+        source: str | None = None,
+        mode: str | None = None,
+        search: str | None = None,
+        exclude_sources: Sequence[str] = (),
     ) -> list[RunSummary]:
-        """Newest runs first, optionally only one graph's, one status, (not) escalated ones."""
-        where, args = _run_filter(graph, status, escalated, since)
+        """Newest runs first, optionally filtered.
+
+        Args:
+            limit: Most runs returned.
+            graph: Only this graph's runs.
+            status: Only runs with this status.
+            escalated: Only runs with (True) or without (False) an escalated node.
+            since: Only runs started at or after this Unix time.
+            source: Only runs from this source (see `SOURCES`).
+            mode: Only runs in this mode (slm, hybrid, frontier).
+            search: Only runs whose request, answer or error contains this text (any case).
+            exclude_sources: Leave out runs from these sources.
+        """
+        where, args = _run_filter(
+            graph, status, escalated, since, source=source, mode=mode, search=search,
+            exclude_sources=exclude_sources,
+        )  # fmt: skip
         query = f"SELECT {self._run_columns()} FROM runs{where} ORDER BY started_at DESC LIMIT ?"
         with self._session(write=False) as conn:
             rows = conn.execute(query, [*args, limit]).fetchall()
@@ -509,9 +543,22 @@ class RunStore:
             rows = conn.execute("SELECT DISTINCT graph FROM runs ORDER BY graph").fetchall()
         return [str(r[0]) for r in rows]
 
-    def totals(self, *, graph: str | None = None, since: float | None = None) -> Totals:
-        """Counts and costs over the runs of one graph (or all), started since `since`."""
-        where, args = _run_filter(graph, None, None, since)
+    def totals(
+        self,
+        *,
+        graph: str | None = None,
+        since: float | None = None,
+        source: str | None = None,
+        exclude_sources: Sequence[str] = (),
+    ) -> Totals:
+        """Counts and costs over the runs of one graph (or all), started since `since`.
+
+        `source` keeps one source's runs; `exclude_sources` leaves some out (the dashboard
+        leaves out "eval", whose runs are not traffic).
+        """
+        where, args = _run_filter(
+            graph, None, None, since, source=source, exclude_sources=exclude_sources
+        )
         query = (
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END), 0),"
             " COALESCE(SUM(CASE WHEN escalations > 0 THEN 1 ELSE 0 END), 0),"
@@ -527,10 +574,20 @@ class RunStore:
         )  # fmt: skip
 
     def node_stats(
-        self, *, graph: str | None = None, since: float | None = None
+        self,
+        *,
+        graph: str | None = None,
+        since: float | None = None,
+        source: str | None = None,
+        exclude_sources: Sequence[str] = (),
     ) -> list[NodeStats]:
-        """Per (graph, node) statistics over runs started since `since`, sorted by graph, node."""
-        where, args = _run_filter(graph, None, None, since, table="r.")
+        """Per (graph, node) statistics over runs started since `since`, sorted by graph, node.
+
+        `source` and `exclude_sources` select runs as in `totals`.
+        """
+        where, args = _run_filter(
+            graph, None, None, since, table="r.", source=source, exclude_sources=exclude_sources
+        )
         where = where.replace(" WHERE ", " AND ", 1)
         query = f"{self._node_events()}{where} ORDER BY e.run_id, e.seq"
         with self._session(write=False) as conn:
@@ -562,10 +619,22 @@ WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT 
         reason: str | None = None,
         actions: Sequence[str] = ("escalate",),
         limit: int = 200,
+        source: str | None = None,
+        exclude_sources: Sequence[str] = (),
     ) -> list[EscalationRecord]:
-        """Escalation decisions, newest first (by default only the nodes that were escalated)."""
+        """Escalation decisions, newest first (by default only the nodes that were escalated).
+
+        Each record carries its run's request text, status and source, and whether the node
+        ended with an output (`fixed`: the escalation fixed it).
+        """
         clauses = ["e.kind = 'escalation'"]
         args: list[Any] = []
+        if source:
+            clauses.append("r.source = ?")
+            args.append(source)
+        if exclude_sources:
+            clauses.append(f"r.source NOT IN ({', '.join('?' * len(exclude_sources))})")
+            args += list(exclude_sources)
         if actions:
             action = self._json("e.body", "action", "text")
             clauses.append(f"{action} IN ({', '.join('?' * len(actions))})")
@@ -578,15 +647,23 @@ WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT 
             if value:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        # Did the escalation fix the node? The supervisor's first finish after the decision
+        # (it re-runs that node on the top tier) ended with an output.
+        fixed = (
+            "(SELECT CASE WHEN " + self._json("f.body", "ok", "bool") + " THEN 1 ELSE 0 END"
+            " FROM events f WHERE f.run_id = e.run_id AND f.seq > e.seq"
+            " AND f.kind = 'node_finished' AND f.node = 'supervisor' ORDER BY f.seq LIMIT 1)"
+        )
         query = (
-            f"SELECT e.run_id, r.graph, e.node, e.at, {self._json_text('e.body')} FROM events e"
+            f"SELECT e.run_id, r.graph, e.node, e.at, {self._json_text('e.body')},"
+            f" r.text, r.status, r.source, {fixed} FROM events e"
             f" JOIN runs r ON r.run_id = e.run_id WHERE {' AND '.join(clauses)}"
             " ORDER BY e.at DESC LIMIT ?"
         )
         with self._session(write=False) as conn:
             rows = conn.execute(query, [*args, limit]).fetchall()
         records = []
-        for run_id, graph_name, node_name, at, body in rows:
+        for run_id, graph_name, node_name, at, body, text, status, source_name, ok in rows:
             event = _loads(body)
             records.append(
                 EscalationRecord(
@@ -598,6 +675,12 @@ WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT 
                     detail=event.get("detail", ""),
                     signals=tuple((str(k), str(v)) for k, v in event.get("signals") or ()),
                     at=float(at),
+                    text=str(text),
+                    status=str(status),
+                    source=str(source_name),
+                    fixed=(None if ok is None else bool(ok))
+                    if event.get("action") == "escalate"
+                    else False,
                 )
             )
         return records
@@ -658,9 +741,31 @@ def _run_filter(
     since: float | None,
     *,
     table: str = "",
+    source: str | None = None,
+    mode: str | None = None,
+    search: str | None = None,
+    exclude_sources: Sequence[str] = (),
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if source:
+        clauses.append(f"{table}source = ?")
+        args.append(source)
+    if exclude_sources:
+        clauses.append(f"{table}source NOT IN ({', '.join('?' * len(exclude_sources))})")
+        args += list(exclude_sources)
+    if mode:
+        clauses.append(f"{table}mode = ?")
+        args.append(mode)
+    if search:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+        clauses.append(
+            "(" + " OR ".join(
+                f"LOWER(COALESCE({table}{c}, '')) LIKE ? ESCAPE '\\'"
+                for c in ("text", "answer", "error")
+            ) + ")"
+        )  # fmt: skip
+        args += [pattern] * 3
     if graph:
         clauses.append(f"{table}graph = ?")
         args.append(graph)

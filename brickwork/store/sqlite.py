@@ -38,6 +38,13 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS runs_escalated ON runs (started_at DESC) WHERE escalations > 0;
     CREATE INDEX IF NOT EXISTS events_node ON events (kind, node);
     """,
+    # Where each run came from (cli, api, app, eval, playground); older rows are "unknown"
+    # except eval runs, which always had tenant "eval".
+    """
+    ALTER TABLE runs ADD COLUMN source TEXT NOT NULL DEFAULT 'unknown';
+    UPDATE runs SET source = 'eval' WHERE tenant = 'eval';
+    CREATE INDEX IF NOT EXISTS runs_source ON runs (source, started_at DESC);
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

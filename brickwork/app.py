@@ -30,6 +30,7 @@ from brickwork.errors import ConfigError
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, RunFinished, RunStarted, RunStatus
 from brickwork.graphs import GraphModule, load_graph
+from brickwork.http.redact import redact
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore, RunSummary
@@ -324,8 +325,12 @@ class App:
             yield queue.get_nowait()
         state, status, error = task.result()
         cost = self.ledger.run_cost(run_id)
-        # A run that did not finish ok says what was (not) done, or asks its question.
+        # A run that did not finish ok says what was (not) done, or asks its question. What
+        # went wrong reaches the user without internal addresses, paths or exception names
+        # (the error and the node events keep them); a question shows the call as it is.
         answer = self.graph.answer(state) if status == "ok" else str(state.get("answer") or "")
+        if status not in ("ok", "needs_confirmation"):
+            answer = redact(answer)
         finished = RunFinished(
             run_id,
             status,
@@ -422,6 +427,12 @@ class App:
             raise ConfigError(
                 "resuming needs durable state; this App was made with checkpoints=None"
             )
+        # Without a question pending, a resume would start the graph afresh: refuse it.
+        if confirm is not None and await self.apending(run_id) is None:
+            raise ConfigError(
+                f"run {run_id!r} is not waiting for a confirmation (unknown, finished, or "
+                "already answered); nothing was run"
+            )
         events = [
             e
             async for e in self.astream(
@@ -429,6 +440,22 @@ class App:
             )
         ]
         return self._result(events)
+
+    async def apending(self, run_id: str) -> dict[str, Any] | None:
+        """The question run `run_id` is waiting on, from its checkpoint; None when none is.
+
+        Returns:
+            The interrupt value of a run whose status is "needs_confirmation" (`question`,
+            `node`, `call`, `reason`, `step`), or None for an unknown, finished or running run.
+        """
+        if self.checkpoints is None:
+            return None
+        await self._ensure_started()
+        snapshot = await self._compiled.aget_state({"configurable": {"thread_id": run_id}})
+        for waiting in snapshot.interrupts:
+            value = waiting.value
+            return dict(value) if isinstance(value, Mapping) else {"question": str(value)}
+        return None
 
     def invoke(self, text: str, **options: Any) -> RunResult:
         """Synchronous `ainvoke` (runs on the app's own background event loop)."""

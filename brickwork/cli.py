@@ -2,6 +2,7 @@
 
 brickwork serve [--port P] [--cores LIST] [--lora NAME=PATH ...] [--merged NAME ...]   local vLLM
 brickwork run [TEXT ...] [--pool FILE]              the main job (see README)
+brickwork confirm RUN_ID yes|no [--store URL]       answer a run waiting for a confirmation
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
 brickwork store prune --days N [--store URL]        delete runs older than N days
@@ -27,6 +28,8 @@ from brickwork._settings import DEFAULT_SERVE_PORT
 from brickwork.errors import BrickworkError, ConfigError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from brickwork.app import RunResult
     from brickwork.serving.launcher import ServerSpec, VLLMServer
 
@@ -138,6 +141,16 @@ def _parser() -> argparse.ArgumentParser:
         "--days", type=float, required=True, help="keep runs started in the last N days"
     )
     prune.add_argument("--store", help=STORE_HELP)
+
+    confirm = sub.add_parser("confirm", help="answer a run that waits for a confirmation")
+    confirm.add_argument("run_id", help="the run (as `brickwork run` printed it)")
+    confirm.add_argument(
+        "answer", type=str.lower, choices=("yes", "no"), help="yes runs the action, no declines"
+    )
+    confirm.add_argument("--store", help=STORE_HELP)
+    confirm.add_argument(
+        "--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM"
+    )
 
     sub.add_parser("version", help="print the version")
     return parser
@@ -315,6 +328,7 @@ async def _run(args: argparse.Namespace) -> int:
             else:
                 console.rule(text)
                 print_trace(result, console)
+            _ask_to_confirm(result, args.store, console)
         if not args.json and len(results) > 1:
             print_batch(results, console)
     finally:
@@ -323,6 +337,68 @@ async def _run(args: argparse.Namespace) -> int:
         if local is not None:
             await asyncio.to_thread(local.stop)
     return exit_code(results)
+
+
+def _ask_to_confirm(result: RunResult, store: str | None, console: Console) -> None:
+    """For a run waiting for a confirmation: its question and the command that answers it."""
+    if result.status != "needs_confirmation":
+        return
+    from rich.markup import escape
+
+    command = f"brickwork confirm {result.run_id} yes"
+    if store is not None:
+        import shlex
+
+        command += f" --store {shlex.quote(store)}"
+    console.print(
+        f"[yellow]run {result.run_id} needs your confirmation:[/] {escape(result.answer)}\n"
+        f"answer it with: {escape(command)}   (or [bold]no[/] instead of yes to decline)",
+        highlight=False,
+    )
+
+
+async def _confirm(args: argparse.Namespace) -> int:
+    """`brickwork confirm`: resume a waiting run on its own graph with the user's answer."""
+    from rich.console import Console
+
+    from brickwork._trace import print_trace
+    from brickwork.app import App
+    from brickwork.serving.pool import ModelPool
+    from brickwork.store import RunStore
+
+    store = RunStore(args.store)
+    try:
+        found = await asyncio.to_thread(store.run, args.run_id)
+        if found is None:
+            raise ConfigError(
+                f"no run {args.run_id!r} in the run store; pass the --store it ran with"
+            )
+        summary = found[0]
+        if summary.status != "needs_confirmation":
+            raise ConfigError(
+                f"run {args.run_id!r} is not waiting for a confirmation (its status is "
+                f"{summary.status!r}); nothing was run"
+            )
+        pool = ModelPool.from_config(args.pool) if args.pool is not None else None
+        app = App.from_graph(summary.graph, pool=pool, store=store)  # the run's own graph
+        try:
+            result = await app.aresume(
+                args.run_id,
+                confirm=args.answer == "yes",
+                mode=summary.mode,
+                tenant=summary.tenant,
+            )
+        finally:
+            await app.aclose()
+            if pool is not None:
+                await pool.aclose()
+    finally:
+        store.close()
+    console = Console()
+    console.rule(f"{summary.text} -> {args.answer}")
+    print_trace(result, console)
+    _ask_to_confirm(result, args.store, console)  # a later step may ask again
+    return exit_code([result])
 
 
 def exit_code(results: Sequence[RunResult]) -> int:
@@ -410,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "run":
             return asyncio.run(_run(args))
+        if args.command == "confirm":
+            return asyncio.run(_confirm(args))
         if args.command == "graph":
             return _graph(args)
         if args.command == "api":

@@ -10,12 +10,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.exceptions import HTTPException
 
 from brickwork.escalation import Mode
@@ -25,6 +25,7 @@ __all__ = [
     "ApiError",
     "ChatCompletionRequest",
     "ChatMessage",
+    "ConfirmRequest",
     "RunOutcome",
     "SafeJSONResponse",
     "add_error_handlers",
@@ -33,6 +34,7 @@ __all__ = [
     "completion_body",
     "error_body",
     "failure_cause",
+    "parse_body",
     "parse_request",
     "read_body",
     "request_text",
@@ -45,6 +47,8 @@ ErrorType = Literal[
 Cause = Literal["model_unavailable", "model_refused", "model_timeout"]
 #: Deepest JSON nesting a request body may have (OpenAI bodies need fewer than ten levels).
 MAX_JSON_DEPTH = 64
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -215,6 +219,17 @@ class ChatCompletionRequest(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
 
 
+class ConfirmRequest(BaseModel):
+    """The body of `POST /v1/runs/{run_id}/confirm`: the user's answer to the run's question."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: StrictBool = Field(
+        description="true runs the action the run asked about; false declines it (the run "
+        "then ends failed, and nothing is done)"
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length", "")
@@ -239,10 +254,16 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 
 def parse_request(raw: bytes) -> ChatCompletionRequest:
-    """Decode, parse and validate a request body.
+    """Decode, parse and validate a chat completion request body (see `parse_body`)."""
+    return parse_body(raw, ChatCompletionRequest)
+
+
+def parse_body(raw: bytes, model: type[BodyT]) -> BodyT:
+    """Decode, parse and validate a JSON request body as `model`.
 
     Raises:
-        ApiError: 400 for invalid UTF-8, malformed JSON or a body that fails validation.
+        ApiError: 400 for invalid UTF-8, malformed or too deeply nested JSON, lone
+            surrogates, or a body that fails validation.
     """
     try:
         text = raw.decode("utf-8")
@@ -267,7 +288,7 @@ def parse_request(raw: bytes) -> ChatCompletionRequest:
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     _check_values(data)
     try:
-        return ChatCompletionRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None

@@ -4,7 +4,8 @@
 - `failed` (a step could not be done): 422, `run_failed`.
 - `over_budget`: 402, `budget_exhausted`.
 - `needs_confirmation` (stopped before a sensitive tool call; nothing was done): 409,
-  `needs_confirmation`; the run can be resumed once the user confirms.
+  `needs_confirmation`; the message names the route that resumes it with the user's answer,
+  `POST /v1/runs/{run_id}/confirm` with `{"confirm": true}` (do it) or `false` (decline).
 - the model is unavailable (no replica answers, circuit open): 503, `model_unavailable`;
   it answered with an error: 502, `model_error`.
 - a model timeout: 504, `model_timeout`; the run's own time limit: 504, `run_timeout`.
@@ -29,13 +30,18 @@ from brickwork.errors import AdmissionRefused, BrickworkError, ServingError
 from brickwork.http.models import ApiError, ErrorType, RunOutcome
 from brickwork.http.redact import redact
 
-__all__ = ["NO_RETRY", "admission_error", "exception_error", "outcome_error"]
+__all__ = ["NO_RETRY", "admission_error", "confirm_route", "exception_error", "outcome_error"]
 
 NO_RETRY = {"x-should-retry": "false"}
 
 
 def _where(run_id: str) -> str:
     return f"run {run_id}; its trace: GET /v1/runs/{run_id}"
+
+
+def confirm_route(run_id: str) -> str:
+    """The route that answers run `run_id`'s confirmation question."""
+    return f"POST /v1/runs/{run_id}/confirm"
 
 
 def _detail(error: str | None) -> str:
@@ -87,8 +93,9 @@ def outcome_error(outcome: RunOutcome, timeout_s: float) -> ApiError | None:
         status_code, code = 409, "needs_confirmation"
         message = (
             f"the request asks for an action that needs confirmation"
-            f"{_detail(outcome.error or outcome.answer)}; nothing was done. Ask the user to "
-            f"confirm, then resume run {outcome.run_id} ({where})"
+            f"{_detail(outcome.error or outcome.answer)}; nothing was done. Ask the user, then "
+            f'answer with {confirm_route(outcome.run_id)} and {{"confirm": true}} to do it or '
+            f'{{"confirm": false}} to decline ({where})'
         )
     else:
         kind = status.replace("_", " ")

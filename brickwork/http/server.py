@@ -12,8 +12,16 @@
     reply.model_extra["brickwork"]  # run_id, status, cost_usd, frontier_only_usd, ...
 
 Routes: `/v1/chat/completions`, `/v1/models`, `/v1/models/{id}`, `/v1/runs`,
-`/v1/runs/{run_id}`, `/health`, `/metrics`. Errors use OpenAI's `{"error": {message, type,
-param, code}}`.
+`/v1/runs/{run_id}`, `/v1/runs/{run_id}/confirm`, `/health`, `/metrics`. Errors use OpenAI's
+`{"error": {message, type, param, code}}`.
+
+A run that stopped before a sensitive action (409 `needs_confirmation`) is answered with
+`POST /v1/runs/{run_id}/confirm` and `{"confirm": true}` (run it and go on) or `false`
+(decline: the run ends failed, nothing is done). The run is found in the run store and
+resumed from its checkpoint on its own graph (`App.aresume`); the reply is a chat completion
+with the same outcome mapping (200 ok, 422 failed, 409 when it stops for another question).
+An unknown run is 404; a run that is not waiting for a confirmation (finished, already
+answered, being answered right now) is 409 `not_waiting_for_confirmation`.
 
 `/metrics` is the Prometheus text format (see `brickwork.http.metrics` for the series): runs
 by status, runs in flight, node latency histograms, escalations by reason, cost and its
@@ -71,17 +79,19 @@ from brickwork.http.metrics import CONTENT_TYPE, ApiMetrics
 from brickwork.http.models import (
     ApiError,
     ChatCompletionRequest,
+    ConfirmRequest,
     RunOutcome,
     SafeJSONResponse,
     add_error_handlers,
     authorizer,
     chunk,
     completion_body,
+    parse_body,
     parse_request,
     read_body,
     request_text,
 )
-from brickwork.http.outcomes import exception_error, outcome_error
+from brickwork.http.outcomes import NO_RETRY, exception_error, outcome_error
 from brickwork.store import RunStore, RunSummary
 
 __all__ = ["ApiServer", "create_api", "serve_api"]
@@ -103,6 +113,8 @@ class _Front:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     created: int = field(default_factory=lambda: int(time.time()))
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Runs whose confirmation is being answered now (a second answer is refused, not run).
+    confirming: set[str] = field(default_factory=set)
 
     def app(self, model: str) -> App:
         """The app serving a graph name, or a 404 naming the known ones."""
@@ -280,6 +292,34 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
         found.sort(key=lambda s: s.started_at, reverse=True)
         return {"object": "list", "data": [_summary(s) for s in found[:limit]]}
 
+    @router.post(
+        "/runs/{run_id}/confirm",
+        response_model=None,
+        openapi_extra=_CONFIRM_REQUEST,
+        responses=_CONFIRM_ERRORS,
+    )
+    async def confirm(run_id: str, request: Request) -> Response:
+        answer = parse_body(await read_body(request, front.max_body_bytes), ConfirmRequest)
+        summary = await _stored_run(front, run_id)
+        name, app = _graph_app(front, summary)
+        busy = run_id in front.confirming
+        if busy or summary.status != "needs_confirmation":
+            why = "it is being answered now" if busy else f"its status is {summary.status!r}"
+            raise _not_waiting(run_id, why)
+        front.confirming.add(run_id)
+        try:
+            if await app.apending(run_id) is None:  # the checkpoint is the ground truth
+                raise _not_waiting(run_id, "it has no pending question in its checkpoint")
+            created = int(time.time())
+            events = await _resume(front, app, summary, answer.confirm)
+        finally:
+            front.confirming.discard(run_id)
+        outcome = RunOutcome.from_events(events)
+        failure = outcome_error(outcome, front.timeout_s)
+        if failure is not None:
+            raise failure
+        return SafeJSONResponse(completion_body(outcome, name, created))
+
     @router.get("/runs/{run_id}")
     async def run(run_id: str) -> dict[str, Any]:
         for store in _stores(front):
@@ -338,8 +378,29 @@ _CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_CONFIRM_REQUEST: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ConfirmRequest"}}
+        },
+    }
+}
+_CONFIRM_ERRORS: dict[int | str, dict[str, Any]] = {
+    **{code: _CHAT_ERRORS[code] for code in (400, 401, 402, 413, 422, 429, 500, 502, 503, 504)},
+    404: {**_CHAT_ERRORS[404], "description": "unknown run"},
+    409: {
+        **_CHAT_ERRORS[409],
+        "description": "the run is not waiting for a confirmation (finished, already "
+        "answered, being answered), its graph is not served here, or it stopped again "
+        "before another sensitive action",
+    },
+    501: {**_CHAT_ERRORS[500], "description": "this server keeps no run store"},
+}
+
+
 def _document_chat_request(api: FastAPI) -> None:
-    """Add `ChatCompletionRequest` (and the models it uses) to the OpenAPI components."""
+    """Add the request bodies the routes parse themselves to the OpenAPI components."""
     default = api.openapi
 
     def openapi() -> dict[str, Any]:
@@ -352,6 +413,9 @@ def _document_chat_request(api: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(request.pop("$defs", {}))
         components["ChatCompletionRequest"] = request
+        components["ConfirmRequest"] = ConfirmRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
         return schema
 
     api.openapi = openapi  # type: ignore[method-assign]
@@ -379,6 +443,68 @@ def _stores(front: _Front) -> list[RunStore]:
             code="no_run_store",
         )
     return front.stores
+
+
+async def _stored_run(front: _Front, run_id: str) -> RunSummary:
+    """The run's summary from the first store that has it, or a 404."""
+    for store in _stores(front):
+        found = await asyncio.to_thread(store.run, run_id)
+        if found is not None:
+            return found[0]
+    raise ApiError(404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found")
+
+
+def _graph_app(front: _Front, summary: RunSummary) -> tuple[str, App]:
+    """The served name and App of the run's own graph, or a 409 when this server lacks it."""
+    for name, app in front.apps.items():
+        if app.graph.name == summary.graph:
+            return name, app
+    known = ", ".join(sorted(front.apps))
+    raise ApiError(
+        409,
+        f"run {summary.run_id} belongs to graph {summary.graph!r}, which this server does not "
+        f"serve (it serves: {known}); answer it where that graph is served",
+        param="run_id",
+        code="graph_not_served",
+    )
+
+
+def _not_waiting(run_id: str, why: str) -> ApiError:
+    return ApiError(
+        409,
+        f"run {run_id} is not waiting for a confirmation ({why}); nothing was run. Its trace: "
+        f"GET /v1/runs/{run_id}",
+        param="run_id",
+        code="not_waiting_for_confirmation",
+        headers=NO_RETRY,
+    )
+
+
+async def _resume(front: _Front, app: App, summary: RunSummary, confirm: bool) -> list[Event]:
+    """Resume a run with the user's answer (`App.aresume`), counted like any other run."""
+    graph = app.graph.name
+    in_flight = front.metrics.in_flight.labels(graph)
+    in_flight.inc()
+    try:
+        result = await app.aresume(
+            summary.run_id,
+            confirm=confirm,
+            mode=summary.mode,
+            tenant=summary.tenant,
+            timeout_s=front.timeout_s,
+        )
+    except Exception as exc:  # refused, or the resume could not run
+        if isinstance(exc, AdmissionRefused):
+            front.metrics.run_failed(graph, "refused")
+        else:
+            front.metrics.run_failed(graph)
+            log.exception("run %s could not be resumed", summary.run_id)
+        raise exception_error(exc, summary.run_id) from exc
+    finally:
+        in_flight.dec()
+    for event in result.events:
+        front.metrics.observe(graph, event)
+    return list(result.events)
 
 
 def _run_options(body: ChatCompletionRequest, timeout_s: float) -> dict[str, Any]:

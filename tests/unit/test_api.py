@@ -8,6 +8,7 @@ graph, agent, ledger and store, and only the model answers are scripted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import types
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -805,8 +806,184 @@ def test_needs_confirmation_is_409_and_unknown_statuses_are_not_200() -> None:
 
     asked = outcome_error(outcome("needs_confirmation", "unlock_door(door='front')"), 300)
     assert asked is not None and asked.status == 409 and asked.code == "needs_confirmation"
-    assert "resume run r1" in asked.message and "nothing was done" in asked.message
+    assert "POST /v1/runs/r1/confirm" in asked.message and "nothing was done" in asked.message
+    assert '{"confirm": true}' in asked.message and '{"confirm": false}' in asked.message
     assert asked.headers["x-should-retry"] == "false"
     other = outcome_error(outcome("partial", "step 2 failed"), 300)
     assert other is not None and other.status == 422 and other.code == "run_partial"
     assert outcome_error(outcome("ok", None), 300) is None
+
+
+# -- answering a confirmation: POST /v1/runs/{run_id}/confirm ----------------------------------
+
+
+def unlocker_hub() -> tuple[SmartHomeHub, list[dict[str, Any]]]:
+    """A hub whose lock_door records every call that actually ran."""
+    hub = SmartHomeHub()
+    ran: list[dict[str, Any]] = []
+    original = hub.lock_door
+
+    @functools.wraps(original)
+    def lock_door(**arguments: Any) -> Any:
+        ran.append(arguments)
+        return original(**arguments)
+
+    hub.lock_door = lock_door  # type: ignore[method-assign]
+    return hub, ran
+
+
+@pytest.fixture
+async def home(
+    tmp_path: Path, store: RunStore
+) -> AsyncIterator[tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]]]:
+    """The smart_home graph on a fake model that unlocks the front door whatever it is asked."""
+    from tests.fixtures.graph_fakes import Agents, call
+
+    agents = Agents(
+        intent=lambda text, model: "device_command",
+        call=lambda text, model: call("lock_door", door="front", state="unlock"),
+    )
+    hub, ran = unlocker_hub()
+    async with agents.model().pool() as pool:
+        app = App.from_graph(
+            "smart_home", pool=pool, store=store, checkpoints=tmp_path / "state.sqlite",
+            graph_options={"knn": False, "hub": hub},
+        )  # fmt: skip
+        api = create_api({"smart_home": app}, timeout_s=30)
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client, hub, ran
+        await app.aclose()
+
+
+def ask(text: str = "Is the front door unlocked?") -> dict[str, Any]:
+    return {"model": "smart_home", "messages": [{"role": "user", "content": text}]}
+
+
+async def stop_for_confirmation(client: httpx.AsyncClient) -> str:
+    response = await client.post("/v1/chat/completions", json=ask())
+    assert_error(response, 409, "needs confirmation", "nothing was done")
+    body = response.json()
+    run_id = str(body["brickwork"]["run_id"])
+    assert f"POST /v1/runs/{run_id}/confirm" in body["error"]["message"]
+    return run_id
+
+
+async def test_confirming_runs_the_call_and_answers_like_a_completion(
+    home: tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]], store: RunStore
+) -> None:
+    client, hub, ran = home
+    run_id = await stop_for_confirmation(client)
+    assert ran == [] and hub.doors["front"].locked
+    response = await client.post(f"/v1/runs/{run_id}/confirm", json={"confirm": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == "smart_home"
+    assert body["id"] == f"chatcmpl-{run_id}"
+    assert body["brickwork"]["run_id"] == run_id and body["brickwork"]["status"] == "ok"
+    assert "lock_door(door='front', state='unlock')" in body["choices"][0]["message"]["content"]
+    assert ran == [{"door": "front", "state": "unlock"}] and not hub.doors["front"].locked
+    summary, _ = store.run(run_id) or (None, None)
+    assert summary is not None and summary.status == "ok"
+    assert summary.tenant == "default" and summary.mode == "hybrid"
+
+
+async def test_declining_is_422_and_nothing_runs(
+    home: tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]],
+) -> None:
+    client, hub, ran = home
+    run_id = await stop_for_confirmation(client)
+    response = await client.post(f"/v1/runs/{run_id}/confirm", json={"confirm": False})
+    assert_error(response, 422, "could not be completed", "not confirmed")
+    assert response.json()["brickwork"]["status"] == "failed"
+    assert response.headers["x-should-retry"] == "false"
+    assert ran == [] and hub.doors["front"].locked
+
+
+async def test_a_run_is_answered_once_and_only_runs_that_wait_can_be(
+    home: tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]],
+) -> None:
+    client, _, ran = home
+    run_id = await stop_for_confirmation(client)
+    first = await client.post(f"/v1/runs/{run_id}/confirm", json={"confirm": True})
+    assert first.status_code == 200
+    again = await client.post(f"/v1/runs/{run_id}/confirm", json={"confirm": True})
+    assert_error(again, 409, f"run {run_id} is not waiting for a confirmation", "'ok'",
+                 param="run_id")  # fmt: skip
+    assert again.json()["error"]["code"] == "not_waiting_for_confirmation"
+    plain = await client.post("/v1/chat/completions", json=ask("Unlock the front door"))
+    assert plain.status_code == 200  # plainly asked: it ran without a question
+    done = await client.post(
+        f"/v1/runs/{plain.json()['brickwork']['run_id']}/confirm", json={"confirm": False}
+    )
+    assert_error(done, 409, "not waiting for a confirmation", param="run_id")
+    assert len(ran) == 2  # one confirmed call, one plainly asked; no answer ran anything twice
+
+
+async def test_two_answers_at_once_run_the_call_once(
+    home: tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]],
+) -> None:
+    client, _, ran = home
+    run_id = await stop_for_confirmation(client)
+    url = f"/v1/runs/{run_id}/confirm"
+    responses = await asyncio.gather(*(client.post(url, json={"confirm": True}) for _ in range(3)))
+    assert sorted(r.status_code for r in responses) == [200, 409, 409]
+    assert len(ran) == 1
+
+
+async def test_unknown_runs_are_404_and_bad_answers_400(
+    home: tuple[httpx.AsyncClient, SmartHomeHub, list[dict[str, Any]]],
+) -> None:
+    client, _, ran = home
+    missing = await client.post("/v1/runs/nope/confirm", json={"confirm": True})
+    assert_error(missing, 404, "no run 'nope'", param="run_id")
+    run_id = await stop_for_confirmation(client)
+    url = f"/v1/runs/{run_id}/confirm"
+    for body, phrase in [
+        ({"confirm": "yes"}, "invalid 'confirm'"),
+        ({"confirm": 1}, "invalid 'confirm'"),
+        ({}, "invalid 'confirm'"),
+        ({"confirm": True, "also": 1}, "invalid 'also'"),
+    ]:
+        assert_error(await client.post(url, json=body), 400, phrase)
+    assert_error(await client.post(url, content=b"yes"), 400, "not valid JSON")
+    assert_error(await client.post(url, content=b"[" * 100_000), 400, "deeper than")
+    assert ran == []
+    still = await client.post(url, json={"confirm": True})  # none of that answered it
+    assert still.status_code == 200 and len(ran) == 1
+
+
+async def test_a_run_of_a_graph_this_server_does_not_serve_is_409(
+    make_client: Callable[..., httpx.AsyncClient], store: RunStore
+) -> None:
+    from brickwork.store import RunSummary
+
+    store.save(
+        RunSummary("elsewhere1", "support", "default", "hybrid", "close it",
+                   "needs_confirmation", "Please confirm", None, 0.0, 0.0, 0.1, 0, (), 1.0),
+        [],
+    )  # fmt: skip
+    client = make_client()
+    response = await client.post("/v1/runs/elsewhere1/confirm", json={"confirm": True})
+    assert_error(response, 409, "graph 'support'", "does not serve", param="run_id")
+    assert response.json()["error"]["code"] == "graph_not_served"
+
+
+async def test_confirm_needs_a_run_store(
+    make_client: Callable[..., httpx.AsyncClient], model: FunctionModel
+) -> None:
+    client = make_client(App(tiny_graph(), pool=model.pool()))
+    response = await client.post("/v1/runs/r1/confirm", json={"confirm": True})
+    assert response.status_code == 501 and response.json()["error"]["code"] == "no_run_store"
+
+
+def test_openapi_documents_the_confirm_route_and_its_body() -> None:
+    api = create_api({"tiny_home": App(tiny_graph(), pool=FunctionModel(model_answer).pool())})
+    schema = api.openapi()
+    route = schema["paths"]["/v1/runs/{run_id}/confirm"]["post"]
+    ref = route["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/ConfirmRequest"
+    body = schema["components"]["schemas"]["ConfirmRequest"]
+    assert body["required"] == ["confirm"] and body["properties"]["confirm"]["type"] == "boolean"
+    assert body["additionalProperties"] is False
+    assert {"200", "400", "404", "409", "422"} <= set(route["responses"])

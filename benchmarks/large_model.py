@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from brickwork.agents.toolcall import ToolCallAgent
+from brickwork.errors import ServerStartError
 from brickwork.serving.launcher import ServerSpec, VLLMServer, parse_cores
 from brickwork.serving.models import LARGE_MODEL, ensure_large_model
 from brickwork.skills.examples import smart_home_skill
@@ -72,12 +73,34 @@ async def _measure(url: str, served: str, sequential: int, in_flight: int) -> di
     }
 
 
+def _available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def _wait_for_memory(gib: float, limit_s: float = 1800.0) -> float:
+    """Wait until `gib` GiB are available (other servers come and go); return what is."""
+    deadline = time.monotonic() + limit_s
+    while (free := _available_gib()) < gib and time.monotonic() < deadline:
+        time.sleep(10)
+    return free
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32,bfloat16")
     parser.add_argument("--cores", default="0;0,1", help="core sets separated by ';'")
     parser.add_argument("--sequential", type=int, default=2)
     parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument(
+        "--memory-gib",
+        type=float,
+        default=9.0,
+        help="wait until this much memory is available before each start (float32 weights "
+        "alone are 7.1 GB; a start without room is OOM-killed)",
+    )
     args = parser.parse_args()
     folder = ensure_large_model()
     rows = []
@@ -89,15 +112,26 @@ def main() -> None:
                 served_name=LARGE_MODEL.served_name,
                 dtype=dtype,
                 cores=cores,
-                kv_cache_gib=2,
+                kv_cache_gib=1,
             )
+            free_gib = _wait_for_memory(args.memory_gib if dtype == "float32" else 6.0)
             load_before = os.getloadavg()[0]
-            with VLLMServer(spec, progress=False, ready_timeout_s=900) as server:
-                row = asyncio.run(
-                    _measure(server.base_url, spec.served_name, args.sequential, args.in_flight)
-                )
-                row["start_s"] = server.ready_after_s
-            row.update(dtype=dtype, cores=list(cores), load=[load_before, os.getloadavg()[0]])
+            try:
+                with VLLMServer(spec, progress=False, ready_timeout_s=900) as server:
+                    row = asyncio.run(
+                        _measure(server.base_url, spec.served_name, args.sequential, args.in_flight)
+                    )
+                    row["start_s"] = server.ready_after_s
+            except ServerStartError as exc:  # e.g. OOM-killed while loading: say so, go on
+                print(f"{dtype:>8} cores={cores_text:<5} did not start: {str(exc)[:300]}")
+                rows.append({"dtype": dtype, "cores": list(cores), "error": str(exc)[:2000]})
+                continue
+            row.update(
+                dtype=dtype,
+                cores=list(cores),
+                load=[load_before, os.getloadavg()[0]],
+                available_gib_at_start=round(free_gib, 1),
+            )
             rows.append(row)
             print(
                 f"{dtype:>8} cores={cores_text:<5} start {row['start_s']:5.0f} s  "

@@ -54,6 +54,10 @@ async def test_kill_9_restarts_and_clients_recover(embedded_model: Path) -> None
             assert await asyncio.to_thread(server.wait_ready, 600)
             assert server.restarts == 1 and server.pid != first_pid
             assert _group_gone(first_pid)
+            # Said when and why, in the events and in the instance's own log.
+            assert "process exited on SIGKILL; restarting in" in server.events[0]
+            assert "back and ready" in server.events[1]
+            assert "=== brickwork: back and ready" in server.log_path.read_text()
             # The circuit may be open from the failures; it half-opens after its reset time.
             await asyncio.sleep(pool.config.circuit.reset_after_s)
             after = await pool.complete("slm", messages, max_tokens=8)
@@ -63,3 +67,39 @@ async def test_kill_9_restarts_and_clients_recover(embedded_model: Path) -> None
         await asyncio.to_thread(server.stop)
     assert server.status == "stopped"
     assert second_pid is not None and _group_gone(second_pid)
+
+
+async def test_a_dead_engine_behind_a_live_api_process_is_restarted(embedded_model: Path) -> None:
+    """kill -9 of the engine core only: the server is restarted and serves again."""
+    # Three processes (API, engine core, worker): the engine can die alone.
+    spec = ServerSpec(
+        model=embedded_model, served_name="victim-engine", cores=(0,), single_process=False
+    )
+    server = await asyncio.to_thread(
+        VLLMServer(
+            spec,
+            progress=False,
+            ready_timeout_s=900,
+            restart=RestartPolicy(backoff_s=0.5, unhealthy_after_s=10),
+        ).start
+    )
+    leader = server.pid
+    assert leader is not None
+    try:
+        engine = [
+            pid
+            for pid in group_members(leader)
+            if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        ]
+        assert engine, "the API server has no engine core process in its group"
+        os.kill(engine[0], signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 900
+        while server.pid == leader and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(server.wait_ready, 900)
+        assert server.restarts == 1 and _group_gone(leader)
+        async with ModelPool(pool_config_for(server.base_url, "victim-engine")) as pool:
+            messages = [{"role": "user", "content": "Say hi."}]
+            assert (await pool.complete("slm", messages, max_tokens=4)).text
+    finally:
+        await asyncio.to_thread(server.stop)

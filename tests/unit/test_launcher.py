@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from pathlib import Path
@@ -42,9 +43,14 @@ def test_command_line(tmp_path: Path) -> None:
         "--max-model-len", "4096", "--enforce-eager",
         "--enable-lora", "--max-lora-rank", "16", "--max-loras", "4",
         "--lora-modules", f"extract={tmp_path / 'b'}", f"intent={tmp_path / 'a'}",
+        "--distributed-executor-backend", "uni",
         "--seed", "1",
     ]  # fmt: skip
     assert spec.model_names == ("slm", "extract", "intent")
+    three = dataclasses.replace(spec, single_process=False)
+    assert "--distributed-executor-backend" not in three.command(9000)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in three.environment()
+    assert spec.environment()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_environment_is_offline_and_sized(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

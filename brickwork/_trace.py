@@ -16,8 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from brickwork.app import RunResult
+from brickwork.errors import BrickworkError
 from brickwork.events import ModelCallEvent, NodeFinished
 from brickwork.http.redact import redact
+from brickwork.serving.pool import ModelPool
 
 __all__ = [
     "DEMO_REQUESTS",
@@ -25,6 +27,7 @@ __all__ = [
     "STAND_IN_NOTE",
     "TOP_TIER_ONLY",
     "cost_line",
+    "counterfactual_label",
     "print_batch",
     "print_trace",
     "result_json",
@@ -48,8 +51,8 @@ FRONTIER_ONLY = "frontier-only"
 
 #: Said once per command when a local model played the frontier role.
 STAND_IN_NOTE = (
-    "note: no frontier API is configured (BRICKWORK_FRONTIER_*); a local model stood in for "
-    "it, so escalated answers are only as good as that model."
+    "note: no frontier API is configured (BRICKWORK_FRONTIER_*); a local model (model*) stood "
+    "in for it, so escalated answers are only as good as that model."
 )
 
 _NOT_DONE = {
@@ -75,6 +78,20 @@ def user_answer(result: RunResult) -> str:
     if result.ok:
         return "(no answer)"
     return _NOT_DONE.get(result.status, f"Not done ({result.status}).")
+
+
+def counterfactual_label(pool: ModelPool) -> str:
+    """What `RunCost.frontier_only_usd` is called for runs on `pool`.
+
+    `TOP_TIER_ONLY` when the top of its ladder is a local model (or a stand-in), else
+    `FRONTIER_ONLY`.
+    """
+    try:
+        top = pool.tier_endpoints(pool.top_tier)
+    except BrickworkError:
+        return TOP_TIER_ONLY
+    local = any(e.stand_in or e.kind == "vllm" for e in top)
+    return TOP_TIER_ONLY if local else FRONTIER_ONLY
 
 
 def cost_line(spent: float, counterfactual: float, label: str) -> str:

@@ -1,7 +1,7 @@
 """The `brickwork` command line.
 
 brickwork serve [--port P] [--cores LIST] [--lora NAME=PATH ...] [--merged NAME ...]   local vLLM
-brickwork run [TEXT ...] [--pool FILE]              the main job (see README)
+brickwork run [GRAPH] [TEXT ...] [--url URL]       the main job (see README)
 brickwork confirm RUN_ID yes|no [--store URL]       answer a run waiting for a confirmation
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 __all__ = ["exit_code", "main"]
 
 STORE_HELP = "run store: a SQLite file or a postgresql:// URL (default: a file in the cache)"
+URL_HELP = (
+    "base URL of any OpenAI-compatible model server (e.g. http://127.0.0.1:8321/v1); its "
+    "model is the slm tier (default: a healthy `brickwork serve`, else a private vLLM)"
+)
+#: The graph `brickwork run` uses when its first argument is not a graph.
+DEFAULT_GRAPH = "smart_home"
 
 
 def _lora(value: str) -> tuple[str, Path]:
@@ -88,15 +94,24 @@ def _parser() -> argparse.ArgumentParser:
         "per instance, --merged ones included); refused when another instance holds one",
     )
 
-    run = sub.add_parser("run", help="run requests on a graph and print answers and traces")
-    run.add_argument("graph", help="graph: graphs.smart_home, smart_home or path/to/file.py")
-    run.add_argument("texts", nargs="*", help="requests (default: a demo set for smart_home)")
+    run = sub.add_parser(
+        "run",
+        help="run requests on a graph and print answers and traces",
+        description="brickwork run [GRAPH] [TEXT ...]: GRAPH is smart_home, graphs.support or "
+        "path/to/file.py; when the first argument is not a graph, every argument is a request "
+        f"to {DEFAULT_GRAPH}. No request: a demo set for smart_home.",
+    )
+    run.add_argument("words", nargs="*", metavar="[GRAPH] TEXT", help="graph, then requests")
     run.add_argument("--mode", choices=("slm", "hybrid", "frontier"), default="hybrid")
     run.add_argument("--tenant", default="default")
     run.add_argument("--budget", type=float, metavar="USD", help="budget of each run")
     run.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
     run.add_argument("--store", help=STORE_HELP)
     run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="full node table and the raw errors"
+    )
+    run.add_argument("--url", help=URL_HELP)
 
     graph = sub.add_parser("graph", help="inspect graphs")
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)
@@ -109,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
+    api.add_argument("--url", help=URL_HELP)
     api.add_argument("--store", help=STORE_HELP)
     api.add_argument("--api-key-env", help="environment variable holding the API key to require")
     api.add_argument(
@@ -120,8 +136,14 @@ def _parser() -> argparse.ArgumentParser:
 
     tui = sub.add_parser("tui", help="the operator TUI (runs, escalations, models, playground)")
     tui.add_argument("--store", help=STORE_HELP)
-    tui.add_argument("--graph", action="append", default=[], help="graph(s) for the playground")
+    tui.add_argument(
+        "--graph",
+        action="append",
+        default=[],
+        help="graph(s) for the playground (default: every graph found)",
+    )
     tui.add_argument("--pool", type=Path, help="pool config (.toml/.json) instead of local vLLM")
+    tui.add_argument("--url", help=URL_HELP)
 
     from brickwork.evals import add_eval_arguments
 
@@ -291,33 +313,88 @@ def _start_merged(
     return VLLMServer(spec, ready_timeout_s=ready_timeout, on_event=on_event).start()
 
 
+def _split_run_words(words: Sequence[str]) -> tuple[str, tuple[str, ...], bool]:
+    """(graph, requests, defaulted) from `brickwork run`'s words.
+
+    The first word is a graph when it names one (`smart_home`, a module path, a `.py`
+    file); otherwise, when it has a space or is the only word, every word is a request to
+    `DEFAULT_GRAPH`. A one-word first argument followed by requests is taken as a graph, so a
+    mistyped graph name is an error rather than a request.
+    """
+    from brickwork.graphs import available_graphs
+
+    if not words:
+        return DEFAULT_GRAPH, (), True
+    first, rest = words[0], tuple(words[1:])
+    looks_like_graph = (
+        first in available_graphs()
+        or first.endswith(".py")
+        or first.startswith(("graphs.", "brickwork.graphs."))
+        or (rest != () and not any(c.isspace() for c in first))
+    )
+    if looks_like_graph:
+        return first, rest, False
+    return DEFAULT_GRAPH, tuple(words), True
+
+
+def _pool_for(args: argparse.Namespace, say: Callable[[str], None], progress: bool) -> Any:
+    """(pool, LocalServing or None, where) from --pool, --url or the local servers."""
+    from brickwork.serving.local import LocalServing, pool_config_for_url
+    from brickwork.serving.pool import ModelPool
+
+    if getattr(args, "pool", None) is not None and getattr(args, "url", None):
+        raise ConfigError("give --pool or --url, not both")
+    if getattr(args, "pool", None) is not None:
+        say(f"model: pool config {args.pool}")
+        return ModelPool.from_config(args.pool), None, f"the pool in {args.pool}"
+    if getattr(args, "url", None):
+        config = pool_config_for_url(args.url)
+        served = config.models["slm"][0].model
+        say(f"model: {served} at {args.url} (--url)")
+        return ModelPool(config), None, f"{served} at {args.url}"
+    local = LocalServing(progress=progress).start()
+    say(f"model: {local.choice}")
+    where = "a running brickwork serve" if local.record is not None else "a private vLLM"
+    return local.pool(), local, where
+
+
 async def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from brickwork._trace import DEMO_REQUESTS, print_batch, print_trace, result_json
+    from brickwork._trace import (
+        DEMO_REQUESTS,
+        STAND_IN_NOTE,
+        counterfactual_label,
+        print_batch,
+        print_trace,
+        result_json,
+    )
     from brickwork.app import App
-    from brickwork.serving.pool import ModelPool
+    from brickwork.graphs import load_graph
     from brickwork.store import RunStore
 
-    texts = tuple(args.texts) or (DEMO_REQUESTS if "smart_home" in args.graph else ())
-    if not texts:
-        raise ConfigError(f'give the request text: brickwork run {args.graph} "..."')
-    from brickwork.serving.local import LocalServing
+    err = Console(stderr=True, highlight=False)
 
-    app = App.from_graph(args.graph, store=RunStore(args.store))  # a bad graph fails first
-    local = None
-    if args.pool is not None:
-        pool = ModelPool.from_config(args.pool)
-        origin = f"pool config {args.pool}"
-    else:  # reuse `brickwork serve`, or start vLLM here, with a progress display
-        local = await asyncio.to_thread(LocalServing(progress=not args.json).start)
-        pool = local.pool()
-        origin = local.origin
-    app = App(app.graph, pool=pool, store=app.store)
-    Console(stderr=True).print(f"model: {origin}", highlight=False)
+    def say(line: str) -> None:
+        err.print(line, markup=False)
+
+    ref, texts, defaulted = _split_run_words(args.words)
+    graph = load_graph(ref)  # a bad graph fails before any model starts
+    if defaulted and args.words:
+        say(
+            f"graph: {graph.name} (the default; to choose one, name it first: "
+            'brickwork run support "...")'
+        )
+    texts = texts or (DEMO_REQUESTS if graph.name == "smart_home" else ())
+    if not texts:
+        raise ConfigError(f'give the request text: brickwork run {ref} "..."')
+    pool, local, where = await asyncio.to_thread(_pool_for, args, say, not args.json)
+    app = App(graph, pool=pool, store=RunStore(args.store), source="cli")
+    label = counterfactual_label(pool)
     console = Console(stderr=args.json)
     results = []
     try:
+        await app.astart(progress=say)
         for text in texts:
             result = await app.ainvoke(
                 text, mode=args.mode, tenant=args.tenant, budget_usd=args.budget
@@ -326,13 +403,18 @@ async def _run(args: argparse.Namespace) -> int:
             if args.json:
                 print(result_json(result), flush=True)
             else:
-                console.rule(text)
-                print_trace(result, console)
+                console.rule(text, characters="─")
+                print_trace(result, console, verbose=args.verbose, label=label)
             _ask_to_confirm(result, args.store, console)
         if not args.json and len(results) > 1:
-            print_batch(results, console)
+            console.print()
+            print_batch(results, console, origin=where, label=label)
+        if any("frontier_stand_in" in r.flags for r in results):
+            err.print(STAND_IN_NOTE, style="dim", markup=False)
     finally:
         await app.aclose()
+        if app.store is not None:
+            await asyncio.to_thread(app.store.close)
         await pool.aclose()
         if local is not None:
             await asyncio.to_thread(local.stop)
@@ -380,7 +462,7 @@ async def _confirm(args: argparse.Namespace) -> int:
                 f"{summary.status!r}); nothing was run"
             )
         pool = ModelPool.from_config(args.pool) if args.pool is not None else None
-        app = App.from_graph(summary.graph, pool=pool, store=store)  # the run's own graph
+        app = App.from_graph(summary.graph, pool=pool, store=store, source="cli")
         try:
             result = await app.aresume(
                 args.run_id,
@@ -418,46 +500,57 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _tui(args: argparse.Namespace) -> int:
-    from brickwork.serving.local import LocalServing
-    from brickwork.serving.pool import ModelPool
+    from brickwork.graphs import available_graphs
     from brickwork.tui.app import run_tui
 
-    local = None
-    if args.pool is not None:
-        pool = ModelPool.from_config(args.pool)
-    else:  # one shared model for every graph: reuse `brickwork serve`, or start vLLM once
-        local = LocalServing().start()
-        pool = local.pool()
+    say = _say()
+    # One shared model for every graph: --pool, --url, or a healthy `brickwork serve` (else a
+    # private vLLM started once); every graph found is offered in the playground.
+    pool, local, _ = _pool_for(args, say, True)
+    graphs = args.graph or available_graphs()
     try:
-        return run_tui(args.store, args.graph or ["smart_home"], pool=pool)
+        _warm(graphs, say)
+        return run_tui(args.store, graphs, pool=pool)
     finally:
         if local is not None:
             local.stop()
+
+
+def _say() -> Callable[[str], None]:
+    """Print a progress line on stderr (plain text, no markup)."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    return lambda line: err.print(line, markup=False)
+
+
+def _warm(graphs: Sequence[str], say: Callable[[str], None]) -> None:
+    """Load what the graphs' agents need (the intent kNN's embedding model) before serving."""
+    from brickwork.app import _warm_models
+    from brickwork.graphs import load_graph
+
+    for ref in graphs:
+        asyncio.run(_warm_models(load_graph(ref), say))
 
 
 def _api(args: argparse.Namespace) -> int:
     from brickwork.admission import default_limits
     from brickwork.app import App
     from brickwork.http.server import serve_api
-    from brickwork.serving.local import LocalServing
-    from brickwork.serving.pool import ModelPool
     from brickwork.store import RunStore
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         raise ConfigError(f"--api-key-env names ${args.api_key_env}, which is not set")
-    local = None
-    if args.pool is not None:
-        pool = ModelPool.from_config(args.pool)
-    else:
-        local = LocalServing().start()
-        pool = local.pool()
+    say = _say()
+    pool, local, _ = _pool_for(args, say, True)
     store = RunStore(args.store)
     try:
         apps = {}
-        for ref in args.graph or ["smart_home"]:
-            app = App.from_graph(ref, pool=pool, store=store)
+        for ref in args.graph or [DEFAULT_GRAPH]:
+            app = App.from_graph(ref, pool=pool, store=store, source="api")
             apps[app.graph.name] = app
+        _warm(args.graph or [DEFAULT_GRAPH], say)
         serve_api(
             apps,
             host=args.host,

@@ -135,7 +135,7 @@ def run_tui(
     run_store = RunStore(store)
     apps: dict[str, App] = {}
     for ref in graphs:
-        app = App.from_graph(ref, pool=pool, store=run_store)
+        app = App.from_graph(ref, pool=pool, store=run_store, source="playground")
         apps[app.graph.name] = app
 
     async def close() -> None:

@@ -150,7 +150,9 @@ async def arun_eval(
         if local is not None:
             await pool.aclose()
             await asyncio.to_thread(local.stop)
-    return EvalReport(target, str(data), concurrency, reports)
+    from brickwork._trace import counterfactual_label
+
+    return EvalReport(target, str(data), concurrency, reports, counterfactual_label(pool))
 
 
 async def _run_mode(
@@ -174,7 +176,13 @@ async def _run_mode(
 
     from brickwork.app import App
 
-    app = App(target.graph, graph_options=dict(target.graph_options), pool=pool, store=store)
+    app = App(
+        target.graph,
+        graph_options=dict(target.graph_options),
+        pool=pool,
+        store=store,
+        source="eval",
+    )
     gate = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
     columns = (
@@ -313,7 +321,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="at most K rows, spread over the file")
     parser.add_argument("--json-out", type=Path, help="report file (default: in the cache)")
     parser.add_argument("--pool", type=Path, help="pool config (.toml/.json)")
-    parser.add_argument("--url", help="base URL of a running vLLM serving the embedded model")
+    parser.add_argument(
+        "--url", help="base URL of any OpenAI-compatible server (its model is the slm tier)"
+    )
     parser.add_argument(
         "--store", help="run store: SQLite file or postgresql:// URL (default: in the cache)"
     )
@@ -338,15 +348,10 @@ async def _eval_main(args: argparse.Namespace) -> int:
     pool = None
     if args.pool is not None:
         pool = ModelPool.from_config(args.pool)
-    elif args.url:
-        from brickwork.serving.launcher import served_models
-        from brickwork.serving.local import pool_config_for
-        from brickwork.serving.models import EMBEDDED_MODEL
+    elif args.url:  # its model is the slm tier, its adapters slm:<adapter> (promoted skills)
+        from brickwork.serving.local import pool_config_for_url
 
-        url = args.url.rstrip("/")
-        served = EMBEDDED_MODEL.served_name
-        adapters = sorted(served_models(url) - {served})  # promoted skills run on these
-        pool = ModelPool(pool_config_for(url, served, adapters=adapters))
+        pool = ModelPool(pool_config_for_url(args.url))
     console = Console()
     if not console.is_terminal:  # a log file: do not squeeze the tables into 80 columns
         console = Console(width=140)
@@ -359,13 +364,20 @@ async def _eval_main(args: argparse.Namespace) -> int:
     finally:
         if pool is not None:
             await pool.aclose()
+    if len(report.modes) > 1:  # one table, the mode on every row
+        console.print(compare_table(report))
+    else:
+        for mode_report in report.modes.values():
+            title = f"{report.target} [{mode_report.mode}]"
+            console.print(mode_table(mode_report, title, report.counterfactual))
     for mode_report in report.modes.values():
-        console.print(mode_table(mode_report, f"{report.target} [{mode_report.mode}]"))
         for row in mode_report.rows:
             if row.failed:
-                console.print(f"  row {row.index} {row.status}: {row.error}", highlight=False)
-    if len(report.modes) > 1:
-        console.print(compare_table(report))
+                console.print(
+                    f"  [{mode_report.mode}] row {row.index} {row.status}: {row.error}",
+                    highlight=False,
+                    markup=False,
+                )
     out = args.json_out or cache_dir() / "evals" / f"{_slug(args.target)}-{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(report), indent=2, default=str))

@@ -147,6 +147,9 @@ class EvalReport:
     data: str
     concurrency: int
     modes: dict[str, ModeReport]
+    #: What `frontier_only_per_1m_usd` is called: "top-tier only" when the top of the
+    #: ladder is a local model, "frontier-only" when it is a frontier API.
+    counterfactual: str = "top-tier only"
 
 
 def summarise(mode: str, rows: Sequence[RowOutcome], duration_s: float) -> ModeReport:
@@ -247,11 +250,15 @@ def _esc(outcomes: dict[str, int]) -> str:
     return "{fixed}/{unnecessary}/{unfixed}/{unscored}".format(**outcomes)
 
 
-def mode_table(report: ModeReport, title: str) -> Table:
-    """Per node and overall numbers of one mode."""
+def mode_table(report: ModeReport, title: str, counterfactual: str = "top-tier only") -> Table:
+    """Per node and overall numbers of one mode (the counterfactual in the caption)."""
     from rich.table import Table
 
-    table = Table(title=title, caption="escalations: fixed/unnecessary/unfixed/unscored")
+    table = Table(
+        title=title,
+        caption=f"escalations: fixed/unnecessary/unfixed/unscored; {counterfactual}: "
+        f"${report.frontier_only_per_1m_usd:,.2f} per 1M requests",
+    )
     for name in ("node", "accuracy (95% CI)", "runs", "esc rate", "escalations", "$ per 1M"):
         table.add_column(name, justify="left" if name in ("node", "accuracy (95% CI)") else "right")
     table.add_column("p50 ms", justify="right")
@@ -283,31 +290,49 @@ def mode_table(report: ModeReport, title: str) -> Table:
 
 
 def compare_table(report: EvalReport) -> Table:
-    """Modes side by side: one column per mode, one row per measure (and per node accuracy)."""
+    """Every mode in one table, the mode on every row: overall, then each node.
+
+    The counterfactual column is `RunCost.frontier_only_usd` per request, the same
+    definition the CLI, the TUI and the HTTP front show; for the same rows it does not
+    depend on the mode the rows ran in (only on the tokens the calls took).
+    """
     from rich.table import Table
 
     modes = list(report.modes.values())
-    table = Table(title=f"{report.target} on {report.data}: modes side by side")
-    table.add_column("measure")
-    for mode in modes:
-        table.add_column(mode.mode, justify="right")
-    lines: list[tuple[str, list[str]]] = [
-        ("accuracy (95% CI)", [_acc(m.accuracy, m.ci95, m.n) for m in modes]),
-        ("failed rows", [str(m.failed) for m in modes]),
-        ("escalation rate", [f"{m.escalation_rate:.0%}" if m.n else "-" for m in modes]),
-        ("escalations f/u/x/?", [_esc(m.escalation_outcomes) for m in modes]),
-        ("$ per 1M requests", [f"{m.cost_per_1m_usd:,.2f}" for m in modes]),
-        ("frontier-only $ per 1M", [f"{m.frontier_only_per_1m_usd:,.2f}" for m in modes]),
-        ("p50 latency ms", [_ms(m.p50_latency_ms) for m in modes]),
-        ("p95 latency ms", [_ms(m.p95_latency_ms) for m in modes]),
-    ]
-    names = list(dict.fromkeys(n.node for m in modes for n in m.nodes))
-    for name in names:
-        cells = []
-        for mode in modes:
-            node = next((n for n in mode.nodes if n.node == name), None)
-            cells.append(_acc(node.accuracy, node.ci95, node.scored) if node else "-")
-        lines.append((f"{name} accuracy", cells))
-    for label, cells in lines:
-        table.add_row(label, *cells)
+    table = Table(
+        title=f"{report.target} on {report.data}: {', '.join(report.modes)}",
+        caption="escalations f/u/x/?: fixed/unnecessary/unfixed/unscored; $ per 1M requests",
+    )
+    for name in ("mode", "node", "accuracy (95% CI)", "failed", "esc", "f/u/x/?", "$ /1M"):
+        table.add_column(name, justify="left" if name in ("mode", "node") else "right")
+    table.add_column(f"{report.counterfactual} $ /1M", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    for index, mode in enumerate(modes):
+        table.add_row(
+            f"[b]{mode.mode}[/b]",
+            "[b]all[/b]",
+            _acc(mode.accuracy, mode.ci95, mode.n),
+            str(mode.failed),
+            f"{mode.escalation_rate:.0%}" if mode.n else "-",
+            _esc(mode.escalation_outcomes),
+            f"{mode.cost_per_1m_usd:,.2f}",
+            f"{mode.frontier_only_per_1m_usd:,.2f}",
+            _ms(mode.p50_latency_ms),
+            _ms(mode.p95_latency_ms),
+        )
+        for node in mode.nodes:
+            table.add_row(
+                mode.mode,
+                node.node,
+                _acc(node.accuracy, node.ci95, node.scored),
+                "",
+                "-" if math.isnan(node.escalation_rate) else f"{node.escalation_rate:.0%}",
+                _esc(node.escalation_outcomes),
+                f"{node.cost_per_1m_usd:,.2f}",
+                "",
+                _ms(node.p50_latency_ms),
+                _ms(node.p95_latency_ms),
+                end_section=index < len(modes) - 1 and node is mode.nodes[-1],
+            )
     return table

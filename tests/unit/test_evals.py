@@ -170,9 +170,41 @@ async def test_compare_modes_side_by_side(numbers: Path) -> None:
     console = Console(record=True, width=200)
     console.print(compare_table(report))
     text = console.export_text()
-    header = next(line for line in text.splitlines() if "measure" in line)
-    assert header.index("slm") < header.index("hybrid") < header.index("frontier")
-    assert "75.0%" in text and "100.0%" in text and "extract accuracy" in text
+    assert text.count("slm, hybrid, frontier") == 1  # one table, titled once
+    rows = [line for line in text.splitlines() if "extract" in line or " all " in line]
+    modes = [line.split("│")[1].strip() for line in rows]
+    assert modes == ["slm", "slm", "hybrid", "hybrid", "frontier", "frontier"]  # on every row
+    assert "75.0%" in rows[0] and "100.0%" in rows[2]
+    assert "top-tier only $ /1M" in text
+
+
+async def test_the_counterfactual_is_one_figure_for_the_same_rows_in_every_mode(
+    numbers: Path, tmp_path: Path
+) -> None:
+    """RunCost.frontier_only_usd per request: the same in slm, hybrid and frontier mode when
+    the calls take the same tokens, whatever they cost in each mode; the run store (the TUI,
+    the HTTP front) sums the same per-run figure."""
+    from brickwork.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    async with _number_model(bad="").pool(kind="openai") as pool:  # frontier: an API
+        report = await arun_eval(
+            str(numbers), None, compare_modes=["slm", "hybrid", "frontier"], pool=pool,
+            console=Console(), store=store,
+        )  # fmt: skip
+    slm, hybrid, frontier = (report.modes[m] for m in ("slm", "hybrid", "frontier"))
+    assert slm.frontier_only_per_1m_usd > 0
+    assert slm.frontier_only_per_1m_usd == pytest.approx(hybrid.frontier_only_per_1m_usd)
+    assert slm.frontier_only_per_1m_usd == pytest.approx(frontier.frontier_only_per_1m_usd)
+    assert frontier.cost_per_1m_usd > 10 * slm.cost_per_1m_usd  # the modes did cost apart
+    assert report.counterfactual == "top-tier only"  # the fake frontier is flagged stand_in
+    store.flush()
+    runs = store.runs(limit=100)
+    assert {r.source for r in runs} == {"eval"} and len(runs) == 12
+    for mode in (slm, hybrid, frontier):
+        stored = sum(r.frontier_only_usd for r in runs if r.mode == mode.mode)
+        assert stored / mode.n * 1e6 == pytest.approx(mode.frontier_only_per_1m_usd)
+    store.close()
 
 
 async def test_an_escalation_that_fails_too_is_unfixed_and_frontier_mode_is_unscored(

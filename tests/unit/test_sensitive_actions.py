@@ -179,3 +179,25 @@ async def test_closing_an_account_the_customer_only_asks_about_needs_a_yes(tmp_p
         await app.aclose()
     assert done.ok and "savings" not in bank.accounts
     assert banking_support_skill(bank).contract is not None
+
+
+async def test_a_resumed_run_keeps_its_request_and_its_whole_trace_in_the_store(
+    tmp_path: Path,
+) -> None:
+    hub = SmartHomeHub()
+    agents = _unlocker()
+    async with agents.model().pool() as pool:
+        app = await _app(pool, tmp_path, "smart_home", hub=hub)
+        stopped = await app.ainvoke("Is the front door unlocked?")
+        assert app.store is not None
+        before = app.store.run(stopped.run_id)
+        assert before is not None
+        await app.aresume(stopped.run_id, confirm=True)
+        after = app.store.run(stopped.run_id)
+        await app.aclose()
+    assert after is not None
+    summary, events = after
+    assert summary.text == "Is the front door unlocked?" and summary.status == "ok"
+    assert summary.started_at == before[0].started_at
+    assert events[: len(before[1])] == before[1]  # the trace up to the question is kept
+    assert [e["kind"] for e in events].count("run_finished") == 2

@@ -30,6 +30,7 @@ from brickwork.errors import ConfigError
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, RunFinished, RunStarted, RunStatus
 from brickwork.graphs import GraphModule, load_graph
+from brickwork.http.redact import redact
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore, RunSummary
@@ -77,7 +78,9 @@ class App:
         *,
         graph_options: dict[str, Any] | None = None,
         pool: ModelPool | None = None,
-        store: RunStore | None = None,
+        url: str | None = None,
+        store: RunStore | Literal["default"] | None = "default",
+        source: str = "app",
         prices: PriceBook | None = None,
         policy: Policy | None = None,
         budgets: BudgetBook | None = None,
@@ -92,7 +95,14 @@ class App:
             graph: The graph module.
             graph_options: Keyword arguments for the graph's `build` (e.g. a hub).
             pool: The model pool (default: the embedded model, started on the first run).
-            store: Where runs and their events are saved (default: nowhere).
+            url: Instead of a pool, any OpenAI-compatible server (base URL ending in /v1):
+                its served model (read from /v1/models) is the `slm` tier. The App owns the
+                pool it makes and closes it.
+            store: Where runs and their events are saved: "default" (the run store in the
+                cache that `brickwork run`, `api` and `tui` share, opened on the first run), a
+                `RunStore`, or None (nowhere).
+            source: Where this App's runs come from, recorded with each run (`cli`, `api`,
+                `app`, `eval`, `playground`; see `brickwork.store.SOURCES`).
             prices: Prices for the ledger (default: from the pool's endpoints).
             policy: The escalation policy (default: the graph's, else `Policy()`).
             budgets: Run and tenant budgets (default: no limits).
@@ -111,9 +121,15 @@ class App:
         """
         self.graph = graph
         self.graph_options = dict(graph_options or {})
+        if pool is not None and url is not None:
+            raise ConfigError("give pool= or url=, not both")
         self._pool = pool
+        self.url = url
+        self._own_pool = False
         self._local: Any = None
-        self.store = store
+        self._default_store = store == "default"
+        self.store: RunStore | None = None if isinstance(store, str) else store
+        self.source = source
         self.policy = policy or graph.policy or Policy()
         self.budgets = budgets or BudgetBook()
         self._prices = prices
@@ -144,17 +160,44 @@ class App:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def _ensure_started(self) -> None:
+    async def astart(self, progress: Callable[[str], None] | None = None) -> None:
+        """Start now what the first run would start, saying so through `progress`.
+
+        That is the pool, the run store, the graph and the models its agents load (the intent
+        kNN's embedding model); without this call the first run pays for them in its latency.
+        """
+        await self._ensure_started(progress)
+
+    def start(self, progress: Callable[[str], None] | None = None) -> None:
+        """Synchronous `astart`."""
+        self._sync(self.astart(progress))
+
+    async def _ensure_started(self, progress: Callable[[str], None] | None = None) -> None:
         async with self._start_lock:
             if self._compiled is not None:
                 return
+            if self._pool is None and self.url is not None:
+                from brickwork.serving.local import pool_config_for_url
+
+                config = await asyncio.to_thread(pool_config_for_url, self.url)
+                self._pool, self._own_pool = ModelPool(config), True
             if self._pool is None:
                 from brickwork.serving.local import LocalServing
 
                 self._local = await asyncio.to_thread(LocalServing(progress=False).start)
                 self._pool = self._local.pool()
-            prices = self._prices or PriceBook.default(*(e.config for e in self._pool.endpoints()))
-            self.ledger = Ledger(prices)
+            if self._default_store and self.store is None:
+                self.store = await asyncio.to_thread(RunStore)
+            if self.graph_options.get("knn", True) is not False:
+                await _warm_models(self.graph, progress)
+            pool = self._pool
+            top = pool.top_tier
+            top_names = [n for n in pool.logical_names if pool.tier_of(n) == top] or [top]
+            prices = self._prices or PriceBook.default(
+                *(e.config for e in pool.endpoints()),
+                top_tier=pool.tier_endpoints(top)[0] if top in pool.logical_names else None,
+            )
+            self.ledger = Ledger(prices, frontier_models=top_names)
             checkpointer = None
             if self.checkpoints is not None:
                 checkpointer = await self._open_checkpointer(str(self.checkpoints))
@@ -200,6 +243,12 @@ class App:
                 await self._pool.aclose()
             await asyncio.to_thread(self._local.stop)
             self._local = None
+        elif self._own_pool and self._pool is not None:
+            await self._pool.aclose()
+            self._pool, self._own_pool = None, False
+        if self._default_store and self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
         self._compiled = None
 
     def close(self) -> None:
@@ -318,8 +367,12 @@ class App:
             yield queue.get_nowait()
         state, status, error = task.result()
         cost = self.ledger.run_cost(run_id)
-        # A run that did not finish ok says what was (not) done, or asks its question.
+        # A run that did not finish ok says what was (not) done, or asks its question. What
+        # went wrong reaches the user without internal addresses, paths or exception names
+        # (the error and the node events keep them); a question shows the call as it is.
         answer = self.graph.answer(state) if status == "ok" else str(state.get("answer") or "")
+        if status not in ("ok", "needs_confirmation"):
+            answer = redact(answer)
         finished = RunFinished(
             run_id,
             status,
@@ -332,7 +385,7 @@ class App:
         )
         emit(finished)
         queue.get_nowait()
-        await self._save(ctx, text, state, finished, error, started_at, events)
+        await self._save(ctx, text, state, finished, error, started_at, events, resume=resume)
         yield finished
 
     async def _execute(
@@ -379,16 +432,30 @@ class App:
         error: str | None,
         started_at: float,
         events: list[Event],
+        *,
+        resume: bool = False,
     ) -> None:
         if self.store is None:
             return
+        bodies = [e.to_dict() for e in events]
+        escalations = len(state.get("escalations", []))
+        if resume:
+            # A resumed run keeps its request, its start and the trace up to the interrupt;
+            # what ran after it is appended.
+            earlier = await asyncio.to_thread(self.store.run, ctx.run_id)
+            if earlier is not None:
+                before, before_events = earlier
+                text, started_at = before.text, before.started_at
+                bodies = [*before_events, *bodies]
+                escalations = max(escalations, before.escalations)
         summary = RunSummary(
             ctx.run_id, self.graph.name, ctx.tenant, ctx.mode, text, finished.status,
             finished.answer, error, finished.cost_usd, finished.frontier_only_usd,
-            finished.latency_s, len(state.get("escalations", [])), finished.flags, started_at,
+            finished.latency_s, escalations, finished.flags, started_at,
+            self.source,
         )  # fmt: skip
         try:
-            await asyncio.to_thread(self.store.save, summary, [e.to_dict() for e in events])
+            await asyncio.to_thread(self.store.save, summary, bodies)
         except Exception:  # a store outage never fails a run
             import logging
 
@@ -416,6 +483,12 @@ class App:
             raise ConfigError(
                 "resuming needs durable state; this App was made with checkpoints=None"
             )
+        # Without a question pending, a resume would start the graph afresh: refuse it.
+        if confirm is not None and await self.apending(run_id) is None:
+            raise ConfigError(
+                f"run {run_id!r} is not waiting for a confirmation (unknown, finished, or "
+                "already answered); nothing was run"
+            )
         events = [
             e
             async for e in self.astream(
@@ -423,6 +496,22 @@ class App:
             )
         ]
         return self._result(events)
+
+    async def apending(self, run_id: str) -> dict[str, Any] | None:
+        """The question run `run_id` is waiting on, from its checkpoint; None when none is.
+
+        Returns:
+            The interrupt value of a run whose status is "needs_confirmation" (`question`,
+            `node`, `call`, `reason`, `step`), or None for an unknown, finished or running run.
+        """
+        if self.checkpoints is None:
+            return None
+        await self._ensure_started()
+        snapshot = await self._compiled.aget_state({"configurable": {"thread_id": run_id}})
+        for waiting in snapshot.interrupts:
+            value = waiting.value
+            return dict(value) if isinstance(value, Mapping) else {"question": str(value)}
+        return None
 
     def invoke(self, text: str, **options: Any) -> RunResult:
         """Synchronous `ainvoke` (runs on the app's own background event loop)."""
@@ -536,6 +625,19 @@ class App:
         if self.store is None:
             raise ConfigError("this App has no run store; create it with store=RunStore()")
         return self.store.runs(limit=limit, graph=self.graph.name)
+
+
+async def _warm_models(graph: GraphModule, progress: Callable[[str], None] | None) -> None:
+    """Load the embedding model a graph's intent kNN needs, once per process, visibly."""
+    from brickwork.agents import embeddings
+
+    uses_knn = any(value is embeddings.EmbeddingKNN for value in vars(graph.module).values())
+    if not uses_knn or embeddings.encoder_ready():
+        return
+    say = progress or (lambda line: None)
+    say("loading the intent embedding model (MiniLM, once per process)...")
+    took = await asyncio.to_thread(embeddings.warm_encoder)
+    say(f"embedding model ready in {took:.1f} s")
 
 
 def _restart(server: Any, timeout_s: float | None) -> None:

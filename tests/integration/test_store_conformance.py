@@ -294,6 +294,45 @@ def test_escalation_filters_newest_first(store: RunStore) -> None:
     assert len(store.escalations(actions=("escalate", "fail", "accept"), limit=2)) == 2
 
 
+def test_source_mode_and_text_filters(store: RunStore) -> None:
+    store.save(_summary("c", source="cli", text="Dim the office lights", started_at=1.0), [])
+    store.save(_summary("e", source="eval", mode="slm", text="lock 100%_door", started_at=2.0), [])
+    store.save(
+        _summary("a", source="app", answer="Not done: the OFFICE is dark", started_at=3.0), []
+    )
+    assert [r.source for r in store.runs()] == ["app", "eval", "cli"]
+    assert [r.run_id for r in store.runs(source="eval")] == ["e"]
+    assert [r.run_id for r in store.runs(mode="slm")] == ["e"]
+    assert [r.run_id for r in store.runs(exclude_sources=("eval",))] == ["a", "c"]
+    assert [r.run_id for r in store.runs(search="office")] == ["a", "c"]  # text or answer, any case
+    assert [r.run_id for r in store.runs(search="100%_")] == ["e"]  # LIKE wildcards are literal
+    assert store.runs(search="100%x") == []
+    assert store.totals().runs == 3 and store.totals(exclude_sources=("eval",)).runs == 2
+    assert store.totals(source="cli").runs == 1
+
+
+def test_escalation_records_carry_the_request_and_whether_it_was_fixed(store: RunStore) -> None:
+    def supervisor(run_id: str, ok: bool) -> dict:
+        return {**_finished(run_id, "supervisor", 0.1, ok, []), "at": 3.0}
+
+    store.save(
+        _summary("fixed", text="Lock the door", source="api", status="ok"),
+        [_decision("fixed", "x", "escalate", "invalid_tool_call"), supervisor("fixed", True)],
+    )
+    store.save(
+        _summary("unfixed", text="Dim it", source="eval", status="failed"),
+        [_decision("unfixed", "x", "escalate", "invalid_tool_call", at=2.0),
+         supervisor("unfixed", False)],
+    )  # fmt: skip
+    by_run = {e.run_id: e for e in store.escalations()}
+    assert by_run["fixed"].fixed is True and by_run["fixed"].text == "Lock the door"
+    assert by_run["fixed"].source == "api" and by_run["fixed"].status == "ok"
+    assert by_run["unfixed"].fixed is False and by_run["unfixed"].status == "failed"
+    assert by_run["fixed"].signature == by_run["unfixed"].signature  # identical signals
+    assert [e.run_id for e in store.escalations(exclude_sources=("eval",))] == ["fixed"]
+    assert [e.run_id for e in store.escalations(source="eval")] == ["unfixed"]
+
+
 def test_retention_deletes_old_runs_and_their_events(backend: Backend, store: RunStore) -> None:
     now = 100 * DAY
     store.save(_summary("old", started_at=now - 31 * DAY), [_decision("old", "x", "escalate", "r")])
@@ -324,9 +363,14 @@ def test_an_older_schema_is_migrated_and_a_newer_refused(backend: Backend) -> No
         f"INSERT INTO runs VALUES ('r','g','t','hybrid','x','ok','a',NULL,0,0,0,1,{flags},5)"
     )
     assert "runs_status" not in backend.indexes()
+    backend.script(
+        f"INSERT INTO runs VALUES ('e','g','eval','slm','x','ok','a',NULL,0,0,0,0,{flags},6)"
+    )
     with backend.open() as store:
         assert store.schema_version == SCHEMA_VERSION
         assert [r.run_id for r in store.runs(escalated=True)] == ["r"]
+        # Runs stored before sources: "unknown", except eval runs (tenant "eval").
+        assert {r.run_id: r.source for r in store.runs()} == {"r": "unknown", "e": "eval"}
     assert {"runs_started", "runs_status", "runs_escalated", "events_node"} <= backend.indexes()
     backend.set_version(SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="newer than this brickwork"):

@@ -182,6 +182,10 @@ class ServerSpec:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         if self.in_one_process:
             env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            if self.cores is None:
+                # vLLM's own placement gives the worker one core; in one process nothing binds
+                # it, so keep it to one thread rather than one per core of the machine.
+                env.setdefault("OMP_NUM_THREADS", "1")
         if self.cores is not None:
             ids = ",".join(str(c) for c in self.cores)
             if self.device == "gpu":

@@ -198,7 +198,9 @@ async def test_dashboard_shows_per_node_figures_from_the_store(filled: Filled) -
         assert number[4] == "50%"  # escalated in hybrid and in frontier mode
         assert by_node["supervisor"][1] == "2"
         summary = text_of(screen.query_one(SummaryBar))
-        assert "runs 4" in summary and "escalated 50%" in summary and "ok 75%" in summary
+        assert "runs 4" in summary and "esc 50%" in summary and "ok 75%" in summary
+        assert len(summary) <= SIZE[0] - 2  # one line at 80 columns: the header never wraps
+        assert "cost more by" in summary or "saved" in summary  # never a negative saving
 
 
 async def test_keys_switch_screens_and_help_opens_and_closes(filled: Filled) -> None:
@@ -238,22 +240,24 @@ async def test_runs_table_is_newest_first_and_filters_change_the_rows(filled: Fi
         await settle(pilot)
         await press(pilot, "r")
         table = tui.screen.query_one("#runs", DataTable)
-        texts = [r[6] for r in rows(table)]
+        texts = [r[7] for r in rows(table)]
         assert texts == ["seven more", "bad again", "bad number", "seven"]
         await press(pilot, "s")  # status: ok
         assert tui.screen.query_one(FilterBar).values["status"] == "ok"
-        assert sorted(r[6] for r in rows(table)) == ["bad number", "seven", "seven more"]
+        assert sorted(r[7] for r in rows(table)) == ["bad number", "seven", "seven more"]
         await press(pilot, "x")  # and escalated
-        assert [r[6] for r in rows(table)] == ["seven more", "bad number"]
+        assert [r[7] for r in rows(table)] == ["seven more", "bad number"]
         await press(pilot, "x")  # not escalated
-        assert [r[6] for r in rows(table)] == ["seven"]
+        assert [r[7] for r in rows(table)] == ["seven"]
         await press(pilot, "s")  # status: failed
-        assert [r[6] for r in rows(table)] == ["bad again"]
+        assert [r[7] for r in rows(table)] == ["bad again"]
         await press(pilot, "c", "g")  # no filter but the graph
         assert tui.screen.query_one(FilterBar).values == {
             "graph": "two_step",
             "status": "",
             "escalated": "",
+            "source": "",
+            "mode": "",
         }
         assert len(rows(table)) == 4
         await press(pilot, "s", "g")  # status ok, graph back to any
@@ -262,6 +266,16 @@ async def test_runs_table_is_newest_first_and_filters_change_the_rows(filled: Fi
         await press(pilot, "c")
         assert len(rows(table)) == 4
         assert "runs 4" in text_of(tui.screen.query_one(SummaryBar))
+        await press(pilot, "slash", *"MORE", "enter")  # text search, any case
+        assert [r[7] for r in rows(table)] == ["seven more"]
+        assert "text~'MORE'" in text_of(tui.screen.query_one(SummaryBar))
+        await press(pilot, "c")
+        assert len(rows(table)) == 4
+        await press(pilot, "f")  # from: the first source, cli
+        assert tui.screen.query_one(FilterBar).values["source"] == "cli"
+        assert rows(table) == []  # the fixture's runs came through App: source "app"
+        await press(pilot, "c", "o")  # mode: slm
+        assert all(r[2].endswith("/s") for r in rows(table)) and rows(table)
 
 
 async def test_enter_opens_the_run_under_the_cursor(filled: Filled) -> None:
@@ -297,14 +311,14 @@ async def test_escalation_queue_filters_and_opens_the_run_at_its_node(filled: Fi
         await settle(pilot)
         await press(pilot, "e")
         table = tui.screen.query_one("#escalations", DataTable)
-        decisions = sorted(r[3] for r in rows(table))
+        decisions = sorted(r[2] for r in rows(table))
         assert decisions == ["↑ frontier_mode", "↑ validation_failed", "✗ validation_failed"]
         await press(pilot, "a")  # escalations only
-        assert sorted(r[3] for r in rows(table)) == ["↑ frontier_mode", "↑ validation_failed"]
+        assert sorted(r[2] for r in rows(table)) == ["↑ frontier_mode", "↑ validation_failed"]
         await press(pilot, "w")  # reason: the first of the reasons, validation_failed
         assert tui.screen.query_one(FilterBar).values["reason"] == "validation_failed"
         [row] = rows(table)
-        assert "invalid_output" in row[4]
+        assert "invalid_output" in row[6] and row[3] in ("yes", "no")
         await press(pilot, "enter")
         screen = tui.screen
         assert isinstance(screen, RunDetailScreen)
@@ -472,7 +486,7 @@ async def test_playground_runs_a_request_and_shows_its_trace(filled: Filled) -> 
         await press(pilot, "escape", "o")  # leave the box, open the run
         assert isinstance(tui.screen, RunDetailScreen) and tui.screen.run_id == screen.run_id
         await press(pilot, "escape", "r")
-        assert rows(tui.screen.query_one("#runs", DataTable))[0][6] == "bad news"
+        assert rows(tui.screen.query_one("#runs", DataTable))[0][7] == "bad news"
 
 
 async def test_playground_mode_picker_and_refused_input(filled: Filled) -> None:
@@ -535,7 +549,7 @@ async def test_runs_and_dashboard_pick_up_new_runs_on_their_timer(filled: Filled
             if table.row_count == 5:
                 break
             await pilot.pause(0.05)
-        assert rows(table)[0][6] == "seven at last"
+        assert rows(table)[0][7] == "seven at last"
         await press(pilot, "d")
         for _ in range(100):
             summary = text_of(tui.screen.query_one(SummaryBar))

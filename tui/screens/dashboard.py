@@ -39,12 +39,26 @@ class DashboardData:
         return self.recent.runs / RATE_WINDOW_S
 
 
-def load_dashboard(store: RunStore, graph: str | None) -> DashboardData:
-    """Read everything the dashboard shows (blocking: call it on a thread)."""
+#: Sources whose runs are not traffic: left out of the figures unless asked for (`v`).
+NOT_TRAFFIC = ("eval",)
+
+
+def load_dashboard(
+    store: RunStore, graph: str | None, exclude: tuple[str, ...] = NOT_TRAFFIC
+) -> DashboardData:
+    """Read everything the dashboard shows (blocking: call it on a thread).
+
+    Args:
+        store: The run store.
+        graph: One graph's runs, or None for all.
+        exclude: Sources left out (by default eval runs, which are not traffic).
+    """
     return DashboardData(
-        totals=store.totals(graph=graph),
-        recent=store.totals(graph=graph, since=time.time() - RATE_WINDOW_S),
-        nodes=store.node_stats(graph=graph),
+        totals=store.totals(graph=graph, exclude_sources=exclude),
+        recent=store.totals(
+            graph=graph, since=time.time() - RATE_WINDOW_S, exclude_sources=exclude
+        ),
+        nodes=store.node_stats(graph=graph, exclude_sources=exclude),
         graphs=store.graphs(),
     )
 
@@ -54,9 +68,14 @@ class DashboardScreen(TUIScreen):
 
     MODE = "dashboard"
     AUTO_FOCUS = "#nodes"
-    BINDINGS = [Binding("g", "cycle_graph", "Graph")]
+    BINDINGS = [
+        Binding("g", "cycle_graph", "Graph"),
+        Binding("v", "toggle_eval", "Eval runs"),
+    ]
 
     data: reactive[DashboardData | None] = reactive(None)
+    #: Count eval runs in the figures too (off: they are not traffic).
+    with_eval: reactive[bool] = reactive(False)
 
     def body(self) -> ComposeResult:
         """Graph filter, the figures, the node table."""
@@ -74,7 +93,8 @@ class DashboardScreen(TUIScreen):
             self.query_one(SummaryBar).update("No run store: start the TUI with --store FILE.")
             return
         graph = self.query_one(FilterBar).values["graph"] or None
-        data = await self.read_store(lambda: load_dashboard(store, graph))
+        exclude = () if self.with_eval else NOT_TRAFFIC
+        data = await self.read_store(lambda: load_dashboard(store, graph, exclude))
         if data is not None:
             self.data = data
 
@@ -87,15 +107,20 @@ class DashboardScreen(TUIScreen):
         totals = data.totals
         saving = totals.cost_avoided_usd
         share = saving / totals.frontier_only_usd if totals.frontier_only_usd > 0 else 0.0
+        if saving >= 0:
+            avoided = ("saved", f"{money(saving)} ({pct(share)})")
+        else:  # never a negative "avoided": say the ladder cost more
+            avoided = ("cost more by", money(-saving))
         self.query_one(SummaryBar).show(
             [
                 ("runs", str(totals.runs)),
-                (f"req/s ({RATE_WINDOW_S:.0f} s)", f"{data.requests_per_s:.2f}"),
+                ("rps", f"{data.requests_per_s:.2f}"),
                 ("ok", pct(totals.ok / totals.runs) if totals.runs else "-"),
-                ("escalated", pct(totals.escalation_rate)),
+                ("esc", pct(totals.escalation_rate)),
                 ("cost", money(totals.cost_usd)),
-                ("avoided", f"{money(saving)} ({pct(share)})"),
+                avoided,
             ],
+            note="incl. eval" if self.with_eval else "",
         )
         table: DataTable[str | Text] = self.query_one("#nodes", DataTable)
         row = table.cursor_row
@@ -123,6 +148,15 @@ class DashboardScreen(TUIScreen):
     def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
         """Another graph: read again."""
         self.reload()
+
+    def watch_with_eval(self) -> None:
+        """Eval runs in or out: read again."""
+        if self.is_mounted:
+            self.reload()
+
+    def action_toggle_eval(self) -> None:
+        """Count eval runs in the figures, or leave them out (the default)."""
+        self.with_eval = not self.with_eval
 
     def action_cycle_graph(self) -> None:
         """Show the next graph (or all)."""

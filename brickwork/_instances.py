@@ -1,4 +1,7 @@
-"""`Instance`: one model endpoint as an operator sees it (what `App.instances()` returns).
+"""What an operator sees of the models: endpoints (`Instance`) and registered serves (`Serve`).
+
+`Instance` is one model endpoint (what `App.instances()` returns); `Serve` is one registered
+`brickwork serve` with its restarts and their reasons from its log (what `App.serves()` returns).
 
 It joins three views of an endpoint: this process's client (circuit, calls in flight, failures),
 the server's own (`/health`, `/v1/models`, `/metrics`: see `brickwork.serving.vllm_metrics`),
@@ -7,15 +10,18 @@ and, for a vLLM server this process launched, its supervisor (status, restarts).
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from brickwork.serving.pool import ModelPool
     from brickwork.serving.vllm_metrics import ServerState
 
-__all__ = ["Instance", "instances_of"]
+__all__ = ["Instance", "Serve", "instances_of", "registered_serves", "restart_events"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Instance:
         restarts: Restarts of the launched server (crashes and operator restarts), else None.
         origin: Who runs the server, for humans.
         error: Why part of the server's state is unknown.
+        events: The launched server's life events (why it died, when it was back), oldest
+            first; empty for servers this process did not launch (see `App.serves()`).
     """
 
     name: str
@@ -69,6 +77,7 @@ class Instance:
     restarts: int | None = None
     origin: str = ""
     error: str | None = None
+    events: tuple[str, ...] = ()
 
 
 def instances_of(
@@ -125,6 +134,92 @@ def instances_of(
                     config.base_url, "external server" if config.kind == "vllm" else "remote API"
                 ),
                 error=state.error if state else None,
+                events=tuple(getattr(server, "events", ())) if launched else (),
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Serve:
+    """One registered `brickwork serve`, as an operator sees it.
+
+    Attributes:
+        port: Its port (its key in the registry).
+        pid: The `brickwork serve` process.
+        base_url: Its OpenAI base URL.
+        served_name: The model name it answers to.
+        adapters: The LoRA adapters it serves by name.
+        merged: Merged adapters served by instances of their own -> their base URL.
+        started_at: When it started (ISO 8601).
+        health: "ok", or why it cannot be used now (dead, restarting).
+        restarts: Restarts its log records.
+        events: Its life events from its log (deaths, restarts and why, back and ready),
+            oldest first, the last few.
+        log: Its log file.
+    """
+
+    port: int
+    pid: int
+    base_url: str
+    served_name: str
+    adapters: tuple[str, ...]
+    merged: dict[str, str]
+    started_at: str
+    health: str
+    restarts: int
+    events: tuple[str, ...]
+    log: str
+
+
+#: The launcher's own lines in an instance's log (`VLLMServer._event`, start banners).
+_EVENT = re.compile(r"^=== brickwork: (.*) ===$")
+#: Bytes read from the end of a log for its events.
+_LOG_TAIL = 256 * 1024
+
+
+def restart_events(log: str | Path, *, keep: int = 5) -> tuple[int, tuple[str, ...]]:
+    """Restarts recorded in a vLLM instance's log, and its last `keep` life events.
+
+    Start banners ("starting on port ...") are not events; a missing log has none.
+    """
+    path = Path(log)
+    text = ""
+    with contextlib.suppress(OSError), path.open("rb") as handle:
+        size = path.stat().st_size
+        handle.seek(max(0, size - _LOG_TAIL))
+        text = handle.read().decode("utf-8", "replace")
+    events = []
+    for line in text.splitlines():
+        found = _EVENT.match(line.strip())
+        if found and not found.group(1).startswith("starting on port"):
+            events.append(found.group(1))
+    restarts = sum("restarting in" in e for e in events)
+    return restarts, tuple(events[-keep:])
+
+
+def registered_serves() -> list[Serve]:
+    """Every live `brickwork serve` on this machine, newest first, with health and restarts."""
+    from brickwork.serving.local import _unhealthy_because
+    from brickwork.serving.registry import running_servers
+
+    found = []
+    for record in running_servers():
+        problem = _unhealthy_because(record)
+        restarts, events = restart_events(record.log)
+        found.append(
+            Serve(
+                port=record.port,
+                pid=record.pid,
+                base_url=record.base_url,
+                served_name=record.served_name,
+                adapters=record.adapters,
+                merged=dict(record.merged),
+                started_at=record.started_at,
+                health=problem or "ok",
+                restarts=restarts,
+                events=events,
+                log=record.log,
             )
         )
     return found

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from brickwork._instances import Instance, instances_of
+from brickwork._instances import Instance, Serve, instances_of, registered_serves
 from brickwork._settings import cache_dir
 from brickwork.admission import Admission, AdmissionLimits, default_limits
 from brickwork.cost import BudgetBook, Ledger, RunCost
@@ -33,13 +33,15 @@ from brickwork.graphs import GraphModule, load_graph
 from brickwork.http.redact import redact
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
-from brickwork.store import RunStore, RunSummary
+from brickwork.store import EscalationRecord, RunStore, RunSummary
+from brickwork.store.triage import Acknowledgements, FlywheelExport, acknowledgements_path
+from brickwork.store.triage import export_escalations as _export_escalations
 from brickwork.telemetry import RunTracer, resolve_tracer
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
-__all__ = ["MAX_TEXT_CHARS", "App", "Instance", "RunResult"]
+__all__ = ["MAX_TEXT_CHARS", "App", "FlywheelExport", "Instance", "RunResult", "Serve"]
 
 T = TypeVar("T")
 
@@ -625,6 +627,60 @@ class App:
         if self.store is None:
             raise ConfigError("this App has no run store; create it with store=RunStore()")
         return self.store.runs(limit=limit, graph=self.graph.name)
+
+    def serves(self) -> list[Serve]:
+        """Every registered `brickwork serve` on this machine, with health and restarts.
+
+        Listed whether or not this App's pool uses it; the restarts and their reasons come
+        from each serve's log.
+        """
+        return registered_serves()
+
+    # -- the escalation queue -----------------------------------------------------------------
+
+    def _queue_store(self) -> RunStore:
+        if self.store is None:
+            raise ConfigError("this App has no run store; create it with store=RunStore()")
+        return self.store
+
+    async def aretry(self, run_id: str, **options: Any) -> RunResult:
+        """Run a stored run's request again, as a new run, in its mode and for its tenant.
+
+        Options override those (see `astream`). A multi-turn run is retried on its last turn.
+
+        Raises:
+            ConfigError: no store, no such run, or the run belongs to another graph.
+        """
+        store = self._queue_store()
+        stored = await asyncio.to_thread(store.run, run_id)
+        if stored is None:
+            raise ConfigError(f"no run {run_id!r} in the run store {store.where}")
+        summary = stored[0]
+        if summary.graph != self.graph.name:
+            raise ConfigError(
+                f"run {run_id!r} ran on graph {summary.graph!r}, not {self.graph.name!r}; "
+                "retry it with that graph's App"
+            )
+        options = {"mode": summary.mode, "tenant": summary.tenant, **options}
+        return await self.ainvoke(summary.text, **options)
+
+    def acknowledged(self) -> set[str]:
+        """Keys (`brickwork.store.triage.escalation_key`) of the acknowledged escalations."""
+        return Acknowledgements(acknowledgements_path(self._queue_store())).keys()
+
+    def acknowledge(self, records: Sequence[EscalationRecord]) -> int:
+        """Acknowledge escalations (kept beside the run store); returns how many were new."""
+        return Acknowledgements(acknowledgements_path(self._queue_store())).add(records)
+
+    def send_to_flywheel(
+        self, records: Sequence[EscalationRecord], *, folder: Path | None = None
+    ) -> FlywheelExport:
+        """Append the escalations the top tier fixed to `brickwork tune` data files.
+
+        One `question`/`answer` JSONL per graph node, in `<cache>/tune-data/` (or `folder`):
+        train on it with `brickwork tune SKILL --data FILE`. See `brickwork.store.triage`.
+        """
+        return _export_escalations(self._queue_store(), records, folder=folder)
 
 
 async def _warm_models(graph: GraphModule, progress: Callable[[str], None] | None) -> None:

@@ -336,9 +336,9 @@ async def test_models_screen_shows_the_pool_endpoints(filled: Filled) -> None:
         table = tui.screen.query_one("#endpoints", DataTable)
         by_name = {r[0]: r for r in rows(table)}
         assert set(by_name) == {"fake-slm", "fake-frontier *"}
-        # Endpoint, Health, Circuit, Adapters, Run, Queue, KV, Rst: the load is the server's.
-        assert by_name["fake-slm"][1:] == ["ok", "closed", "intent", "2", "5", "38%", "-"]
-        assert by_name["fake-frontier *"][1:] == ["ok", "closed", "none", "~0", "-", "-", "-"]
+        # Endpoint, Tiers, Health, Circuit, Run, Queue, KV, Rst: the load is the server's.
+        assert by_name["fake-slm"][1:] == ["slm", "ok", "closed", "2", "5", "38%", "-"]
+        assert by_name["fake-frontier *"][1:] == ["frontier", "ok", "closed", "~0", "-", "-", "-"]
         summary = text_of(tui.screen.query_one(SummaryBar))
         assert "endpoints 2" in summary and "running 2" in summary and "queued 5" in summary
         client = next(c for c in filled.pool.endpoints() if c.config.name == "fake-slm")
@@ -450,7 +450,7 @@ async def test_models_screen_fits_80x24(filled: Filled, tmp_path: Path) -> None:
         await press(pilot, "m")
         shot = Path(tui.save_screenshot("models.svg", path=str(tmp_path)))
     svg = shot.read_text().replace("&#160;", " ")
-    for expected in ("Health", "Adapters", "Queue", "KV", "Rst", "38%", "intent", "Restart"):
+    for expected in ("Health", "Tiers", "Queue", "KV", "Rst", "38%", "intent", "Restart"):
         assert expected in svg, expected
 
 

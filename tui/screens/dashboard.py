@@ -135,9 +135,7 @@ class DashboardScreen(TUIScreen):
                 _rate(node.validation_failure_rate),
                 _rate(node.escalation_rate),
                 money(node.cost_usd),
-                Text(
-                    money(node.cost_avoided_usd), style="red" if node.cost_avoided_usd < 0 else ""
-                ),
+                _avoided(node.cost_avoided_usd, wide=self.size.width >= 100),
                 key=f"{node.graph}/{node.node}",
             )
         if data.nodes:
@@ -165,3 +163,14 @@ class DashboardScreen(TUIScreen):
 
 def _rate(rate: float) -> Text:
     return Text(pct(rate), style="bold yellow" if rate >= 0.2 else "")
+
+
+def _avoided(usd: float, *, wide: bool) -> Text:
+    """Cost avoided, never a bare negative number.
+
+    A node that cost more than the top tier alone would have reads "cost more by $0.0012"
+    ("more by" in a narrow terminal), in red.
+    """
+    if usd < 0:
+        return Text(f"{'cost ' if wide else ''}more by {money(-usd)}", style="red")
+    return Text(money(usd))

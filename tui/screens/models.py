@@ -1,14 +1,18 @@
-"""Models: every endpoint of the apps' pools, with its server's health and load; R restarts one.
+"""Models: every endpoint of the apps' pools and every registered `brickwork serve`.
 
-Each refresh asks the apps for `App.instances()` in a worker (the vLLM servers' `/health`,
-`/v1/models` and `/metrics` are read with a short timeout), so a slow or dead server never
-freezes the screen. `R` restarts the server under the cursor after a confirmation, when this
-process launched it; otherwise it says where the server runs.
+The endpoint table has one row per endpoint of the pools (its tiers: `slm`, `slm:<adapter>`,
+`large`, `frontier`), with its server's health and load; the serve table lists every
+`brickwork serve` registered on this machine (used by this TUI or not) with its health,
+restarts and the reason of the last one. Each refresh asks the apps for `App.instances()`
+and `App.serves()` in a worker (servers are read with a short timeout), so a slow or dead
+server never freezes the screen. `R` restarts the endpoint under the cursor after a
+confirmation, when this process launched it; otherwise it says where the server runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +31,7 @@ from brickwork.tui.screens.confirm import ConfirmScreen
 from brickwork.tui.widgets.summary_bar import SummaryBar
 
 if TYPE_CHECKING:
-    from brickwork.app import App, Instance
+    from brickwork.app import App, Instance, Serve
 
 __all__ = ["EndpointRow", "ModelsScreen", "endpoint_rows"]
 
@@ -81,21 +85,33 @@ class ModelsScreen(TUIScreen):
     BINDINGS = [Binding("R", "restart", "Restart")]
 
     endpoints: reactive[tuple[EndpointRow, ...]] = reactive(())
+    #: Registered `brickwork serve`s (set before `endpoints`, whose watcher draws both).
+    serves: tuple[Serve, ...] = ()
     #: Registered adapter -> its skill, eval metrics and binding (read on each reload).
     _adapter_notes: dict[str, str] = {}
 
     def body(self) -> ComposeResult:
-        """A note, the endpoint table, the highlighted endpoint's details."""
+        """A note, the endpoint table, the serve table, the highlighted row's details."""
         yield SummaryBar("Reading the model servers…", id="models-summary")
         table: DataTable[str | Text] = DataTable(id="endpoints", cursor_type="row")
-        table.add_columns("Endpoint", "Health", "Circuit", "Adapters", "Run", "Queue", "KV", "Rst")
+        table.add_columns("Endpoint", "Tiers", "Health", "Circuit", "Run", "Queue", "KV", "Rst")
         yield table
+        serves: DataTable[str | Text] = DataTable(id="serves", cursor_type="row")
+        serves.add_columns("Serve", "Pid", "Model", "Health", "Rst", "Last restart")
+        serves.border_title = "brickwork serve (registered on this machine)"
+        yield serves
         yield Static("", id="endpoint-detail")
 
     @work(exclusive=True, group="models")
     async def reload(self) -> None:
         """Take a fresh snapshot of the pools and their servers."""
         rows, waiting = await endpoint_rows(self.tui.apps)
+        any_app = next(iter(self.tui.apps.values()), None)
+        if any_app is not None:
+            try:
+                self.serves = tuple(await asyncio.to_thread(any_app.serves))
+            except Exception as exc:  # a broken registry must not take the screen down
+                self.notify(f"cannot list brickwork serve: {exc}", severity="warning")
         note = ""
         if waiting:
             note = f"{', '.join(waiting)}: the model pool starts with the first run (Playground)"
@@ -106,6 +122,7 @@ class ModelsScreen(TUIScreen):
         self.query_one(SummaryBar).show(
             [
                 ("endpoints", str(len(rows))),
+                ("serves", str(len(self.serves))),
                 ("in flight here", str(sum(r.instance.in_flight for r in rows))),
                 ("running", str(running)),
                 ("queued", str(waits)),
@@ -114,6 +131,36 @@ class ModelsScreen(TUIScreen):
         )
         self._adapter_notes = await asyncio.to_thread(adapter_notes)
         self.endpoints = tuple(rows)
+        self._draw_serves()
+
+    def _serve_at(self, base_url: str) -> Serve | None:
+        """The registered serve behind a base URL (one of its instances), if any."""
+        for serve in self.serves:
+            if base_url in (serve.base_url, *serve.merged.values()):
+                return serve
+        return None
+
+    def _draw_serves(self) -> None:
+        table: DataTable[str | Text] = self.query_one("#serves", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        width = max(12, self.size.width - 50)
+        for serve in self.serves:
+            last = next((e for e in reversed(serve.events) if "restarting in" in e), "")
+            table.add_row(
+                str(serve.port),
+                str(serve.pid),
+                Text(clip(serve.served_name, 14)),
+                Text("ok", style="green") if serve.health == "ok" else Text("down", "bold red"),
+                str(serve.restarts) if serve.restarts else "-",
+                Text(clip(_why(last), width) or "-"),
+                key=str(serve.port),
+            )
+        if not self.serves:
+            table.add_row(Text("none registered", style="dim"), *[""] * 5)
+        elif cursor < len(self.serves):
+            table.move_cursor(row=cursor, animate=False)
+        self.on_descendant_focus()
 
     def watch_endpoints(self, rows: tuple[EndpointRow, ...]) -> None:
         """Redraw the table, keeping the cursor."""
@@ -122,24 +169,55 @@ class ModelsScreen(TUIScreen):
         table.clear()
         for row in rows:
             item = row.instance
+            serve = self._serve_at(item.base_url)
+            restarts = item.restarts if item.restarts is not None else (
+                serve.restarts if serve is not None else None
+            )  # fmt: skip
             table.add_row(
                 Text(clip(item.name, 18) + (" *" if item.stand_in else "")),
+                Text(clip(",".join(item.serves), max(10, self.size.width - 66))),
                 Text(item.health, style=HEALTH_STYLE.get(item.health, "")),
                 Text(item.circuit, style=CIRCUIT_STYLE.get(item.circuit, "")),
-                Text(_adapters(item.adapters)),
                 _number(item.running, item.in_flight),
                 _number(item.waiting, None),
                 _share(item.kv_cache_usage),
-                _dash(item.restarts),
+                _dash(restarts),
                 key=row.name,
             )
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
-        self._detail(table.cursor_row)
+        self.on_descendant_focus()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        """Details of the endpoint under the cursor."""
-        self._detail(event.cursor_row)
+        """Details of the endpoint or serve under the cursor (of the focused table)."""
+        self.on_descendant_focus()
+
+    def on_descendant_focus(self) -> None:
+        """The detail follows the table that has the focus."""
+        focused = self.focused
+        if isinstance(focused, DataTable) and focused.id == "serves":
+            self._serve_detail(focused.cursor_row)
+        else:
+            self._detail(self.query_one("#endpoints", DataTable).cursor_row)
+
+    def _serve_detail(self, index: int) -> None:
+        detail = self.query_one("#endpoint-detail", Static)
+        if not 0 <= index < len(self.serves):
+            detail.update("")
+            return
+        serve = self.serves[index]
+        text = Text.assemble(
+            (f"serve :{serve.port}", "bold"),
+            f"  pid {serve.pid} · {serve.base_url} · {serve.served_name} · since "
+            f"{serve.started_at} · health {serve.health}",
+        )
+        if serve.adapters or serve.merged:
+            text.append(f"\nadapters: {', '.join([*serve.adapters, *serve.merged]) or 'none'}")
+        text.append(f"\nrestarts in its log: {serve.restarts}")
+        for event in serve.events[-2:]:
+            text.append(f"\n{clip(event, 150)}", style="yellow")
+        text.append(f"\nlog: {serve.log}", style="dim")
+        detail.update(text)
 
     @property
     def selected(self) -> EndpointRow | None:
@@ -169,6 +247,10 @@ class ModelsScreen(TUIScreen):
             text.append(self._adapter_notes.get(adapter, "not in this machine's registry"))
         if item.error and item.kind == "vllm":
             text.append(f"\n{clip(item.error, 150)}", style="red")
+        serve = self._serve_at(item.base_url)
+        events = item.events or (serve.events if serve is not None else ())
+        for event in events[-2:]:
+            text.append(f"\n{clip(event, 150)}", style="yellow")
         detail.update(text)
 
     def action_restart(self) -> None:
@@ -243,12 +325,6 @@ def _dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def _adapters(adapters: tuple[str, ...] | None) -> str:
-    if adapters is None:
-        return "-"
-    return clip(",".join(adapters), 12) if adapters else "none"
-
-
 def _number(server: int | None, local: int | None) -> str:
     """The server's own count when it said, else this process's (marked with ~)."""
     if server is not None:
@@ -258,3 +334,8 @@ def _number(server: int | None, local: int | None) -> str:
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _why(event: str) -> str:
+    """A restart event's reason, without the server's name and port (the row has them)."""
+    return re.sub(r"^.*? \(port \d+\): ", "", event).split("; restarting in")[0]

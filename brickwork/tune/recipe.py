@@ -111,6 +111,7 @@ def build(
         staging = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(trained, staging)
+        (staging / "README.md").unlink(missing_ok=True)  # peft's generic model card
         (staging / RECIPE_FILE).write_text(
             json.dumps(
                 {

@@ -601,7 +601,8 @@ class VLLMServer:
         """Report a life event: logger, the instance's log file, `on_event`, `events`."""
         line = f"{self.spec.served_name} (port {self.port}): {message}"
         self.events.append(line)
-        _log.warning("%s", line)
+        # With a callback the caller shows it; logging's last-resort handler would print it twice.
+        _log.log(logging.INFO if self.on_event is not None else logging.WARNING, "%s", line)
         with contextlib.suppress(OSError), self.log_path.open("a") as log:
             log.write(f"=== brickwork: {message} ===\n")
         if self.on_event is not None:

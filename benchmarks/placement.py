@@ -94,7 +94,7 @@ def main() -> None:
                 served_name=f"{EMBEDDED_MODEL.served_name}-{name}",
                 cores=c,
                 kv_cache_gib=1,
-                single_process=not args.default,  # vLLM's own way: worker bound to core 0
+                worker_in_engine=not args.default,  # vLLM's own way: worker bound to core 0
             ),
             progress=False,
             ready_timeout_s=900,

@@ -102,13 +102,12 @@ class ServerSpec:
         cores: The CPU cores (or GPU indices) this instance may use, or None for vLLM's own
             choice (which is core 0 for every instance on the CPU).
         device: What `cores` number: CPU cores or GPUs.
-        single_process: On the CPU, run the engine and its worker inside the API server's
-            process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, `--distributed-executor-backend
-            uni`) instead of three processes. Each of those imports torch and vLLM on its own,
-            one after the other, which is most of a start (and of a restart); on one core
-            they also compete with each other while serving. Measured on a busy 2-core
-            machine: ready in 30 and 40 s instead of 57 and 45 s, same throughput at 32 in
-            flight within the noise. Ignored on a GPU.
+        worker_in_engine: On the CPU, run the model worker inside the engine-core process
+            (`--distributed-executor-backend uni`): two processes (API server, engine core)
+            instead of three. Each imports torch and vLLM on its own, one after the other,
+            which is most of a start (and of a restart); on one core they also compete while
+            serving. Measured on a busy 2-core machine: ready in 30 and 40 s instead of 57
+            and 45 s, same throughput at 32 in flight within the noise. Ignored on a GPU.
     """
 
     model: Path
@@ -129,7 +128,7 @@ class ServerSpec:
     python: str = sys.executable
     cores: tuple[int, ...] | None = None
     device: Device = "cpu"
-    single_process: bool = True
+    worker_in_engine: bool = True
 
     def command(self, port: int) -> list[str]:
         """The full command line for this spec on `port`."""
@@ -165,7 +164,7 @@ class ServerSpec:
                 "--lora-modules",
                 *(f"{name}={path}" for name, path in sorted(self.lora_modules.items())),
             ]
-        if self.in_one_process:
+        if self.uni_executor:
             cmd += ["--distributed-executor-backend", "uni"]
         cmd += list(self.extra_args)
         return cmd
@@ -180,12 +179,10 @@ class ServerSpec:
         env.setdefault("DO_NOT_TRACK", "1")
         if self.runtime_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
-        if self.in_one_process:
-            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-            if self.cores is None:
-                # vLLM's own placement gives the worker one core; in one process nothing binds
-                # it, so keep it to one thread rather than one per core of the machine.
-                env.setdefault("OMP_NUM_THREADS", "1")
+        if self.uni_executor and self.cores is None:
+            # vLLM's own placement gives the worker one core; inside the engine process nothing
+            # binds it, so keep it to one thread rather than one per core of the machine.
+            env.setdefault("OMP_NUM_THREADS", "1")
         if self.cores is not None:
             ids = ",".join(str(c) for c in self.cores)
             if self.device == "gpu":
@@ -200,9 +197,9 @@ class ServerSpec:
         return env
 
     @property
-    def in_one_process(self) -> bool:
-        """True when the engine runs inside the API server's process (see `single_process`)."""
-        return self.single_process and self.device == "cpu"
+    def uni_executor(self) -> bool:
+        """True when the worker runs inside the engine-core process (see `worker_in_engine`)."""
+        return self.worker_in_engine and self.device == "cpu"
 
     @property
     def placement(self) -> str:
@@ -612,8 +609,8 @@ class VLLMServer:
     def _confine(self) -> None:
         """Once ready, hold the whole instance (API, engine core, worker) to its cores.
 
-        Not before: a start imports torch and vLLM (in three processes one after the other
-        without `single_process`), and on a single busy core that took 115 s where both
+        Not before: a start imports torch and vLLM in two processes one after the other (three
+        without `worker_in_engine`), and on a single busy core that took 115 s where both
         cores gave it about half that.
         """
         if self.spec.cores is None or self.spec.device != "cpu" or self._proc is None:

@@ -73,7 +73,7 @@ async def test_a_dead_engine_behind_a_live_api_process_is_restarted(embedded_mod
     """kill -9 of the engine core only: the server is restarted and serves again."""
     # Three processes (API, engine core, worker): the engine can die alone.
     spec = ServerSpec(
-        model=embedded_model, served_name="victim-engine", cores=(0,), single_process=False
+        model=embedded_model, served_name="victim-engine", cores=(0,), worker_in_engine=False
     )
     server = await asyncio.to_thread(
         VLLMServer(

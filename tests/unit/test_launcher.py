@@ -47,10 +47,10 @@ def test_command_line(tmp_path: Path) -> None:
         "--seed", "1",
     ]  # fmt: skip
     assert spec.model_names == ("slm", "extract", "intent")
-    three = dataclasses.replace(spec, single_process=False)
+    three = dataclasses.replace(spec, worker_in_engine=False)
     assert "--distributed-executor-backend" not in three.command(9000)
-    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in three.environment()
-    assert spec.environment()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    gpu = dataclasses.replace(spec, device="gpu")
+    assert "--distributed-executor-backend" not in gpu.command(9000)
 
 
 def test_environment_is_offline_and_sized(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -250,9 +250,10 @@ def large_spec(*, port: int | None = None, cores: tuple[int, ...] | None = None)
     return ServerSpec(
         model=ensure_large_model(),
         served_name=LARGE_MODEL.served_name,
-        dtype=LARGE_MODEL.dtype,
+        dtype=LARGE_MODEL.served_dtype,  # bfloat16: 1.6-2.5x faster here and half the memory
         port=port,
         cores=cores,
+        kv_cache_gib=1,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from brickwork.serving.launcher import free_port, port_in_use
+from brickwork.serving.launcher import free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -48,11 +49,14 @@ def test_serve_is_reused_and_a_second_copy_is_refused(embedded_model: Path, tmp_
         )  # fmt: skip
         assert run.returncode in (0, 1), run.stderr
         assert f"brickwork serve (pid {serve.pid})" in run.stderr
-        assert "answer:" in run.stdout and "(smart_home)" in run.stdout
+        assert "answer: Sorry, I can only help" in run.stdout, run.stdout
     finally:
         serve.send_signal(signal.SIGINT)
         code = serve.wait(timeout=120)
         log.close()
     assert code == 0
     assert not record.exists()
-    assert not port_in_use("127.0.0.1", port)  # the vLLM child is gone too
+    # The vLLM child is gone too: nothing accepts connections on its port (binding it may
+    # still fail for a while: the connections it closed sit in TIME_WAIT).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

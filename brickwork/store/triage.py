@@ -127,7 +127,7 @@ def export_escalations(
             stored = store.run(record.run_id)
             row = _row(record, stored[1]) if stored is not None else None
             if row is None:
-                result.skipped.append(f"{where}: no fixed output in its trace")
+                result.skipped.append(f"{where}: no output to learn from (a plan, or no fix)")
                 continue
             path = flywheel_path(record.graph, record.node, folder)
             if row["source"] in _sources(path):

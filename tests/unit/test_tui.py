@@ -318,7 +318,7 @@ async def test_escalation_queue_filters_and_opens_the_run_at_its_node(filled: Fi
         await press(pilot, "w")  # reason: the first of the reasons, validation_failed
         assert tui.screen.query_one(FilterBar).values["reason"] == "validation_failed"
         [row] = rows(table)
-        assert row[6].startswith("invalid_ou") and row[3] in ("yes", "no")
+        assert row[6].startswith("invalid_o") and row[3] in ("yes", "no")
         detail = text_of(tui.screen.query_one("#escalation-detail"))
         assert "signals: invalid_output: $.n: -1 is less than the minimum of 0" in detail
         await press(pilot, "enter")
@@ -551,7 +551,7 @@ async def test_runs_and_dashboard_pick_up_new_runs_on_their_timer(filled: Filled
             if table.row_count == 5:
                 break
             await pilot.pause(0.05)
-        assert rows(table)[0][7] == "seven at last"
+        assert rows(table)[0][7] == "seven at la…"  # cut at 80 columns (whole under the table)
         await press(pilot, "d")
         for _ in range(100):
             summary = text_of(tui.screen.query_one(SummaryBar))

@@ -56,7 +56,7 @@ async def test_dashboard_header_is_one_line_and_avoided_never_a_bare_negative(
         assert "\n" not in summary and len(summary) <= size[0] - 2
         for row in rows(tui.screen.query_one("#nodes", DataTable)):
             assert not row[6].startswith("-"), row
-    assert str(_avoided(-0.012, wide=False)) == "more by $0.0120"
+    assert str(_avoided(-0.012, wide=False)) == "more $0.0120"
     assert str(_avoided(-0.012, wide=True)) == "cost more by $0.0120"
     assert str(_avoided(0.5, wide=True)) == "$0.5000"
 
@@ -71,12 +71,12 @@ async def test_escalation_request_and_signal_columns_use_the_width(
         await press(pilot, "e", "a", "w")  # escalations for validation_failed: "bad number"
         [row] = rows(tui.screen.query_one("#escalations", DataTable))
         signals = "invalid_output: $.n: -1 is less than the minimum of 0"
-        width = max(10, (size[0] - 58) // 2)
+        width = max(10, (size[0] - 62) // 2)
         assert len(row[6]) == min(width, len(signals))
         assert row[6] == signals if width >= len(signals) else row[6].endswith("…")
         assert row[5] == "bad number"
         if size[0] >= 120:
-            assert len(row[6]) >= 30  # the 40 extra columns go to the text, not to padding
+            assert len(row[6]) >= 28  # the 40 extra columns go to the text, not to padding
         detail = text_of(tui.screen.query_one("#escalation-detail", Static))
         assert f"signals: {signals}" in detail and "request: bad number" in detail
 
@@ -290,3 +290,4 @@ async def test_playground_offers_every_graph(tmp_path: Path, size: tuple[int, in
         picker: Select[str] = tui.screen.query_one("#request-graph", Select)
         offered = [value for _, value in picker._options if value != Select.BLANK]
         assert offered == list(apps)
+        assert picker.value == "smart_home"  # the CLI default graph first, not the first name

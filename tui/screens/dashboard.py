@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from brickwork.store import NodeStats, RunStore, Totals
-from brickwork.tui._format import money, pct, seconds
+from brickwork.tui._format import clip, money, pct, seconds
 from brickwork.tui.screens._base import TUIScreen
 from brickwork.tui.widgets.filter_bar import Filter, FilterBar
 from brickwork.tui.widgets.summary_bar import SummaryBar
@@ -129,7 +129,7 @@ class DashboardScreen(TUIScreen):
         for node in data.nodes:
             name = f"{node.graph}/{node.node}" if several else node.node
             table.add_row(
-                Text(name),
+                Text(clip(name, max(12, self.size.width - 58))),
                 str(node.calls),
                 f"{seconds(node.p50_s, compact=True)}/{seconds(node.p95_s, compact=True)}",
                 _rate(node.validation_failure_rate),
@@ -169,8 +169,8 @@ def _avoided(usd: float, *, wide: bool) -> Text:
     """Cost avoided, never a bare negative number.
 
     A node that cost more than the top tier alone would have reads "cost more by $0.0012"
-    ("more by" in a narrow terminal), in red.
+    ("more $0.0012" in a narrow terminal), in red.
     """
     if usd < 0:
-        return Text(f"{'cost ' if wide else ''}more by {money(-usd)}", style="red")
+        return Text(f"{'cost more by' if wide else 'more'} {money(-usd)}", style="red")
     return Text(money(usd))

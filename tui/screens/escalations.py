@@ -147,7 +147,7 @@ class EscalationsScreen(TUIScreen):
         counts: dict[object, int] = {}
         for record in records:
             counts[record.signature] = counts.get(record.signature, 0) + 1
-        width = max(10, (self.size.width - 58) // 2)
+        width = max(10, (self.size.width - 62) // 2)
         for index, record in enumerate(records):
             signals = "; ".join(f"{k}: {v}" for k, v in record.signals) or record.detail
             escalated = record.action == "escalate"

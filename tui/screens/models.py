@@ -152,7 +152,7 @@ class ModelsScreen(TUIScreen):
                 str(serve.pid),
                 Text(clip(serve.served_name, 14)),
                 Text("ok", style="green") if serve.health == "ok" else Text("down", "bold red"),
-                str(serve.restarts) if serve.restarts else "-",
+                str(serve.restarts),
                 Text(clip(_why(last), width) or "-"),
                 key=str(serve.port),
             )

@@ -9,7 +9,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from brickwork.events import RunStatus
 from brickwork.store import SOURCES, RunSummary
@@ -22,6 +22,9 @@ __all__ = ["RunsScreen"]
 
 #: Rows shown at most (the newest).
 LIMIT = 200
+
+#: Short names of the long statuses, so the request keeps its width at 80 columns.
+STATUS_SHORT = {"needs_confirmation": "confirm?", "over_budget": "budget"}
 
 STATUS_STYLE = {
     "ok": "green",
@@ -72,6 +75,7 @@ class RunsScreen(TUIScreen):
         table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         table.add_columns("Time", "Graph", "From", "Status", "Esc", "Latency", "Cost", "Request")
         yield table
+        yield Static("", id="run-line")
 
     @work(exclusive=True, group="runs")
     async def reload(self) -> None:
@@ -124,18 +128,35 @@ class RunsScreen(TUIScreen):
         for run in rows:
             table.add_row(
                 clock(run.started_at),
-                Text(clip(run.graph, 10)),
+                Text(clip(run.graph, 9)),
                 Text(f"{run.source[:4]}/{run.mode[:1]}", style="dim"),
-                Text(run.status, style=STATUS_STYLE.get(run.status, "yellow")),
+                Text(
+                    STATUS_SHORT.get(run.status, run.status),
+                    style=STATUS_STYLE.get(run.status, "yellow"),
+                ),
                 Text(str(run.escalations), style="yellow") if run.escalations else "",
-                seconds(run.latency_s),
+                seconds(run.latency_s, compact=True),
                 money(run.cost_usd),
-                Text(clip(run.text, max(20, self.size.width - 60))),
+                Text(clip(run.text, max(12, self.size.width - 68))),
                 key=run.run_id,
             )
         ids = [r.run_id for r in rows]
         if selected in ids:
             table.move_cursor(row=ids.index(selected), animate=False)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The whole request and the answer (or error) of the run under the cursor."""
+        index = event.cursor_row
+        line = self.query_one("#run-line", Static)
+        if not 0 <= index < len(self.rows):
+            line.update("")
+            return
+        run = self.rows[index]
+        style = "bold green" if run.status == "ok" else "bold red"
+        text = Text.assemble(("request: ", "bold"), " ".join(run.text.split()), "\n")
+        text.append(f"{run.status}: ", style=style)
+        text.append(" ".join((run.answer or run.error or "").split()))
+        line.update(text)
 
     @property
     def selected_run_id(self) -> str | None:

@@ -12,6 +12,8 @@ from textual.widgets import Input, Select
 __all__ = ["MODES", "RequestForm"]
 
 MODES = ("hybrid", "slm", "frontier")
+#: Picked first when loaded: the graph `brickwork run TEXT` uses (`brickwork.cli.DEFAULT_GRAPH`).
+DEFAULT_GRAPH = "smart_home"
 
 
 class RequestForm(Vertical):
@@ -28,6 +30,7 @@ class RequestForm(Vertical):
             super().__init__()
 
     def __init__(self, graphs: Sequence[str], *, id: str | None = None) -> None:
+        """A form over `graphs` (at least one)."""
         super().__init__(id=id, classes="request-form")
         self.graphs = list(graphs)
 
@@ -35,9 +38,12 @@ class RequestForm(Vertical):
         """The input, then the two pickers side by side."""
         yield Input(placeholder="Type a request, Enter runs it", compact=True, id="request-text")
         with Horizontal(classes="filter-bar"):
+            # The CLI's default graph first when it is loaded (a request typed straight away
+            # should not land on whichever graph sorts first).
             yield Select(
                 [(f"graph: {g}", g) for g in self.graphs],
                 allow_blank=False,
+                value=DEFAULT_GRAPH if DEFAULT_GRAPH in self.graphs else self.graphs[0],
                 compact=True,
                 id="request-graph",
             )

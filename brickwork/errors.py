@@ -22,6 +22,7 @@ BrickworkError
 └── ServingError                anything about model servers and calls to them
     ├── PortInUseError          the port a server should bind is taken
     ├── ServerStartError        a launched server died or never became ready
+    │   └── PlacementError      a core plan names missing cores or shares one
     ├── EndpointUnavailableError  every endpoint for a model is down or its circuit is open
     ├── ModelCallError          the server answered with an error (status code kept)
     └── ModelTimeoutError       no answer within the read timeout, after retries
@@ -41,6 +42,7 @@ __all__ = [
     "ModelCallError",
     "ModelFolderError",
     "ModelTimeoutError",
+    "PlacementError",
     "PortInUseError",
     "PrivilegedRoleError",
     "SQLError",
@@ -178,6 +180,10 @@ class PortInUseError(ServingError):
 
 class ServerStartError(ServingError):
     """A launched server exited or did not become ready in time."""
+
+
+class PlacementError(ServerStartError):
+    """A placement plan names cores the machine lacks or gives one core to two instances."""
 
 
 class EndpointUnavailableError(ServingError):

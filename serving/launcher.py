@@ -43,6 +43,7 @@ from brickwork._settings import cache_dir
 from brickwork.errors import (
     MissingDependencyError,
     ModelFolderError,
+    PlacementError,
     PortInUseError,
     ServerStartError,
 )
@@ -262,10 +263,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-class PlacementError(ServerStartError):
-    """A placement plan names cores the machine lacks or gives one core to two instances."""
 
 
 def available_cores() -> tuple[int, ...]:

@@ -367,7 +367,7 @@ def _supervisor_node(
                     time.perf_counter() - started,
                     steps,
                     "plan",
-                    "frontier",
+                    ctx.pool.tier_of("frontier") or "frontier",  # the tier that plays it
                 )
             )
             update: dict[str, Any] = {"plan": steps, "escalation": None, "escalations": [record]}

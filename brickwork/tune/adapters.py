@@ -314,6 +314,10 @@ def binding_for(skill: str, path: Path | None = None) -> str | None:
     binding = load_bindings(path).get(skill)
     if binding is not None:
         return binding.adapter
+    return _shipped_for(skill)
+
+
+def _shipped_for(skill: str) -> str | None:
     shipped = [a for a in shipped_adapters() if a.skill == skill]
     return shipped[0].name if shipped else None
 
@@ -363,7 +367,10 @@ def bind(
         get_adapter(adapter)
     with _lock(path):
         bindings = load_bindings(path)
-        old = bindings.get(skill) or SkillBinding(skill, None)
+        old = bindings.get(skill)
+        if old is None:  # no entry yet: the skill ran on its shipped specialist, or the base
+            shipped = _shipped_for(skill)
+            old = SkillBinding(skill, shipped, "shipped with brickwork" if shipped else "")
         now = datetime.now(UTC).isoformat(timespec="seconds")
         change = BindingChange(old.adapter, now, old.note)
         new = SkillBinding(skill, adapter, note, (*old.history, change))

@@ -70,6 +70,9 @@ async def test_a_node_the_small_model_fails_is_fixed_on_the_large_tier(
     large_calls = [c for c in calls if c.endpoint == "large-vllm"]
     assert large_calls and all(c.stand_in for c in large_calls)  # the top tier, labelled
     assert "frontier_stand_in" in result.flags
-    # Every node on the top tier would have cost more than the ladder did.
+    # The ladder paid for the small attempts and the large fix; with every node on the top
+    # tier the node would have cost its large call alone (counted once).
     assert result.cost.frontier_calls == len(large_calls)
-    assert 0 < result.cost.cost_usd < result.cost.frontier_only_usd
+    assert result.cost.frontier_only_usd >= sum(c.cost_usd for c in large_calls) * (1 - 1e-9)
+    assert result.cost.cost_usd == pytest.approx(sum(c.cost_usd for c in calls))
+    assert result.cost.cost_usd > result.cost.frontier_only_usd

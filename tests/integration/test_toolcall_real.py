@@ -112,7 +112,8 @@ async def test_every_output_is_a_validated_executed_call_or_signals(slm_pool: Mo
     executed = 0
     for result, agent, hub, before in runs:
         _check_result(result, agent)
-        if result.value is None:
+        if result.value is None or result.extra.get("needs_confirmation"):
+            # No value, or a sensitive call the request did not plainly ask for: not run.
             assert result.extra["tool_result"] is None
             assert hub.snapshot() == before  # nothing ran
             continue

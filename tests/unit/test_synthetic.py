@@ -71,3 +71,19 @@ def test_shipped_adapters_reads_folders_and_skips_broken_ones(tmp_path: Path) ->
     found = adapters.shipped_adapters(tmp_path)
     assert [(a.name, a.skill, a.rank) for a in found] == [("a-specialist", "a", 8)]
     assert adapters.shipped_adapters(tmp_path / "missing") == []
+
+
+def test_rolling_back_a_promotion_restores_the_shipped_specialist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "shipped"
+    _fake_adapter(shipped / "smart_home-specialist", "smart_home")
+    found = adapters.shipped_adapters(shipped)
+    monkeypatch.setattr(adapters, "shipped_adapters", lambda folder=None: found)
+    monkeypatch.setenv("BRICKWORK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BRICKWORK_BINDINGS", str(tmp_path / "bindings.json"))
+    _fake_adapter(adapters.adapter_path("better"), "smart_home")
+    adapters.bind("smart_home", "better")
+    assert adapters.binding_for("smart_home") == "better"
+    adapters.rollback("smart_home")
+    assert adapters.binding_for("smart_home") == "smart_home-specialist"

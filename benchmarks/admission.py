@@ -28,14 +28,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.instant_server import answer, free_port
+from benchmarks.instant_server import InstantServer, answer
 from benchmarks.overhead import TEXT, one_node_graph
 from brickwork.admission import default_limits
 from brickwork.app import App
@@ -87,33 +85,19 @@ async def _serve(port: int, capacity: int, service_s: float) -> None:
         await server.serve_forever()
 
 
-class CapacityServer:
+class CapacityServer(InstantServer):
     """The server in a subprocess: `with CapacityServer(4, 0.1) as server: server.base_url`."""
 
     def __init__(self, capacity: int, service_s: float) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._command = [
+        super().__init__()
+        self.capacity, self.service_s = capacity, service_s
+
+    def command(self) -> list[str]:
+        """`python -m benchmarks.admission --serve PORT` with this capacity and service time."""
+        return [
             sys.executable, "-m", "benchmarks.admission", "--serve", str(self.port),
-            "--capacity", str(capacity), "--service-ms", str(service_s * 1000),
+            "--capacity", str(self.capacity), "--service-ms", str(self.service_s * 1000),
         ]  # fmt: skip
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> CapacityServer:
-        self._process = subprocess.Popen(self._command)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return self
-            time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"the capacity server did not listen on port {self.port}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
 
 
 def capacity_pool(base_url: str, capacity: int) -> ModelPool:

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["InstantServer", "answer"]
 
@@ -105,16 +105,19 @@ class InstantServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> InstantServer:
-        command = [sys.executable, "-m", "benchmarks.instant_server", "--port", str(self.port)]
-        self._process = subprocess.Popen(command)
+    def command(self) -> list[str]:
+        """The command line that serves on `self.port` (subclasses serve other models)."""
+        return [sys.executable, "-m", "benchmarks.instant_server", "--port", str(self.port)]
+
+    def __enter__(self) -> Self:
+        self._process = subprocess.Popen(self.command())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
                 return self
             time.sleep(0.05)
         self.__exit__()
-        raise RuntimeError(f"the instant server did not listen on port {self.port}")
+        raise RuntimeError(f"{type(self).__name__} did not listen on port {self.port}")
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:

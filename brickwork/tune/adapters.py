@@ -21,6 +21,7 @@ entry with no adapter) overrides that, and `BRICKWORK_BINDINGS=off` ignores it t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -317,6 +318,14 @@ def binding_for(skill: str, path: Path | None = None) -> str | None:
     return _shipped_for(skill)
 
 
+@functools.cache
+def _installed_shipped() -> tuple[AdapterInfo, ...]:
+    """The installed package's shipped adapters, read once (package data never changes)."""
+    from brickwork import skills
+
+    return tuple(shipped_adapters(Path(skills.__file__).resolve().parent / "adapters"))
+
+
 def _shipped_for(skill: str) -> str | None:
     shipped = [a for a in shipped_adapters() if a.skill == skill]
     return shipped[0].name if shipped else None
@@ -329,9 +338,7 @@ def shipped_adapters(folder: Path | None = None) -> list[AdapterInfo]:
         folder: Where to look (default: the installed `brickwork.skills` package's `adapters`).
     """
     if folder is None:
-        from brickwork import skills
-
-        folder = Path(skills.__file__).resolve().parent / "adapters"
+        return list(_installed_shipped())
     if not folder.is_dir():
         return []
     found = []

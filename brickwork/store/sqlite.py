@@ -55,6 +55,17 @@ _PERMANENT = (
 )  # fmt: skip
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, one by one (`executescript` would commit)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending.strip()
+            pending = ""
+
+
 class SQLiteRunStore(RunStore, file_backend=True):
     """Runs and events in a SQLite file (`<cache>/runs.sqlite` by default).
 
@@ -103,9 +114,15 @@ class SQLiteRunStore(RunStore, file_backend=True):
                 f"run store schema version {version!r} is newer than this brickwork "
                 f"({SCHEMA_VERSION!r}); upgrade brickwork or use another store file"
             )
-        assert isinstance(conn, sqlite3.Connection)
+        if version == SCHEMA_VERSION:
+            return
+        # Stores opened together (threads, processes) migrate one at a time: the write lock is
+        # taken before the version is read again, so a second opener finds the work done.
+        conn.execute("BEGIN IMMEDIATE")
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         for number in range(version, SCHEMA_VERSION):
-            conn.executescript(_MIGRATIONS[number])
+            for statement in _statements(_MIGRATIONS[number]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number + 1}")
 
     @property

@@ -1,6 +1,6 @@
 """The `brickwork` command line.
 
-brickwork serve [--port P] [--cores LIST] [--lora NAME=PATH ...] [--merged NAME ...]   local vLLM
+brickwork serve [--port P] [--cores LIST] [--large] [--lora NAME=PATH ...] [--merged NAME ...]
 brickwork run [GRAPH] [TEXT ...] [--url URL]       the main job (see README)
 brickwork confirm RUN_ID yes|no [--store URL]       answer a run waiting for a confirmation
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--model", type=Path, help="model folder (default: the embedded model)")
+    serve.add_argument(
+        "--large",
+        action="store_true",
+        help="serve the bundled large model, the local top tier (Qwen2.5-Coder-1.5B), instead "
+        "of the small one; run it beside a plain `brickwork serve` on another port",
+    )
     serve.add_argument("--served-name", help="name clients use (default: the model's)")
     serve.add_argument("--lora", type=_lora, action="append", default=[], metavar="NAME=PATH")
     serve.add_argument(
@@ -201,7 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from brickwork.serving.launcher import ServerSpec, VLLMServer, plan_placement
-    from brickwork.serving.local import embedded_spec, sync_adapters
+    from brickwork.serving.local import embedded_spec, large_spec, sync_adapters
     from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
     from brickwork.serving.registry import ServeLease, ServeRecord, held_cores, running_servers
 
@@ -210,7 +216,14 @@ def _serve(args: argparse.Namespace) -> int:
     lease.acquire()
     servers: list[VLLMServer] = []
     try:
-        if args.model is not None:
+        if args.large:
+            if args.model is not None or args.lora or args.merged or args.enable_lora:
+                raise ConfigError("--large serves the bundled large model alone: drop "
+                                  "--model, --lora, --merged and --enable-lora")
+            spec = large_spec()
+            if args.served_name:
+                spec = dataclasses.replace(spec, served_name=args.served_name)
+        elif args.model is not None:
             spec = ServerSpec(
                 model=args.model,
                 served_name=args.served_name or EMBEDDED_MODEL.served_name,
@@ -277,7 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
                 failed = next(s for s in servers if s.status == "failed")
                 console.print(f"[red]server failed for good[/]:\n{failed.log_tail()}")
                 return 1
-            if server.status == "ready":
+            if server.status == "ready" and not args.large:
                 # Adapters registered by `brickwork tune` meanwhile are loaded at runtime.
                 now = sync_adapters(server)
                 if now != adapters:

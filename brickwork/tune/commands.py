@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import json
 import math
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from brickwork.serving.pool import ModelPool
-    from brickwork.tune.data import TrainExample
+    from brickwork.tune.data import TrainExample, TuneDataset
+    from brickwork.tune.train import TrainConfig
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -50,9 +52,11 @@ __all__ = [
     "add_skill_arguments",
     "add_tune_arguments",
     "evaluate_split",
+    "pick_best",
     "promotion_gate",
     "resolve_skill",
     "score_table",
+    "search_configs",
     "skill_main",
     "synthesize",
     "tune_main",
@@ -333,17 +337,30 @@ async def synthesize(
     pool: ModelPool,
     count: int,
     *,
-    model: str = "frontier",
+    model: str | None = None,
     batch: int = 5,
     seed: int = 0,
+    demos: Sequence[Example] | None = None,
 ) -> tuple[list[Example], int, bool]:
     """Ask the teacher model for `count` new examples; keep those the skill's validators pass.
+
+    Args:
+        skill: The skill whose examples are written.
+        pool: The pool the teacher is called through.
+        count: How many examples to keep.
+        model: The teacher (default: the pool's top tier).
+        batch: Examples asked for per call.
+        seed: Seeds which demonstrations each call shows.
+        demos: The examples shown to the teacher (default: the skill's); `brickwork tune`
+            shows only training-side ones, so the teacher cannot paraphrase a validation one.
 
     Returns:
         (accepted examples, rejected count, whether the teacher was the local stand-in).
     """
     from brickwork.errors import BrickworkError
 
+    teacher = model or pool.top_tier
+    shown_from = list(demos if demos is not None else skill.examples)
     rng = random.Random(seed)
     seen = {json.dumps(e.input, sort_keys=True) for e in skill.examples}
     accepted: list[Example] = []
@@ -352,11 +369,11 @@ async def synthesize(
     for _ in range(max(1, 3 * math.ceil(count / batch))):
         if len(accepted) >= count:
             break
-        shown = rng.sample(list(skill.examples), min(3, len(skill.examples)))
-        demos = "\n".join(json.dumps({"input": _last_user(e), "output": e.output}) for e in shown)
+        shown = rng.sample(shown_from, min(3, len(shown_from)))
+        lines = "\n".join(json.dumps({"input": _last_user(e), "output": e.output}) for e in shown)
         prompt = (
             f"Task of a small model: {skill.instructions}\n{_contract_text(skill)}\n\n"
-            f"Examples:\n{demos}\n\nWrite {batch} new, varied examples of user requests for "
+            f"Examples:\n{lines}\n\nWrite {batch} new, varied examples of user requests for "
             'this task with the correct output, as {"examples": [{"input": ..., "output": ...}]}.'
         )
         messages = [
@@ -365,7 +382,7 @@ async def synthesize(
         ]
         try:
             data, completion = await pool.complete_json(
-                model, messages, _SYNTHETIC_SCHEMA, max_tokens=1500, temperature=0.8
+                teacher, messages, _SYNTHETIC_SCHEMA, max_tokens=1500, temperature=0.8
             )
         except BrickworkError:
             rejected += batch
@@ -409,23 +426,103 @@ def _default_name(skill: Skill) -> str:
     return f"{skill.name.replace('.', '_')}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
+#: `--search N` tries the first N of these changes to the given settings, each scored on the
+#: validation split: longer and gentler, a bigger rank, a bolder rate, a shorter run.
+_SEARCH: tuple[dict[str, Any], ...] = (
+    {},
+    {"learning_rate": 0.5, "epochs": 1},
+    {"rank": 2, "alpha": 2},
+    {"learning_rate": 2.0},
+    {"epochs": -1},
+)
+
+
+def search_configs(base: TrainConfig, count: int) -> list[TrainConfig]:
+    """The settings `--search count` trains: `base` first, then the next variations.
+
+    Rates and ranks in `_SEARCH` multiply the base's, epochs add to them (never below 1);
+    settings equal to an earlier candidate are dropped.
+
+    Raises:
+        ConfigError: `count` outside 1..5.
+    """
+    if not 1 <= count <= len(_SEARCH):
+        raise ConfigError(f"--search {count!r} must be between 1 and {len(_SEARCH)}")
+    configs: list[TrainConfig] = []
+    for change in _SEARCH[:count]:
+        config = dataclasses.replace(
+            base,
+            learning_rate=base.learning_rate * change.get("learning_rate", 1.0),
+            rank=base.rank * change.get("rank", 1),
+            alpha=base.alpha * change.get("alpha", 1),
+            epochs=max(1, base.epochs + change.get("epochs", 0)),
+        )
+        if config not in configs:
+            configs.append(config)
+    return configs
+
+
+def pick_best(scores: Sequence[SplitScore], configs: Sequence[TrainConfig]) -> int:
+    """Index of the candidate with the best validation accuracy (ties: the cheaper run)."""
+    if not scores or len(scores) != len(configs):
+        raise ValueError("one score per candidate is needed")
+
+    def rank(i: int) -> tuple[float, int, int, int]:
+        accuracy = scores[i].accuracy
+        return (-1.0 if math.isnan(accuracy) else accuracy, -configs[i].epochs,
+                -configs[i].rank, -i)  # fmt: skip
+
+    return max(range(len(scores)), key=rank)
+
+
+def _config_text(config: TrainConfig) -> str:
+    return f"r={config.rank} lr={config.learning_rate:g} epochs={config.epochs}"
+
+
+@dataclass
+class _Candidate:
+    name: str
+    config: TrainConfig | None  # None: a registered adapter evaluated as it is (--adapter)
+    score: SplitScore | None = None
+
+
+def _check_new(name: str) -> None:
+    from brickwork.tune import adapters
+
+    if adapters.adapter_path(name).exists():
+        raise ConfigError(
+            f"adapter {name!r} already exists ({adapters.adapter_path(name)}); pick another "
+            "--name, or evaluate it with --adapter"
+        )
+
+
 async def _tune(args: argparse.Namespace, console: Console) -> int:
     from brickwork.serving.local import LocalServing
     from brickwork.serving.models import ensure_embedded_model
     from brickwork.tune import adapters
-    from brickwork.tune.data import build_dataset
+    from brickwork.tune.data import all_for_training, build_dataset, with_training_examples
+    from brickwork.tune.train import TrainConfig
 
     if not 0.0 <= args.margin <= 1.0:
         raise ConfigError(f"--margin {args.margin!r} must be between 0 and 1 (0.05 = 5 points)")
     skill = resolve_skill(args.skill)
     name = adapters.check_adapter_name(args.adapter or args.name or _default_name(skill))
+    base_config = TrainConfig(
+        epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, seed=args.seed,
+        max_steps=args.max_steps, learning_rate=args.learning_rate,
+    )  # fmt: skip
     if args.adapter:
         adapters.get_adapter(name)  # an unknown name fails before anything slow
-    elif adapters.adapter_path(name).exists():
-        raise ConfigError(
-            f"adapter {name!r} already exists ({adapters.adapter_path(name)}); pick another "
-            "--name, or evaluate it with --adapter"
-        )
+        candidates = [_Candidate(name, None)]
+    else:
+        configs = search_configs(base_config, args.search)
+        names = [name] if len(configs) == 1 else [f"{name}-c{i + 1}" for i in range(len(configs))]
+        candidates = [_Candidate(n, c) for n, c in zip(names, configs, strict=True)]
+    refit = args.promote and args.refit and not args.adapter
+    for candidate in candidates if not args.adapter else ():
+        _check_new(candidate.name)
+    if refit:
+        _check_new(f"{name}-all")
     base_dir = ensure_embedded_model(quiet=True)
     if args.adapter:
         from brickwork.tune.train import check_base
@@ -436,36 +533,30 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         from brickwork.store import RunStore
 
         store = RunStore(args.store)
-    files = [Path(f) for f in args.data]
     local = LocalServing(progress=True)
     try:
+        dataset = build_dataset(
+            skill, files=[Path(f) for f in args.data], store=store,
+            from_escalations=args.from_escalations, seed=args.seed,
+        )  # fmt: skip
         if args.synthetic:
             local = await asyncio.to_thread(local.start)
-            files.append(await _synthetic_file(skill, local, args, name, console))
-        dataset = build_dataset(
-            skill, files=files, store=store, from_escalations=args.from_escalations,
-            seed=args.seed,
-        )  # fmt: skip
+            # The teacher sees training-side examples only, and writes training data only.
+            shown = [e.example for e in dataset.train if e.example is not None]
+            written = await _synthetic_examples(skill, local, args, name, console, shown)
+            dataset = with_training_examples(skill, dataset, written, "synthetic")
         counts = ", ".join(f"{k} {v}" for k, v in sorted(dataset.counts.items()))
         console.print(f"data: {counts}", highlight=False)
-        if not args.adapter:
-            from brickwork.tune.train import TrainConfig, train_adapter
-
-            config = TrainConfig(
-                epochs=args.epochs, rank=args.rank, alpha=2 * args.rank, seed=args.seed,
-                max_steps=args.max_steps,
-            )  # fmt: skip
-            out = adapters.adapter_path(name)
-            console.print(f"training {name!r} into {out}")
-            await asyncio.to_thread(
-                train_adapter, skill, dataset, out, name=name, base_model_dir=base_dir,
-                config=config,
-            )  # fmt: skip
-        info = adapters.get_adapter(name)
+        for candidate in candidates:
+            if candidate.config is not None:
+                await _train(skill, dataset, candidate.name, candidate.config, base_dir, console)
         held_out = [e.example for e in dataset.val if e.example is not None]
         if held_out:  # so `brickwork eval SKILL --data` can score exactly the unseen examples
-            split_file = _write_examples(held_out, info.path / VAL_FILE)
-            console.print(f"validation split: {split_file}", highlight=False)
+            for candidate in candidates:
+                path = adapters.get_adapter(candidate.name).path / VAL_FILE
+                _write_examples(held_out, path)
+            console.print(f"validation split: {path}", highlight=False)
+        info = adapters.get_adapter(candidates[0].name)
         if args.adapter and info.manifest.get("data_sha256") != dataset.sha256:
             console.print(
                 f"[yellow]note[/]: {name!r} was trained on other data than this split "
@@ -473,59 +564,136 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
             )
         if local.server is None and local.record is None:
             local = await asyncio.to_thread(local.start)
-        how = await asyncio.to_thread(local.ensure_adapter, name, info.path)
-        console.print(f"serving {name!r} on {local.origin} ({how})", highlight=False)
-        async with local.pool() as pool:
-            val = dataset.val
-            if args.limit is not None:
-                from brickwork.evals.data import _spread
+        val = dataset.val
+        if args.limit is not None:
+            from brickwork.evals.data import _spread
 
-                val = tuple(val[i] for i in _spread(len(val), args.limit))
+            val = tuple(val[i] for i in _spread(len(val), args.limit))
+        for candidate in candidates:
+            path = adapters.get_adapter(candidate.name).path
+            how = await asyncio.to_thread(local.ensure_adapter, candidate.name, path)
+            console.print(f"serving {candidate.name!r} on {local.origin} ({how})", highlight=False)
+        async with local.pool() as pool:
             base = await evaluate_split(skill, val, pool, "slm")
-            tuned = await evaluate_split(skill, val, pool, f"slm:{name}")
+            for candidate in candidates:
+                candidate.score = await evaluate_split(skill, val, pool, f"slm:{candidate.name}")
+        scores = [c.score for c in candidates if c.score is not None]
+        console.print(score_table([base, *scores], f"{skill.name}: validation split"))
+        best = 0
+        if len(candidates) > 1:
+            configs = [c.config or base_config for c in candidates]
+            best = pick_best(scores, configs)
+            for candidate in candidates:
+                settings = _config_text(candidate.config or base_config)
+                console.print(f"  {candidate.name}: {settings}", highlight=False)
+            console.print(
+                f"search: {candidates[best].name} wins; its score was picked as the best of "
+                f"{len(candidates)} on this split, so it flatters it a little", highlight=False,
+            )  # fmt: skip
+        chosen = candidates[best]
+        tuned = scores[best]
+        gate = promotion_gate(base, tuned, args.margin)
+        for candidate in candidates:
+            assert candidate.score is not None
+            adapters.save_metrics(
+                candidate.name,
+                {
+                    **base.metrics("val_base"),
+                    **candidate.score.metrics("val_adapter"),
+                    "val_margin": args.margin,
+                    "val_promotable": float(gate.promote and candidate is chosen),
+                    "val_evaluated_at": time.time(),
+                    "search_candidates": float(len(candidates)),
+                },
+            )
+        if not args.promote:
+            verdict = "would be promoted" if gate.promote else "would not be promoted"
+            console.print(f"{chosen.name} {verdict}: {gate.reason}", highlight=False)
+            return 0
+        if not gate.promote:
+            console.print(f"[red]not promoted[/]: {gate.reason}", highlight=False)
+            return 1
+        served, note = chosen.name, gate.reason
+        if refit:
+            served = f"{name}-all"
+            everything = all_for_training(dataset)
+            console.print(
+                f"refit: training {served!r} on all {len(everything.train)} examples "
+                f"(validation included) with {chosen.name}'s settings; this is the adapter "
+                "that gets served (it has no held-out score: it saw every example)",
+                highlight=False,
+            )
+            await _train(skill, everything, served, chosen.config or base_config, base_dir,
+                         console)  # fmt: skip
+            adapters.save_metrics(
+                served,
+                {**base.metrics("val_base"), **tuned.metrics("val_gate"),
+                 "val_margin": args.margin, "refit_examples": float(len(everything.train))},
+            )  # fmt: skip
+            path = adapters.get_adapter(served).path
+            await asyncio.to_thread(local.ensure_adapter, served, path)
+            note = f"refit of {chosen.name} on every example; gate: {gate.reason}"
     finally:
         await asyncio.to_thread(local.stop)
-    console.print(score_table([base, tuned], f"{skill.name}: validation split"))
-    gate = promotion_gate(base, tuned, args.margin)
-    adapters.save_metrics(
-        name,
-        {
-            **base.metrics("val_base"),
-            **tuned.metrics("val_adapter"),
-            "val_margin": args.margin,
-            "val_promotable": float(gate.promote),
-            "val_evaluated_at": time.time(),
-        },
-    )
-    if not args.promote:
-        verdict = "would be promoted" if gate.promote else "would not be promoted"
-        console.print(f"{verdict}: {gate.reason}", highlight=False)
-        return 0
-    if not gate.promote:
-        console.print(f"[red]not promoted[/]: {gate.reason}", highlight=False)
-        return 1
-    adapters.bind(skill.name, name, note=gate.reason)
+    adapters.bind(skill.name, served, note=note)
     console.print(
-        f"[green]promoted[/]: skill {skill.name!r} now runs on slm:{name} ({gate.reason}); "
+        f"[green]promoted[/]: skill {skill.name!r} now runs on slm:{served} ({note}); "
         f"undo with `brickwork skill rollback {skill.name}`",
         highlight=False,
     )
     return 0
 
 
-async def _synthetic_file(
-    skill: Skill, local: Any, args: argparse.Namespace, name: str, console: Console
-) -> Path:
+async def _train(
+    skill: Skill,
+    dataset: TuneDataset,
+    name: str,
+    config: TrainConfig,
+    base_dir: Path,
+    console: Console,
+) -> None:
+    from brickwork.tune import adapters
+    from brickwork.tune.train import train_adapter
+
+    out = adapters.adapter_path(name)
+    console.print(f"training {name!r} ({_config_text(config)}) into {out}", highlight=False)
+    await asyncio.to_thread(
+        train_adapter, skill, dataset, out, name=name, base_model_dir=base_dir, config=config
+    )
+
+
+async def _synthetic_examples(
+    skill: Skill,
+    local: Any,
+    args: argparse.Namespace,
+    name: str,
+    console: Console,
+    shown: Sequence[Example],
+) -> list[Example]:
     from brickwork._settings import cache_dir
 
     async with local.pool() as pool:
-        examples, rejected, stand_in = await synthesize(skill, pool, args.synthetic, seed=args.seed)
+        teacher = pool.top_tier
+        tier = pool.tier_of(teacher) or teacher
+        console.print(
+            f"synthetic: asking the {tier} tier for {args.synthetic} examples", highlight=False
+        )
+        examples, rejected, stand_in = await synthesize(
+            skill, pool, args.synthetic, model=teacher, seed=args.seed, demos=shown
+        )
     console.print(
         f"synthetic: {len(examples)} examples passed the skill's validators, {rejected} rejected"
     )
-    if stand_in:
+    if stand_in and tier == "slm":
         console.print(f"[yellow]note[/]: {STAND_IN_NOTE}")
-    return _write_examples(examples, cache_dir() / "tune-data" / f"{name}-synthetic.jsonl")
+    elif stand_in:
+        console.print(
+            f"note: no frontier API is configured; the local {tier} tier was the teacher",
+            highlight=False,
+        )
+    file = _write_examples(examples, cache_dir() / "tune-data" / f"{name}-synthetic.jsonl")
+    console.print(f"synthetic examples kept in {file} (training side only)", highlight=False)
+    return examples
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -565,6 +733,26 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the split, LoRA init and order (default 0)"
     )
+    parser.add_argument(
+        "--learning-rate", type=float, default=4e-4, metavar="LR",
+        help="peak AdamW learning rate (default 4e-4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--search",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N settings (1-5: the given ones, then gentler and longer, rank x2, rate "
+        "x2, one epoch less), score each on the validation split, keep the best (N times "
+        "the training time)",
+    )
+    parser.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="with --promote, serve the adapter the gate judged instead of refitting it on "
+        "every example (validation included) after the gate passes",
+    )
     parser.add_argument("--max-steps", type=int, help="stop training after K steps")
     parser.add_argument("--name", help="adapter name (default: SKILL-<UTC time>)")
     parser.add_argument("--adapter", help="evaluate (and promote) this registered adapter")
@@ -590,6 +778,8 @@ def tune_main(args: argparse.Namespace) -> int:
     """Run `brickwork tune` from parsed arguments."""
     from rich.console import Console
 
+    if not args.learning_rate > 0:
+        raise ConfigError(f"--learning-rate {args.learning_rate!r} must be above 0")
     if args.epochs < 1 or args.rank < 1 or args.synthetic < 0:
         raise ConfigError(
             f"--epochs {args.epochs!r} and --rank {args.rank!r} must be 1 or more, "

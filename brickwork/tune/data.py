@@ -48,12 +48,14 @@ from brickwork.store import RunStore
 __all__ = [
     "TrainExample",
     "TuneDataset",
+    "all_for_training",
     "build_dataset",
     "dataset_sha256",
     "escalation_examples",
     "prompt_builder",
     "split",
     "target_text",
+    "with_training_examples",
 ]
 
 #: Builds the agent's zero-shot prompt for a conversation.
@@ -188,6 +190,49 @@ def build_dataset(
         invalid_dropped=len(problems),
     )
     return TuneDataset(tuple(train), tuple(val), dataset_sha256(train, val), counts)
+
+
+def with_training_examples(
+    skill: Skill, dataset: TuneDataset, examples: Sequence[Example], source: str
+) -> TuneDataset:
+    """`dataset` plus `examples` on the training side only.
+
+    For teacher-written data (`--synthetic`): the validation split stays the skill's own
+    labelled examples, so scores stay comparable with and without the extra data. An example
+    equal to one already in the dataset, or opening like a validation conversation, is
+    dropped (a paraphrase of a validation question would flatter the adapter).
+    """
+    build = prompt_builder(skill)
+    keys = {e.key for e in (*dataset.train, *dataset.val)}
+    held_out = {_conversation_key(e) for e in dataset.val}
+    added: list[TrainExample] = []
+    duplicates = invalid = 0
+    for example, _ in _from_examples(skill, build, examples, source):
+        if example is None:
+            invalid += 1
+        elif example.key in keys or _conversation_key(example) in held_out:
+            duplicates += 1
+        else:
+            keys.add(example.key)
+            added.append(example)
+    train = (*dataset.train, *added)
+    counts = dict(dataset.counts)
+    counts[source] = counts.get(source, 0) + len(added)
+    counts["train"] = len(train)
+    counts["duplicates_dropped"] = counts.get("duplicates_dropped", 0) + duplicates
+    counts["invalid_dropped"] = counts.get("invalid_dropped", 0) + invalid
+    return TuneDataset(train, dataset.val, dataset_sha256(train, dataset.val), counts)
+
+
+def all_for_training(dataset: TuneDataset) -> TuneDataset:
+    """Every example of `dataset` on the training side, none held out.
+
+    The refit after the promotion gate: the gate judged the settings on the validation
+    split; the adapter that is served then learns from those examples too.
+    """
+    train = (*dataset.train, *dataset.val)
+    counts = {**dataset.counts, "train": len(train), "val": 0}
+    return TuneDataset(train, (), dataset_sha256(train, ()), counts)
 
 
 def _source_group(source: str) -> str:

@@ -199,3 +199,151 @@ def test_tune_refuses_to_overwrite_an_adapter(capsys: pytest.CaptureFixture[str]
     make_adapter("taken", skill="smart_home")
     assert main(["tune", "smart_home", "--name", "taken"]) == 2
     assert "adapter 'taken' already exists" in capsys.readouterr().err
+
+
+# -- the budgeted search, teacher data on the training side, the refit after the gate -------------
+
+
+def test_search_tries_the_given_settings_first_then_distinct_variations() -> None:
+    from brickwork.tune.commands import search_configs
+    from brickwork.tune.train import TrainConfig
+
+    base = TrainConfig(epochs=3, rank=16, alpha=32, learning_rate=4e-4)
+    assert search_configs(base, 1) == [base]
+    configs = search_configs(base, 5)
+    assert configs[0] == base and len(configs) == len(set(configs)) == 5
+    assert (configs[1].learning_rate, configs[1].epochs) == (2e-4, 4)
+    assert (configs[2].rank, configs[2].alpha) == (32, 64)
+    assert configs[3].learning_rate == 8e-4 and configs[4].epochs == 2
+    one_epoch = TrainConfig(epochs=1)
+    assert [c.epochs for c in search_configs(one_epoch, 5)] == [1, 2, 1, 1]  # duplicate dropped
+    for bad in (0, 6):
+        with pytest.raises(ConfigError, match="--search"):
+            search_configs(base, bad)
+
+
+def test_the_best_validation_score_wins_and_ties_go_to_the_cheaper_run() -> None:
+    from brickwork.tune.commands import pick_best
+    from brickwork.tune.train import TrainConfig
+
+    long, short = TrainConfig(epochs=4), TrainConfig(epochs=2)
+    assert pick_best([SplitScore("a", 5, 10), SplitScore("b", 7, 10)], [short, long]) == 1
+    assert pick_best([SplitScore("a", 7, 10), SplitScore("b", 7, 10)], [long, short]) == 1
+    assert pick_best([SplitScore("a", 0, 0), SplitScore("b", 0, 10)], [short, long]) == 1
+    with pytest.raises(ValueError, match="one score per candidate"):
+        pick_best([], [])
+
+
+def test_teacher_examples_go_to_training_only_and_never_echo_a_validation_question() -> None:
+    from brickwork.tune.data import all_for_training, build_dataset, with_training_examples
+
+    skill = banking_intent_skill()
+    dataset = build_dataset(skill)
+    val_question = str(dataset.val[0].example.input)  # type: ignore[union-attr]
+    label = str(dataset.val[0].example.output)  # type: ignore[union-attr]
+    written = [
+        Example("I think someone copied my card at a cash machine", "card_lost_or_stolen"),
+        Example(val_question, label),  # the teacher repeated a validation question
+        Example("Order me a pizza", "pizza"),  # not a label of the skill
+    ]
+    more = with_training_examples(skill, dataset, written, "synthetic")
+    assert more.val == dataset.val
+    assert len(more.train) == len(dataset.train) + 1
+    assert more.counts["synthetic"] == 1 and more.counts["train"] == len(more.train)
+    assert more.counts["duplicates_dropped"] == dataset.counts["duplicates_dropped"] + 1
+    assert more.counts["invalid_dropped"] == dataset.counts["invalid_dropped"] + 1
+    assert more.sha256 != dataset.sha256
+
+    everything = all_for_training(more)
+    assert everything.val == () and everything.counts["val"] == 0
+    keys = sorted(e.key for e in (*more.train, *more.val))
+    assert sorted(e.key for e in everything.train) == keys
+
+
+class _FakeLocal:
+    """LocalServing's surface `brickwork tune` uses, over a fake model (no vLLM)."""
+
+    model: FunctionModel
+    loaded: list[str]
+
+    def __init__(self, **_: Any) -> None:
+        self.server = self.record = None
+        self.origin = "a fake server"
+
+    def start(self) -> _FakeLocal:
+        self.record = True  # type: ignore[assignment]
+        return self
+
+    def ensure_adapter(self, name: str, path: Path) -> str:
+        assert path.is_dir()
+        type(self).loaded.append(name)
+        return "loaded"
+
+    def pool(self) -> Any:
+        return type(self).model.pool()
+
+    def stop(self) -> None:
+        pass
+
+
+def _fake_tune(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, right_for: set[str]
+) -> list[tuple[str, dict[str, int], Any]]:
+    """Training and serving faked: `right_for` adapters answer every example right."""
+    from brickwork.serving import local, models
+    from brickwork.tune import train
+
+    trained: list[tuple[str, dict[str, int], Any]] = []
+
+    def fake_train(skill: Any, dataset: Any, out: Path, *, name: str, **kw: Any) -> None:
+        trained.append((name, dict(dataset.counts), kw["config"]))
+        make_adapter(name, skill=skill.name)
+
+    skill = banking_intent_skill()
+    gold = {str(e.input): str(e.output) for e in skill.examples}
+    labels = list(skill.contract.labels)  # type: ignore[union-attr]
+
+    def answer(body: dict[str, Any]) -> str:
+        right = gold[body["messages"][-1]["content"]]
+        if body["model"] in right_for:
+            return right
+        return next(label for label in labels if label != right)
+
+    _FakeLocal.model, _FakeLocal.loaded = FunctionModel(answer), []
+    monkeypatch.setattr(train, "train_adapter", fake_train)
+    monkeypatch.setattr(local, "LocalServing", _FakeLocal)
+    monkeypatch.setattr(models, "ensure_embedded_model", lambda **_: tmp_path)
+    return trained
+
+
+def test_search_then_gate_then_refit_on_every_example_and_bind_the_refit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trained = _fake_tune(monkeypatch, tmp_path, right_for={"bi-c2"})
+    argv = ["tune", "banking_intent", "--name", "bi", "--search", "2", "--promote"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert [name for name, _, _ in trained] == ["bi-c1", "bi-c2", "bi-all"]
+    (_, counts, first), (_, _, second), (_, refit_counts, refit_config) = trained
+    assert second.learning_rate == first.learning_rate / 2 and refit_config == second
+    assert refit_counts["val"] == 0 and refit_counts["train"] == counts["train"] + counts["val"]
+    assert "bi-c2 wins" in out and "flatters" in out and "refit" in out
+    assert adapters.binding_for("banking_intent") == "bi-all"
+    assert _FakeLocal.loaded == ["bi-c1", "bi-c2", "bi-all"]
+    winner, loser = adapters.get_adapter("bi-c2"), adapters.get_adapter("bi-c1")
+    assert winner.metrics["val_promotable"] == 1.0 and loser.metrics["val_promotable"] == 0.0
+    assert adapters.get_adapter("bi-all").metrics["val_gate_accuracy"] == 1.0
+
+
+def test_no_refit_serves_the_judged_adapter_and_a_failed_gate_trains_no_refit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    trained = _fake_tune(monkeypatch, tmp_path, right_for={"bi"})
+    assert main(["tune", "banking_intent", "--name", "bi", "--promote", "--no-refit"]) == 0
+    assert [name for name, _, _ in trained] == ["bi"]
+    assert adapters.binding_for("banking_intent") == "bi"
+
+    trained = _fake_tune(monkeypatch, tmp_path, right_for=set())
+    assert main(["tune", "banking_intent", "--name", "worse", "--promote"]) == 1
+    assert [name for name, _, _ in trained] == ["worse"]  # not promoted: nothing refit
+    assert adapters.binding_for("banking_intent") == "bi"

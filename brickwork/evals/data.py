@@ -266,11 +266,14 @@ def load_target(ref: str) -> EvalTarget:
 class _RowAgents:
     """An agent per question, whose examples leave that question out.
 
-    Text-to-SQL rows also get a database built from their own DDL.
+    Text-to-SQL rows also get a database built from their own DDL. `grounded` turns on the
+    tool-call agent's check that every argument value was said by the user (as the example
+    graphs run it); `brickwork eval` of a skill folder uses it, the tune gate does not.
     """
 
-    def __init__(self, skill: Any) -> None:
+    def __init__(self, skill: Any, *, grounded: bool = False) -> None:
         self.skill = skill
+        self.grounded = grounded
         self.folder = Path(tempfile.mkdtemp(prefix="brickwork-eval-"))
         self._agents: dict[str, Any] = {}
         self._databases: dict[str, Any] = {}
@@ -304,7 +307,7 @@ class _RowAgents:
         if kind == "intent":
             agent: Any = IntentAgent(skill)
         elif kind == "toolcall":
-            agent = ToolCallAgent(skill, execute=False)
+            agent = ToolCallAgent(skill, execute=False, grounded=self.grounded)
         elif kind == "extract":
             agent = ExtractAgent(skill)
         else:
@@ -332,7 +335,8 @@ def _skill_target(folder: Path) -> EvalTarget:
 
     skill = load_skill(folder)
     kind = skill.kind
-    agents = _RowAgents(skill)
+    # Tool calls checked as the example graphs check them: every value said by the user.
+    agents = _RowAgents(skill, grounded=True)
     tools = getattr(skill.contract, "registry", None)
 
     def read(state: Mapping[str, Any]) -> Any:

@@ -275,6 +275,26 @@ async def test_toolcall_skill_scores_multi_turn_rows_by_call_equivalence(tmp_pat
     assert by_index == {0: True, 1: False}
 
 
+async def test_toolcall_skill_values_must_be_said_by_the_user_as_in_the_graphs(
+    tmp_path: Path,
+) -> None:
+    right = {"name": "toggle_lights", "parameters": {"room": "office", "state": "off"}}
+    made_up = {"name": "toggle_lights", "parameters": {"room": "kitchen", "state": "off"}}
+    rows = [("Office lights off", json.dumps(right))]
+    folder = _skill(tmp_path / "home", {"task_description": "Act.", "tools": TOOLS}, rows)
+
+    def answer(body: dict[str, Any]) -> str:  # the small model invents the room
+        return json.dumps(made_up if body["model"] == "fake-slm" else right)
+
+    async with FunctionModel(answer).pool() as pool:
+        report = await arun_eval(
+            str(folder), None, compare_modes=["slm", "hybrid"], pool=pool, console=Console()
+        )
+    slm, hybrid = report.modes["slm"].rows[0], report.modes["hybrid"].rows[0]
+    assert slm.status == "failed" and not slm.correct  # ungrounded: refused, not scored wrong-ok
+    assert hybrid.correct and hybrid.status == "ok"  # escalated, and the top tier said office
+
+
 async def test_sql_skill_scores_by_execution_on_a_database_built_from_each_rows_ddl(
     tmp_path: Path,
 ) -> None:

@@ -5,6 +5,7 @@ brickwork run [GRAPH] [TEXT ...] [--url URL]       the main job (see README)
 brickwork confirm RUN_ID yes|no [--store URL]       answer a run waiting for a confirmation
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
+brickwork route train NODE|GRAPH | show [GRAPH]     per-node routers from the run store
 brickwork store prune --days N [--store URL]        delete runs older than N days
 brickwork version
 """
@@ -162,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_skill_arguments(sub.add_parser("skill", help="skills, their adapters and bindings"))
 
+    from brickwork.routing import add_route_arguments
+
+    add_route_arguments(
+        sub.add_parser("route", help="per-node routers: train from the run store, show")
+    )
+
     store = sub.add_parser("store", help="maintain the run store")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     prune = store_sub.add_parser("prune", help="delete runs (and their events) older than N days")
@@ -218,8 +225,10 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if args.large:
             if args.model is not None or args.lora or args.merged or args.enable_lora:
-                raise ConfigError("--large serves the bundled large model alone: drop "
-                                  "--model, --lora, --merged and --enable-lora")
+                raise ConfigError(
+                    "--large serves the bundled large model alone: drop "
+                    "--model, --lora, --merged and --enable-lora"
+                )
             spec = large_spec()
             if args.served_name:
                 spec = dataclasses.replace(spec, served_name=args.served_name)
@@ -612,6 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from brickwork.tune import skill_main
 
             return skill_main(args)
+        if args.command == "route":
+            from brickwork.routing import route_main
+
+            return route_main(args)
         if args.command == "store":
             return _store(args)
         print(__version__)

@@ -16,6 +16,7 @@ __all__ = [
     "ModelCallEvent",
     "NodeFinished",
     "NodeStarted",
+    "RouteDecision",
     "RunFinished",
     "RunStarted",
     "RunStatus",
@@ -95,6 +96,31 @@ class Escalation(_Base):
 
 
 @dataclass(frozen=True)
+class RouteDecision(_Base):
+    """Where a node started, as a per-node router decided before any model call.
+
+    Recorded only for graphs configured to route (`brickwork.routing`). `tier` is the tier the
+    node ran on first: above the bottom one only when `reason` is "routed"; otherwise the
+    cascade ran as usual (with the reason: cheapest, unsure, no_router, stale, no_embedding).
+    `probabilities` are P(the tier's answer stands) per tier the router knows, cheapest first;
+    `margin` is the knob the decision used; `latency_s` is the decision's own time (features
+    to tier, without computing an embedding); `features` the cheap signals it saw.
+    """
+
+    node: str
+    tier: str
+    reason: str
+    probabilities: tuple[tuple[str, float], ...]
+    margin: float
+    detail: str = ""
+    revision: int | None = None
+    latency_s: float = 0.0
+    features: dict[str, Any] = field(default_factory=dict)
+    kind: Literal["route_decision"] = "route_decision"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class NodeFinished(_Base):
     """A node finished: its output (JSON-able) or the reason it failed, and its trace."""
 
@@ -125,4 +151,12 @@ class RunFinished(_Base):
     at: float = field(default_factory=_now)
 
 
-Event = RunStarted | NodeStarted | ModelCallEvent | Escalation | NodeFinished | RunFinished
+Event = (
+    RunStarted
+    | NodeStarted
+    | ModelCallEvent
+    | Escalation
+    | RouteDecision
+    | NodeFinished
+    | RunFinished
+)

@@ -18,6 +18,10 @@ goes to the `confirm` node, which stops the run with a LangGraph `interrupt` (th
 is "needs_confirmation", its answer the question). Resuming the run with the user's answer
 (`App.aresume(run_id, confirm=True)`, or `Command(resume="yes")`) runs the call, or records
 that the user declined; either way the run then goes on from where it stopped.
+
+Routing (hybrid mode, only when the run's resources hold a `brickwork.routing.Routing`): before
+a specialist's first call, a trained router may start it above the small tier (a
+`RouteDecision` event records why); a failure there climbs the tiers above that one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypedDict, cast
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypedDict, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -41,6 +45,9 @@ from brickwork.events import Escalation, NodeFinished, NodeStarted
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.skills.skill import Skill
+
+if TYPE_CHECKING:
+    from brickwork.routing import Routing
 
 __all__ = [
     "CONFIRM",
@@ -57,6 +64,8 @@ __all__ = [
     "plan_runner",
     "problems",
     "run_step",
+    "skill_of",
+    "specialists_of",
     "to_jsonable",
     "write_tool_call",
 ]
@@ -264,10 +273,27 @@ def _specialist_node(
             )
             return await _route_decision(spec, decision, None, started, ctx)
         model = await bound_model(spec.agent, ctx.pool)
+        tier = "slm"
+        routing: Routing | None = ctx.resources.get("routing") if ctx.mode == "hybrid" else None
+        if routing is not None and routing.applies_to(spec.name):
+            # Route before generating: a trained router may start the node above the small
+            # tier; the cascade above that tier stays behind it.
+            route = await routing.decide(
+                run_id=ctx.run_id,
+                graph=ctx.graph,
+                node=spec.name,
+                skill=await skill_of(spec.agent),
+                input=spec.read(state),
+                state=state,
+                ladder=ctx.pool.tiers or ("slm",),
+            )
+            ctx.emit(route)
+            if route.reason == "routed":
+                tier = model = route.tier
         result = await spec.agent.run(spec.read(state), pool=ctx.pool, model=model)
         ctx.account(spec.name, result.completions, escalated=False)
         if _needs_confirmation(result):
-            return _ask(spec.name, spec.name, result, started, ctx, "slm", then="node")
+            return _ask(spec.name, spec.name, result, started, ctx, tier, then="node")
         signals = tuple((s.kind, s.detail) for s in result.signals)
         decision = decide(
             EscalationInput(
@@ -285,15 +311,32 @@ def _specialist_node(
             ),
             ctx.policy,
         )
+        if decision.action == "escalate" and not escalation_tiers(ctx.pool, above=tier):
+            # Routed straight to the top tier: there is nothing left to climb to.
+            detail = f"{decision.detail}; started on the top tier ({tier}), nothing above it"
+            decision = Decision("fail", decision.reason, detail)
         ctx.emit(
             Escalation(
                 ctx.run_id, spec.name, decision.action, decision.reason, decision.detail, signals
             )
         )
-        return await _route_decision(spec, decision, result, started, ctx)
+        return await _route_decision(spec, decision, result, started, ctx, tier)
 
     node.__name__ = spec.name
+    vars(node)["specialist"] = spec  # found again by `specialists_of`
     return node
+
+
+def specialists_of(graph: Any) -> dict[str, Specialist]:
+    """The specialist nodes of a graph compiled by `build_graph`, by name (for tooling)."""
+    found: dict[str, Specialist] = {}
+    for name, node in getattr(getattr(graph, "builder", None), "nodes", {}).items():
+        runnable = getattr(node, "runnable", None)
+        function = getattr(runnable, "afunc", None) or getattr(runnable, "func", None)
+        spec = getattr(function, "specialist", None)
+        if isinstance(spec, Specialist):
+            found[name] = spec
+    return found
 
 
 async def _route_decision(
@@ -302,6 +345,7 @@ async def _route_decision(
     result: Any,
     started: float,
     ctx: RunContext,
+    tier: str = "slm",
 ) -> Command[Any]:
     latency = time.perf_counter() - started
     method = getattr(result, "method", "slm")
@@ -318,24 +362,24 @@ async def _route_decision(
                 latency,
                 None,
                 method,
-                "slm",
+                tier,
                 attempts,
                 f"escalated: {decision.reason}",
             )
         )
         escalation = {"node": spec.name, "reason": decision.reason, "detail": decision.detail}
+        if tier != "slm":  # routed: the climb starts above the tier the node ran on
+            escalation["tier"] = tier
         return Command(goto=SUPERVISOR, update={"escalation": escalation})
     if decision.action == "accept" and result is not None and result.value is not None:
         output = spec.write(result)
-        ctx.emit(
-            NodeFinished(ctx.run_id, spec.name, True, latency, output, method, "slm", attempts)
-        )
+        ctx.emit(NodeFinished(ctx.run_id, spec.name, True, latency, output, method, tier, attempts))
         if decision.reason is not None:
             ctx.flags.append(f"{spec.name}:{decision.reason}")
         return Command(goto=spec.successor(output), update={"outputs": {spec.name: output}})
     error = f"{spec.name} failed: {decision.reason} ({decision.detail})"
     ctx.emit(
-        NodeFinished(ctx.run_id, spec.name, False, latency, None, method, "slm", attempts, error)
+        NodeFinished(ctx.run_id, spec.name, False, latency, None, method, tier, attempts, error)
     )
     status = "over_budget" if decision.reason == "budget_exhausted" else "failed"
     ctx.flags.append(f"{spec.name}:{decision.reason}")
@@ -373,7 +417,9 @@ def _supervisor_node(
             update: dict[str, Any] = {"plan": steps, "escalation": None, "escalations": [record]}
             return Command(goto=after_plan or END, update=update)
         spec = specialists[name]
-        result, tier = await climb(spec.agent, spec.read(state), ctx, SUPERVISOR, name)
+        result, tier = await climb(
+            spec.agent, spec.read(state), ctx, SUPERVISOR, name, start=escalation.get("tier")
+        )
         ctx.commit_escalation(name)
         latency = time.perf_counter() - started
         attempts = _attempts(result)
@@ -473,22 +519,34 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     return result, escalated
 
 
-def escalation_tiers(pool: ModelPool) -> tuple[str, ...]:
-    """The tiers an escalation climbs, cheapest first: every rung above the small one."""
-    above = pool.tiers[1:]
-    return above or ("frontier",)
+def escalation_tiers(pool: ModelPool, *, above: str | None = None) -> tuple[str, ...]:
+    """The tiers an escalation climbs, cheapest first: every rung above the small one.
+
+    With `above` (a tier a router started the node on), every rung above that one.
+    """
+    if above is not None and above != "slm" and above in pool.tiers:
+        return pool.tiers[pool.tiers.index(above) + 1 :]
+    rungs = pool.tiers[1:]
+    return rungs or ("frontier",)
 
 
 async def climb(
-    agent: _Agent, input: Any, ctx: RunContext, node: str, owner: str
+    agent: _Agent,
+    input: Any,
+    ctx: RunContext,
+    node: str,
+    owner: str,
+    *,
+    start: str | None = None,
 ) -> tuple[Any, str]:
     """Re-run an escalated node's agent one tier at a time until a tier answers cleanly.
 
     Each tier's calls are accounted under `node` for `owner`; a tier that fails (no value,
     or a tool error) is superseded by the next, and the top tier's answer stands whatever it
-    is. Returns (the last result, the tier that produced it).
+    is. `start`: the tier the node already ran on (a routed node), the climb begins above it.
+    Returns (the last result, the tier that produced it).
     """
-    tiers = escalation_tiers(ctx.pool)
+    tiers = escalation_tiers(ctx.pool, above=start)
     result: Any = None
     for index, tier in enumerate(tiers):
         top = index == len(tiers) - 1
@@ -631,6 +689,12 @@ def _is_yes(answer: Any) -> bool:
 
 async def _inner(agent: _Agent) -> Any:
     return await agent.agent() if isinstance(agent, LazyAgent) else agent
+
+
+async def skill_of(agent: _Agent) -> Skill | None:
+    """The skill an agent runs (building a `LazyAgent` first), or None."""
+    skill = getattr(await _inner(agent), "skill", None)
+    return skill if isinstance(skill, Skill) else None
 
 
 def _step_record(

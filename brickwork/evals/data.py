@@ -27,10 +27,13 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brickwork.errors import ConfigError
 from brickwork.graphs import GraphModule, load_graph
+
+if TYPE_CHECKING:
+    from brickwork.skills.skill import Example
 
 __all__ = ["EXPECTATIONS", "EvalRow", "EvalTarget", "Expectation", "load_rows", "load_target"]
 
@@ -243,15 +246,18 @@ EXPECTATIONS: dict[str, Callable[[dict[str, Any]], Callable[[EvalRow], Expectati
 # -- targets ------------------------------------------------------------------------------------
 
 
-def load_target(ref: str) -> EvalTarget:
+def load_target(ref: str, *, knn: bool = False) -> EvalTarget:
     """A graph by reference, or a skill folder (or its `job_description.json`) as one node.
+
+    `knn` lets an intent skill folder's examples vote first (the MiniLM kNN the example graphs'
+    intent nodes use; the row itself left out), the small model deciding only when unsure.
 
     Raises:
         ConfigError: Unknown target, or a graph that has no expectation mapping.
     """
     path = Path(ref)
     if path.is_dir() or path.name == "job_description.json":
-        return _skill_target(path if path.is_dir() else path.parent)
+        return _skill_target(path if path.is_dir() else path.parent, knn=knn)
     graph = load_graph(ref)
     make = EXPECTATIONS.get(graph.name) or getattr(graph.module, "EVAL_EXPECT", None)
     if make is None:
@@ -271,9 +277,11 @@ class _RowAgents:
     graphs run it); `brickwork eval` of a skill folder uses it, the tune gate does not.
     """
 
-    def __init__(self, skill: Any, *, grounded: bool = False) -> None:
+    def __init__(self, skill: Any, *, grounded: bool = False, knn: bool = False) -> None:
         self.skill = skill
         self.grounded = grounded
+        self.knn = knn
+        self._vectors: dict[str, Any] = {}  # text -> embedding, shared by the rows' kNNs
         self.folder = Path(tempfile.mkdtemp(prefix="brickwork-eval-"))
         self._agents: dict[str, Any] = {}
         self._databases: dict[str, Any] = {}
@@ -305,7 +313,7 @@ class _RowAgents:
         skill = replace(self.skill, examples=kept)
         kind = skill.kind
         if kind == "intent":
-            agent: Any = IntentAgent(skill)
+            agent: Any = IntentAgent(skill, knn=self._knn(kept) if self.knn else None)
         elif kind == "toolcall":
             agent = ToolCallAgent(skill, execute=False, grounded=self.grounded)
         elif kind == "extract":
@@ -314,6 +322,23 @@ class _RowAgents:
             agent = SQLAgent(skill, database=self.database(key))
         self._agents[key] = agent
         return agent
+
+    def _knn(self, examples: Sequence[Example]) -> Any:
+        """A kNN over `examples`, each text embedded once for all rows."""
+        from brickwork.agents.embeddings import EmbeddingKNN, minilm_encoder
+
+        encoder = minilm_encoder()
+
+        def cached(texts: list[str]) -> Any:
+            import numpy as np
+
+            with self._lock:
+                new = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+                if new:
+                    self._vectors.update(zip(new, encoder(new), strict=True))
+                return np.stack([self._vectors[t] for t in texts])
+
+        return EmbeddingKNN.from_examples(examples, encoder=cached)
 
     async def run(self, input: Any, *, pool: Any, model: str | None = None) -> Any:
         key = input if isinstance(input, str) else _example_key(list(input))
@@ -329,14 +354,14 @@ def _example_key(input: str | Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(normalise_messages(list(input)), sort_keys=True)
 
 
-def _skill_target(folder: Path) -> EvalTarget:
+def _skill_target(folder: Path, *, knn: bool = False) -> EvalTarget:
     from brickwork.graphs.builder import END, Specialist, build_graph
     from brickwork.skills.loaders import load_skill
 
     skill = load_skill(folder)
     kind = skill.kind
     # Tool calls checked as the example graphs check them: every value said by the user.
-    agents = _RowAgents(skill, grounded=True)
+    agents = _RowAgents(skill, grounded=True, knn=knn)
     tools = getattr(skill.contract, "registry", None)
 
     def read(state: Mapping[str, Any]) -> Any:

@@ -97,6 +97,7 @@ async def arun_eval(
     timeout_s: float = 120.0,
     store: RunStore | None = None,
     console: Console | None = None,
+    knn: bool = False,
 ) -> EvalReport:
     """Run every row of `data_path` through `target` in one mode, or in each of `compare_modes`.
 
@@ -112,6 +113,8 @@ async def arun_eval(
         timeout_s: Each run is stopped after this long (and counted as failed).
         store: Save every run here (tenant "eval"), for the TUI.
         console: Where the progress bar goes (None: a rich console on stderr).
+        knn: An intent skill folder's examples vote first (MiniLM kNN, the row left out), as
+            in the example graphs' intent nodes.
 
     Raises:
         ConfigError: Unknown target or mode, no data, or concurrency below 1.
@@ -123,7 +126,7 @@ async def arun_eval(
             f"modes must be among {MODES} and concurrency >= 1; got {bad or modes!r}, "
             f"concurrency={concurrency!r}"
         )
-    evaluated = load_target(target)
+    evaluated = load_target(target, knn=knn)
     data = data_path if data_path is not None else evaluated.default_data
     if data is None:
         raise ConfigError(f"give the rows to evaluate {target!r} on: --data FILE.jsonl|.csv")
@@ -328,6 +331,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--store", help="run store: SQLite file or postgresql:// URL (default: in the cache)"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    parser.add_argument(
+        "--knn",
+        action="store_true",
+        help="intent skill folders: the examples vote first (MiniLM kNN, the row left out) "
+        "and the small model decides only when unsure, as the example graphs' intent nodes do",
+    )
 
 
 def eval_main(args: argparse.Namespace) -> int:
@@ -359,7 +368,7 @@ async def _eval_main(args: argparse.Namespace) -> int:
         report = await arun_eval(
             args.target, args.data, mode=args.mode, concurrency=args.concurrency,
             limit=args.limit, pool=pool, compare_modes=modes,
-            timeout_s=args.timeout, store=RunStore(args.store),
+            timeout_s=args.timeout, store=RunStore(args.store), knn=args.knn,
         )  # fmt: skip
     finally:
         if pool is not None:

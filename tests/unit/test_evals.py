@@ -241,6 +241,45 @@ async def test_intent_low_confidence_escalation_of_a_right_label_is_unnecessary(
     assert mode.escalation_outcomes["unnecessary"] == 1
 
 
+async def test_intent_knn_votes_first_and_never_sees_the_row_it_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from brickwork.agents import embeddings
+
+    vocabulary = ["card", "lost", "stolen", "balance", "money", "much", "odd"]
+    encoded: list[str] = []
+
+    def encoder(texts: list[str]) -> Any:  # bag of words: same-class rows share words
+        encoded.extend(texts)
+        return np.array([[float(w in t.split()) + 1e-3 for w in vocabulary] for t in texts])
+
+    monkeypatch.setattr(embeddings, "minilm_encoder", lambda: encoder)
+    job = {"task_description": "Pick.", "classes_description": {"card": "C.", "balance": "B."}}
+    rows = [
+        ("card lost", "card"), ("lost card stolen", "card"), ("stolen card", "card"),
+        ("balance money", "balance"), ("how much money balance", "balance"),
+        ("balance much", "balance"), ("odd", "card"),
+    ]  # fmt: skip
+    folder = _skill(tmp_path / "bank", job, rows)
+
+    def answer(body: dict[str, Any]) -> ModelStep:  # the small model always says balance
+        return ModelStep(text="balance", logprobs=[("t", 0.0)])
+
+    model = FunctionModel(answer)
+    async with model.pool() as pool:
+        report = await arun_eval(
+            str(folder), None, mode="slm", pool=pool, console=Console(), knn=True
+        )
+    right = {r.index: r.correct for r in report.modes["slm"].rows}
+    # The six clear rows are decided by their neighbours; "odd" (a card row left out of its
+    # own vote, no neighbour shares a word) goes to the small model, which is wrong.
+    assert right == {0: True, 1: True, 2: True, 3: True, 4: True, 5: True, 6: False}
+    assert [r["messages"][-1]["content"] for r in model.requests] == ["odd"]
+    assert len(set(encoded)) == len(encoded)  # each text embedded once for all rows
+
+
 async def test_toolcall_skill_scores_multi_turn_rows_by_call_equivalence(tmp_path: Path) -> None:
     history = [
         {"role": "user", "content": "Kitchen lights on"},

@@ -8,13 +8,16 @@
 
 Steps: resolve the skill (an example skill's name, a skill folder, or `module:function`), build
 the dataset (`brickwork.tune.data`; optionally with `--synthetic N` examples written by the
-frontier model and checked by the skill's own validators), train (`brickwork.tune.train`)
-into the adapter registry (`brickwork.tune.adapters`), make the local vLLM serve the adapter (loaded
-at runtime, or a restart), then run the skill's agent on the validation split with the base
-model and with the adapter, scored as `brickwork eval` scores a skill (`brickwork.evals.data`
-checks, Wilson intervals). The scores go into the adapter's manifest. `--promote` binds the
-skill to the adapter only when its accuracy is at least the base's plus `--margin` (default
-5 points); the previous binding stays in the history for `brickwork skill rollback`.
+pool's top tier, checked by the skill's own validators, on the training side only), train
+(`brickwork.tune.train`; `--search N` trains N settings) into the adapter registry
+(`brickwork.tune.adapters`), make the local vLLM serve the adapters (loaded at runtime, or a
+restart), then run the skill's agent on the validation split with the base model and with each
+adapter, scored as `brickwork eval` scores a skill (`brickwork.evals.data` checks, Wilson
+intervals). The scores go into the adapters' manifests; the best on the validation split is
+the candidate. `--promote` binds the skill only when the candidate's accuracy is at least the
+base's plus `--margin` (default 5 points), to a refit of the candidate on every example
+(`--no-refit`: the candidate itself); the previous binding stays in the history for
+`brickwork skill rollback`.
 """
 
 from __future__ import annotations

@@ -432,3 +432,24 @@ def test_route_train_and_show(
     shown = capsys.readouterr().out
     assert "number" in shown and "slm 30" in " ".join(shown.split())
     assert load_router(GRAPH, "number").revision == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_the_fast_prediction_is_scikit_learns_own(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from brickwork.routing import learner
+
+    monkeypatch.setattr(learner, "ISOTONIC_MIN", 10 if method == "isotonic" else 10_000)
+    samples = synthetic(40) + [
+        Sample("x", "number", "slm", i % 3 == 0, Features(f"give me {'a ' * i}number"))
+        for i in range(30)
+    ]
+    router = train_router(samples, graph=GRAPH, node="number", skill=None, binding="-")
+    assert router.tiers["slm"].method == method
+    for text in ("give 1", HARD[0], "give me a a a a number", "x" * 300):
+        row = np.asarray([router.spec.row(Features(text))])
+        expected = router.models["slm"].predict_proba(row)[0, 1]
+        assert router.predict(Features(text))["slm"] == pytest.approx(expected, abs=1e-9)

@@ -118,3 +118,11 @@ def test_the_cost_line_never_shows_a_negative_saving() -> None:
 async def test_the_counterfactual_is_called_top_tier_when_the_top_is_local() -> None:
     async with FunctionModel(lambda body: "{}").pool() as local:
         assert counterfactual_label(local) == TOP_TIER_ONLY
+
+
+def test_serve_large_refuses_options_of_the_small_model(capsys: pytest.CaptureFixture[str]) -> None:
+    from brickwork.cli import main
+
+    for extra in (["--merged", "x"], ["--lora", "a=/tmp"], ["--model", "/tmp"], ["--enable-lora"]):
+        assert main(["serve", "--large", "--port", "18999", *extra]) == 2
+        assert "--large serves the bundled large model alone" in capsys.readouterr().err

@@ -41,6 +41,8 @@ from brickwork.telemetry import RunTracer, resolve_tracer
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
+    from brickwork.caching import ResponseCache
+
 __all__ = ["MAX_TEXT_CHARS", "App", "FlywheelExport", "Instance", "RunResult", "Serve"]
 
 T = TypeVar("T")
@@ -90,6 +92,7 @@ class App:
         keep_checkpoints: bool = False,
         telemetry: bool | TracerProvider | None = None,
         admission: AdmissionLimits | Literal[False] | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         """Wrap a graph; nothing starts until the first run.
 
@@ -120,9 +123,14 @@ class App:
             admission: Runs in flight, queue length and wait limit (`brickwork.admission`);
                 past them a run raises `AdmissionRefused` at once. None: sized from the
                 pool's capacity on the first run; False: no limit.
+            cache: A response cache in front of every node's model call
+                (`brickwork.caching.ResponseCache`, e.g. `ResponseCache.memory()`); None (the
+                default): no caching, unless the graph's `resources()` sets one. The App does
+                not close it.
         """
         self.graph = graph
         self.graph_options = dict(graph_options or {})
+        self.cache = cache
         if pool is not None and url is not None:
             raise ConfigError("give pool= or url=, not both")
         self._pool = pool
@@ -173,6 +181,13 @@ class App:
     def start(self, progress: Callable[[str], None] | None = None) -> None:
         """Synchronous `astart`."""
         self._sync(self.astart(progress))
+
+    def _resources(self) -> dict[str, Any]:
+        """One run's resources: the graph's, with the App's response cache when it has one."""
+        resources = self.graph.resources()
+        if self.cache is not None:
+            resources["cache"] = self.cache
+        return resources
 
     async def _ensure_started(self, progress: Callable[[str], None] | None = None) -> None:
         async with self._start_lock:
@@ -346,7 +361,7 @@ class App:
             run_budget=Budget(budget_usd, name="run budget")
             if budget_usd is not None
             else self.budgets.run_budget(),
-            resources=self.graph.resources(),
+            resources=self._resources(),
         )
         started_at = time.time()
         started = time.perf_counter()

@@ -169,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser("route", help="per-node routers: train from the run store, show")
     )
 
+    from brickwork.caching.commands import add_cache_arguments
+
+    add_cache_arguments(
+        sub.add_parser("cache", help="the response cache: per-node statistics, clear")
+    )
+
     store = sub.add_parser("store", help="maintain the run store")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     prune = store_sub.add_parser("prune", help="delete runs (and their events) older than N days")
@@ -625,6 +631,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from brickwork.routing import route_main
 
             return route_main(args)
+        if args.command == "cache":
+            from brickwork.caching.commands import cache_main
+
+            return cache_main(args)
         if args.command == "store":
             return _store(args)
         print(__version__)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "CacheLookup",
     "Escalation",
     "Event",
     "ModelCallEvent",
@@ -78,6 +79,7 @@ class ModelCallEvent(_Base):
     frontier_cost_usd: float
     stand_in: bool
     escalated: bool
+    cached: bool = False  # answered from the response cache: no model ran, $0 in the ledger
     kind: Literal["model_call"] = "model_call"
     at: float = field(default_factory=_now)
 
@@ -121,6 +123,29 @@ class RouteDecision(_Base):
 
 
 @dataclass(frozen=True)
+class CacheLookup(_Base):
+    """One response-cache lookup before a model call (only when a cache is configured).
+
+    `key` is the first 12 hex digits of the request's key (`brickwork.caching.request_key`);
+    on a hit, `saved_usd` is what the cached call cost when it ran and `saved_latency_s` its
+    latency then (an estimate of what the hit saved); `lookup_s` is the lookup's own time.
+    `error` says why the cache could not answer (the call then went to the model).
+    """
+
+    node: str
+    hit: bool
+    key: str
+    model: str
+    backend: str
+    lookup_s: float
+    saved_usd: float = 0.0
+    saved_latency_s: float = 0.0
+    error: str | None = None
+    kind: Literal["cache_lookup"] = "cache_lookup"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
 class NodeFinished(_Base):
     """A node finished: its output (JSON-able) or the reason it failed, and its trace."""
 
@@ -157,6 +182,7 @@ Event = (
     | ModelCallEvent
     | Escalation
     | RouteDecision
+    | CacheLookup
     | NodeFinished
     | RunFinished
 )

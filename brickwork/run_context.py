@@ -1,13 +1,15 @@
 """The per-run context every graph node receives (LangGraph `Runtime.context`).
 
 It carries the pool, the ledger and budgets, the escalation policy and mode, and the event sink;
-nodes use it to account for model calls and to reserve budget before an escalation.
+nodes use it to account for model calls and to reserve budget before an escalation. A model
+call answered from the response cache (`brickwork.caching`) is accounted at $0, flagged
+`cached` on its `ModelCallEvent`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from brickwork.cost import Budget, BudgetBook, BudgetExceeded, Ledger, LedgerRow, Reservation
@@ -15,7 +17,7 @@ from brickwork.cost.prices import estimate_cost
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, ModelCallEvent
 from brickwork.serving.pool import ModelPool
-from brickwork.serving.types import Completion
+from brickwork.serving.types import Completion, Usage
 
 __all__ = ["ESCALATION_PROMPT_TOKENS", "RunContext"]
 
@@ -66,6 +68,11 @@ class RunContext:
         total = 0.0
         self._last_rows = []
         for completion in completions:
+            # A response-cache hit ran no model: it is priced at $0 (no tokens, no busy time)
+            # and flagged `cached` on its event; the tokens it saved are on its CacheLookup.
+            cached = completion.extra.get("cache") == "hit"
+            if cached:
+                completion = replace(completion, usage=Usage(), latency_s=0.0)
             row = self.ledger.record(
                 self.run_id,
                 for_node or node,
@@ -97,6 +104,7 @@ class RunContext:
                     row.frontier_cost_usd,
                     row.stand_in,
                     escalated,
+                    cached,
                 )
             )
             if escalated:

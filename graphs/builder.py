@@ -22,6 +22,10 @@ that the user declined; either way the run then goes on from where it stopped.
 Routing (hybrid mode, only when the run's resources hold a `brickwork.routing.Routing`): before
 a specialist's first call, a trained router may start it above the small tier (a
 `RouteDecision` event records why); a failure there climbs the tiers above that one.
+
+Caching (only when the run's resources hold a `brickwork.caching.ResponseCache`): each agent
+gets a view of the pool scoped to its node, skill and tenant that answers exact repeats from
+the cache (`CacheLookup` events); the agent still validates, and tool calls still run.
 """
 
 from __future__ import annotations
@@ -290,7 +294,8 @@ def _specialist_node(
             ctx.emit(route)
             if route.reason == "routed":
                 tier = model = route.tier
-        result = await spec.agent.run(spec.read(state), pool=ctx.pool, model=model)
+        pool = await _node_pool(ctx, spec.name, spec.agent)
+        result = await spec.agent.run(spec.read(state), pool=pool, model=model)
         ctx.account(spec.name, result.completions, escalated=False)
         if _needs_confirmation(result):
             return _ask(spec.name, spec.name, result, started, ctx, tier, then="node")
@@ -477,7 +482,7 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     result = None
     if ctx.mode != "frontier":
         model = await bound_model(agent, ctx.pool)
-        result = await agent.run(input, pool=ctx.pool, model=model)
+        result = await agent.run(input, pool=await _node_pool(ctx, name, agent), model=model)
         ctx.account(name, result.completions, escalated=False)
     signals = tuple((s.kind, s.detail) for s in (result.signals if result else ()))
     decision = decide(
@@ -547,10 +552,11 @@ async def climb(
     Returns (the last result, the tier that produced it).
     """
     tiers = escalation_tiers(ctx.pool, above=start)
+    pool = await _node_pool(ctx, owner, agent)
     result: Any = None
     for index, tier in enumerate(tiers):
         top = index == len(tiers) - 1
-        result = await agent.run(input, pool=ctx.pool, model=tier)
+        result = await agent.run(input, pool=pool, model=tier)
         ctx.account(node, result.completions, escalated=True, for_node=owner, superseded=False)
         if top or (result.value is not None and not problems(result)):
             return result, tier
@@ -689,6 +695,18 @@ def _is_yes(answer: Any) -> bool:
 
 async def _inner(agent: _Agent) -> Any:
     return await agent.agent() if isinstance(agent, LazyAgent) else agent
+
+
+async def _node_pool(ctx: RunContext, node: str, agent: _Agent) -> ModelPool:
+    """The pool `node`'s agent calls: the run's own, or a cached view of it.
+
+    The view (`brickwork.caching.node_pool`) only when the run's resources hold a cache.
+    """
+    if ctx.resources.get("cache") is None:
+        return ctx.pool
+    from brickwork.caching import node_pool
+
+    return node_pool(ctx, node, await skill_of(agent))
 
 
 async def skill_of(agent: _Agent) -> Skill | None:

@@ -1,0 +1,161 @@
+"""`CachedPool`: the model pool a node's agent sees when a response cache is configured.
+
+Every agent's model call goes through `ModelPool.complete` (`choose` and `complete_json` call
+it), so one override covers intent, extract, tool-call, SQL and planner agents without touching
+them. The graph builder hands agents `node_pool(ctx, node, skill)`: the run's own pool when no
+cache is configured (today's behaviour, not even an event), else a `CachedPool` scoped to that
+node, skill, binding and tenant. A hit returns the cached completion flagged
+`extra["cache"] == "hit"` (the run context records it at $0) and makes no model call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from brickwork.caching.backends import CacheUnavailable
+from brickwork.caching.cache import RESOURCE, ResponseCache
+from brickwork.caching.key import Scope, deterministic, request_key, request_of, skill_version
+from brickwork.events import CacheLookup, Event
+from brickwork.serving.pool import ModelPool
+from brickwork.serving.types import ChatRequest, Completion, Message
+
+if TYPE_CHECKING:
+    from brickwork.cost.prices import PriceBook
+    from brickwork.run_context import RunContext
+    from brickwork.skills.skill import Skill
+
+__all__ = ["CachedPool", "is_cached", "node_pool"]
+
+
+def is_cached(completion: Completion) -> bool:
+    """True when `completion` was answered from the response cache."""
+    return completion.extra.get("cache") == "hit"
+
+
+class CachedPool(ModelPool):
+    """A view of a `ModelPool` whose `complete` looks in a `ResponseCache` first.
+
+    Everything else (tiers, resolve, health, replicas) is the wrapped pool's: the view shares
+    its state and does not own it (closing the view closes nothing).
+    """
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        cache: ResponseCache,
+        scope: Scope,
+        *,
+        run_id: str = "",
+        emit: Callable[[Event], None] | None = None,
+        prices: PriceBook | None = None,
+    ) -> None:
+        # Deliberately not ModelPool.__init__: this is a view, attributes come from `pool`.
+        self._inner = pool
+        self._cache = cache
+        self.scope = scope
+        self._run_id = run_id
+        self._emit = emit
+        self._prices = prices
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def complete(
+        self, model: str, messages: Sequence[Message] | ChatRequest, **options: Any
+    ) -> Completion:
+        """The cached completion for this exact request, else the wrapped pool's (then cached).
+
+        Sampled requests (temperature above 0) are never looked up nor stored.
+        """
+        request = request_of(messages, options)
+        if not deterministic(request):
+            return await self._inner.complete(model, request)
+        started = time.perf_counter()
+        replicas, adapter = self._inner.resolve(model)  # unknown names raise, as uncached
+        served = [adapter] if adapter else sorted({r.config.model for r in replicas})
+        key = request_key(self.scope, model, served, request)
+        node = f"{self.scope.graph}/{self.scope.node}"
+        error: str | None = None
+        try:
+            cached = await self._cache.get(key)
+        except CacheUnavailable as exc:
+            cached, error = None, str(exc)
+        except Exception as exc:  # a cache must never fail a run
+            cached, error = None, f"{type(exc).__name__}: {exc}"
+        lookup_s = time.perf_counter() - started
+        if cached is not None:
+            saved_usd = self._price(cached)
+            await self._cache.record(node, hit=True, saved_usd=saved_usd, saved_s=cached.latency_s)
+            self._event(key, True, model, lookup_s, saved_usd, cached.latency_s)
+            return replace(
+                cached,
+                latency_s=lookup_s,
+                attempts=1,
+                extra={"cache": "hit", "cache_key": key[:12], "cached_latency_s": cached.latency_s},
+            )
+        await self._cache.record(node, hit=False, error=error is not None)
+        self._event(key, False, model, lookup_s, 0.0, 0.0, error)
+        completion = await self._inner.complete(model, request)
+        if error is None:
+            await self._cache.put(key, completion)  # never raises: a failed write is logged
+        return completion
+
+    def _price(self, completion: Completion) -> float:
+        if self._prices is None:
+            return 0.0
+        try:
+            return self._prices.cost(completion)
+        except Exception:  # an endpoint without a price saved an unknown amount
+            return 0.0
+
+    def _event(
+        self,
+        key: str,
+        hit: bool,
+        model: str,
+        lookup_s: float,
+        saved_usd: float,
+        saved_s: float,
+        error: str | None = None,
+    ) -> None:
+        if self._emit is not None:
+            self._emit(
+                CacheLookup(
+                    self._run_id,
+                    self.scope.node,
+                    hit,
+                    key[:12],
+                    model,
+                    self._cache.backend.name,
+                    lookup_s,
+                    saved_usd,
+                    saved_s,
+                    error,
+                )
+            )
+
+    async def aclose(self) -> None:
+        """Nothing: the wrapped pool belongs to whoever made it."""
+
+
+def node_pool(ctx: RunContext, node: str, skill: Skill | None) -> ModelPool:
+    """The pool a node's agent gets: the run's own, or a cached view when a cache is set."""
+    cache = ctx.resources.get(RESOURCE)
+    if not isinstance(cache, ResponseCache):
+        return ctx.pool
+    from brickwork.routing.artefact import binding_key
+
+    scope = Scope(
+        graph=ctx.graph,
+        node=node,
+        tenant=ctx.tenant,
+        skill=skill.name if skill is not None else "-",
+        skill_version=skill_version(skill),
+        binding=binding_key(skill),
+    )
+    return CachedPool(
+        ctx.pool, cache, scope, run_id=ctx.run_id, emit=ctx.emit, prices=ctx.ledger.prices
+    )

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
     from brickwork.caching import ResponseCache
+    from brickwork.routing import Routing
 
 __all__ = ["MAX_TEXT_CHARS", "App", "FlywheelExport", "Instance", "RunResult", "Serve"]
 
@@ -93,6 +94,7 @@ class App:
         telemetry: bool | TracerProvider | None = None,
         admission: AdmissionLimits | Literal[False] | None = None,
         cache: ResponseCache | None = None,
+        routing: Routing | None = None,
     ) -> None:
         """Wrap a graph; nothing starts until the first run.
 
@@ -127,10 +129,16 @@ class App:
                 (`brickwork.caching.ResponseCache`, e.g. `ResponseCache.memory()`); None (the
                 default): no caching, unless the graph's `resources()` sets one. The App does
                 not close it.
+            routing: Route before generating in hybrid mode: the graph's trained per-node
+                routers decide which tier each specialist starts on
+                (`brickwork.routing.Routing`, e.g. `Routing.for_graph("support", margin=0.1)`);
+                None (the default): the plain cascade, unless the graph's `resources()` sets
+                one.
         """
         self.graph = graph
         self.graph_options = dict(graph_options or {})
         self.cache = cache
+        self.routing = routing
         if pool is not None and url is not None:
             raise ConfigError("give pool= or url=, not both")
         self._pool = pool
@@ -183,10 +191,12 @@ class App:
         self._sync(self.astart(progress))
 
     def _resources(self) -> dict[str, Any]:
-        """One run's resources: the graph's, with the App's response cache when it has one."""
+        """One run's resources: the graph's, with the App's response cache and routing."""
         resources = self.graph.resources()
         if self.cache is not None:
             resources["cache"] = self.cache
+        if self.routing is not None:
+            resources["routing"] = self.routing
         return resources
 
     async def _ensure_started(self, progress: Callable[[str], None] | None = None) -> None:

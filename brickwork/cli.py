@@ -5,7 +5,7 @@ brickwork run [GRAPH] [TEXT ...] [--url URL]       the main job (see README)
 brickwork confirm RUN_ID yes|no [--store URL]       answer a run waiting for a confirmation
 brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a LoRA adapter
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
-brickwork route train NODE|GRAPH | show [GRAPH]     per-node routers from the run store
+brickwork route train NODE|GRAPH|FOLDER | show     per-node routers from the run store
 brickwork store prune --days N [--store URL]        delete runs older than N days
 brickwork version
 """
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from brickwork.app import RunResult
+    from brickwork.routing import Routing
     from brickwork.serving.launcher import ServerSpec, VLLMServer
 
 __all__ = ["exit_code", "main"]
@@ -119,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="full node table and the raw errors"
     )
     run.add_argument("--url", help=URL_HELP)
+    from brickwork.routing import DEFAULT_MARGIN
+
+    run.add_argument(
+        "--route",
+        nargs="?",
+        const=DEFAULT_MARGIN,
+        type=float,
+        metavar="MARGIN",
+        help="hybrid mode: start each node on the tier its trained router picks (`brickwork "
+        f"route train`), within MARGIN of the best predicted tier (default {DEFAULT_MARGIN}); "
+        "off by default",
+    )
 
     graph = sub.add_parser("graph", help="inspect graphs")
     graph_sub = graph.add_subparsers(dest="graph_command", required=True)
@@ -416,8 +429,9 @@ async def _run(args: argparse.Namespace) -> int:
     texts = texts or (DEMO_REQUESTS if graph.name == "smart_home" else ())
     if not texts:
         raise ConfigError(f'give the request text: brickwork run {ref} "..."')
+    routing = _routing_for(graph.name, args.route, say)
     pool, local, where = await asyncio.to_thread(_pool_for, args, say, not args.json)
-    app = App(graph, pool=pool, store=RunStore(args.store), source="cli")
+    app = App(graph, pool=pool, store=RunStore(args.store), source="cli", routing=routing)
     label = counterfactual_label(pool)
     console = Console(stderr=args.json)
     results = []
@@ -447,6 +461,25 @@ async def _run(args: argparse.Namespace) -> int:
         if local is not None:
             await asyncio.to_thread(local.stop)
     return exit_code(results)
+
+
+def _routing_for(graph: str, margin: float | None, say: Callable[[str], None]) -> Routing | None:
+    """`run --route [MARGIN]`: the graph's trained routers as the run resource (None: off)."""
+    if margin is None:
+        return None
+    from brickwork.routing import Routing, list_routers
+
+    if not 0.0 <= margin <= 1.0:
+        raise ConfigError(f"--route MARGIN must be between 0 and 1, got {margin!r}")
+    nodes = [entry.node for entry in list_routers(graph)]
+    if not nodes:
+        say(
+            f"routing: no router trained for {graph} (train one: brickwork route train "
+            f"{graph}); every node starts on the small tier"
+        )
+    else:
+        say(f"routing: margin {margin:g}, routers for {', '.join(nodes)}")
+    return Routing.for_graph(graph, margin=margin)
 
 
 def _ask_to_confirm(result: RunResult, store: str | None, console: Console) -> None:

@@ -15,10 +15,16 @@ How the example graphs' outputs map onto a row's answer (`EXPECTATIONS`):
   the gold call implies.
 - support: the intent label, `exact_label` on `outputs.intent.label`.
 - analytics: `execution_match` of `outputs.sql.sql` against the gold SQL on the sample shop DB.
+
+`Split` halves a data file for training a router on one part and evaluating it on the other:
+a row's part comes from a hash of its question and a seed, so the same question always lands
+in the same part (whatever `--limit` or the file's order), and repeated questions never sit in
+both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -35,7 +41,15 @@ from brickwork.graphs import GraphModule, load_graph
 if TYPE_CHECKING:
     from brickwork.skills.skill import Example
 
-__all__ = ["EXPECTATIONS", "EvalRow", "EvalTarget", "Expectation", "load_rows", "load_target"]
+__all__ = [
+    "EXPECTATIONS",
+    "EvalRow",
+    "EvalTarget",
+    "Expectation",
+    "Split",
+    "load_rows",
+    "load_target",
+]
 
 #: A check of one node's output: its structured output, or the small model's raw text.
 Check = Callable[[Any], bool]
@@ -70,8 +84,40 @@ class EvalTarget:
     default_data: Path | None = None
 
 
-def load_rows(path: str | Path, limit: int | None = None) -> list[EvalRow]:
+@dataclass(frozen=True)
+class Split:
+    """One part of a data file split in two by a seeded hash of each row's question.
+
+    Attributes:
+        part: "train" (a `fraction` of the rows) or "test" (the rest).
+        seed: Another seed, another split.
+        fraction: The share of rows in the train part.
+    """
+
+    part: str
+    seed: int = 0
+    fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.part not in ("train", "test"):
+            raise ConfigError(f"split part must be train or test, got {self.part!r}")
+        if not 0.0 < self.fraction < 1.0:
+            raise ConfigError(f"split fraction must be between 0 and 1, got {self.fraction!r}")
+
+    def holds(self, key: str) -> bool:
+        """Whether the row whose question is `key` is in this part."""
+        digest = hashlib.sha256(f"{self.seed}\x00{key}".encode()).digest()
+        in_train = int.from_bytes(digest[:8], "big") / 2**64 < self.fraction
+        return in_train == (self.part == "train")
+
+
+def load_rows(
+    path: str | Path, limit: int | None = None, split: Split | None = None
+) -> list[EvalRow]:
     """Rows of a JSONL or CSV file (or a skill folder's train file), `limit` spread evenly.
+
+    With `split`, only the rows of that part (`limit` then spreads over the part). A row's
+    `index` is always its line in the file.
 
     Raises:
         SkillError: The file is missing or malformed (the message names the line).
@@ -86,7 +132,10 @@ def load_rows(path: str | Path, limit: int | None = None) -> list[EvalRow]:
             raise ConfigError(f"folder {str(path)!r} has no {' or '.join(EXAMPLE_FILES)}")
         path = found[0]
     examples = load_examples(path)
-    picked = _spread(len(examples), limit)
+    kept = list(range(len(examples)))
+    if split is not None:
+        kept = [i for i in kept if split.holds(_example_key(examples[i].input))]
+    picked = [kept[i] for i in _spread(len(kept), limit)]
     rows = []
     for index in picked:
         example = examples[index]

@@ -9,6 +9,11 @@ Arithmetic, over the N rows of one mode (a failed row, whatever the reason, stay
     escalation outcomes = fixed (small attempt wrong, final right), unnecessary (small attempt
                           already right), unfixed (both wrong), unscored (no small attempt to
                           score, e.g. frontier mode or a kNN decision, or no gold for the node)
+    calls per tier      = model calls (cache hits excluded) summed over the rows, by the tier
+                          of the ladder that served them
+    routed to           = route decisions (routed mode) by the tier the node started on; the
+                          share of each is over all decisions, whatever their reason
+    top-tier p95        = p95 latency of the rows that made at least one top-tier call
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ __all__ = [
     "NodeOutcome",
     "NodeReport",
     "RowOutcome",
+    "calls_text",
     "compare_table",
     "mode_table",
     "percentile",
+    "routed_text",
     "summarise",
     "to_jsonable",
     "wilson",
@@ -91,6 +98,10 @@ class RowOutcome:
     error: str | None = None
     run_id: str | None = None
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
+    #: Model calls by tier (cache hits excluded).
+    calls: dict[str, int] = field(default_factory=dict)
+    #: Route decisions of the run: (node, tier it started on, reason).
+    routes: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -137,6 +148,24 @@ class ModeReport:
     duration_s: float
     nodes: list[NodeReport]
     rows: list[RowOutcome]
+    #: The knob of a routed mode (None for the others).
+    margin: float | None = None
+    #: Model calls by tier over all rows, cheapest tier first.
+    calls_by_tier: dict[str, int] = field(default_factory=dict)
+    #: Route decisions made, by the tier the node started on and by reason.
+    route_decisions: int = 0
+    routed_to: dict[str, int] = field(default_factory=dict)
+    route_reasons: dict[str, int] = field(default_factory=dict)
+    #: The top tier of the ladder, the rows that called it and their p95 latency.
+    top_tier: str | None = None
+    top_tier_rows: int = 0
+    top_tier_p95_latency_ms: float = math.nan
+
+    def routed_share(self, tier: str) -> float:
+        """Share of route decisions that started a node on `tier` (nan without decisions)."""
+        if not self.route_decisions:
+            return math.nan
+        return self.routed_to.get(tier, 0) / self.route_decisions
 
 
 @dataclass(frozen=True)
@@ -152,8 +181,19 @@ class EvalReport:
     counterfactual: str = "top-tier only"
 
 
-def summarise(mode: str, rows: Sequence[RowOutcome], duration_s: float) -> ModeReport:
-    """Fold row outcomes into a mode report (see the module docstring for the arithmetic)."""
+def summarise(
+    mode: str,
+    rows: Sequence[RowOutcome],
+    duration_s: float,
+    *,
+    ladder: Sequence[str] = (),
+    margin: float | None = None,
+) -> ModeReport:
+    """Fold row outcomes into a mode report (see the module docstring for the arithmetic).
+
+    `ladder` (the pool's tiers, cheapest first) orders the calls per tier and names the top
+    tier; `margin` is a routed mode's knob.
+    """
     n = len(rows)
     correct = sum(r.correct for r in rows)
     escalated = [r for r in rows if any(o.escalated for o in r.nodes.values())]
@@ -162,6 +202,13 @@ def summarise(mode: str, rows: Sequence[RowOutcome], duration_s: float) -> ModeR
     )
     latencies = [r.latency_s * 1000 for r in rows]
     names = list(dict.fromkeys(name for r in rows for name in r.nodes))
+    calls: Counter[str] = Counter()
+    for r in rows:
+        calls.update(r.calls)
+    order = {tier: i for i, tier in enumerate(ladder)}
+    routes = [route for r in rows for route in r.routes]
+    top = ladder[-1] if ladder else None
+    on_top = [r.latency_s * 1000 for r in rows if top is not None and r.calls.get(top)]
     return ModeReport(
         mode=mode,
         n=n,
@@ -180,6 +227,14 @@ def summarise(mode: str, rows: Sequence[RowOutcome], duration_s: float) -> ModeR
         duration_s=duration_s,
         nodes=[_node_report(name, rows) for name in names],
         rows=sorted(rows, key=lambda r: r.index),
+        margin=margin,
+        calls_by_tier=dict(sorted(calls.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))),
+        route_decisions=len(routes),
+        routed_to=dict(Counter(tier for _, tier, _ in routes)),
+        route_reasons=dict(Counter(reason for _, _, reason in routes)),
+        top_tier=top,
+        top_tier_rows=len(on_top),
+        top_tier_p95_latency_ms=percentile(on_top, 95),
     )
 
 
@@ -250,15 +305,34 @@ def _esc(outcomes: dict[str, int]) -> str:
     return "{fixed}/{unnecessary}/{unfixed}/{unscored}".format(**outcomes)
 
 
+def calls_text(report: ModeReport) -> str:
+    """Model calls per tier, e.g. `slm 80 large 12 frontier 3` ("-" for none)."""
+    return " ".join(f"{tier} {n}" for tier, n in report.calls_by_tier.items()) or "-"
+
+
+def routed_text(report: ModeReport) -> str:
+    """Where route decisions started nodes, as shares: `slm 70% large 20% frontier 10%`."""
+    if not report.route_decisions:
+        return "-"
+    order = list(report.calls_by_tier) + sorted(report.routed_to)
+    tiers = [t for t in dict.fromkeys(order) if t in report.routed_to]
+    return " ".join(f"{t} {report.routed_share(t):.0%}" for t in tiers)
+
+
 def mode_table(report: ModeReport, title: str, counterfactual: str = "top-tier only") -> Table:
     """Per node and overall numbers of one mode (the counterfactual in the caption)."""
     from rich.table import Table
 
-    table = Table(
-        title=title,
-        caption=f"escalations: fixed/unnecessary/unfixed/unscored; {counterfactual}: "
-        f"${report.frontier_only_per_1m_usd:,.2f} per 1M requests",
+    caption = (
+        f"escalations: fixed/unnecessary/unfixed/unscored; {counterfactual}: "
+        f"${report.frontier_only_per_1m_usd:,.2f} per 1M requests; calls: {calls_text(report)}"
     )
+    if report.route_decisions:
+        caption += (
+            f"; margin {report.margin}: {report.route_decisions} route decisions, started on "
+            f"{routed_text(report)}"
+        )
+    table = Table(title=title, caption=caption)
     for name in ("node", "accuracy (95% CI)", "runs", "esc rate", "escalations", "$ per 1M"):
         table.add_column(name, justify="left" if name in ("node", "accuracy (95% CI)") else "right")
     table.add_column("p50 ms", justify="right")
@@ -301,14 +375,29 @@ def compare_table(report: EvalReport) -> Table:
     modes = list(report.modes.values())
     table = Table(
         title=f"{report.target} on {report.data}: {', '.join(report.modes)}",
-        caption="escalations f/u/x/?: fixed/unnecessary/unfixed/unscored; $ per 1M requests",
+        caption="escalations f/u/x/?: fixed/unnecessary/unfixed/unscored; $ per 1M requests"
+        + (
+            "; routed to: share of route decisions by the tier a node started on; top-tier "
+            "p95: rows that called the top tier"
+            if any(mode.route_decisions for mode in modes)
+            else ""
+        ),
     )
     for name in ("mode", "node", "accuracy (95% CI)", "failed", "esc", "f/u/x/?", "$ /1M"):
         table.add_column(name, justify="left" if name in ("mode", "node") else "right")
     table.add_column(f"{report.counterfactual} $ /1M", justify="right")
     table.add_column("p50 ms", justify="right")
     table.add_column("p95 ms", justify="right")
+    table.add_column("calls per tier", justify="left")
+    routed = any(mode.route_decisions for mode in modes)
+    if routed:  # the routed comparison: where nodes started, and the top tier's p95
+        table.add_column("routed to", justify="left")
+        table.add_column("top-tier p95 ms", justify="right")
     for index, mode in enumerate(modes):
+        extra = [calls_text(mode)]
+        if routed:
+            top = f"{_ms(mode.top_tier_p95_latency_ms)} n={mode.top_tier_rows}"
+            extra += [routed_text(mode), top]
         table.add_row(
             f"[b]{mode.mode}[/b]",
             "[b]all[/b]",
@@ -320,6 +409,7 @@ def compare_table(report: EvalReport) -> Table:
             f"{mode.frontier_only_per_1m_usd:,.2f}",
             _ms(mode.p50_latency_ms),
             _ms(mode.p95_latency_ms),
+            *extra,
         )
         for node in mode.nodes:
             table.add_row(
@@ -333,6 +423,7 @@ def compare_table(report: EvalReport) -> Table:
                 "",
                 _ms(node.p50_latency_ms),
                 _ms(node.p95_latency_ms),
+                *([""] * len(extra)),
                 end_section=index < len(modes) - 1 and node is mode.nodes[-1],
             )
     return table

@@ -36,7 +36,14 @@ from brickwork.routing.decision import (
     override,
 )
 from brickwork.routing.features import Features, FeatureSpec, features_from_state
-from brickwork.routing.labels import Judge, Sample, samples_from_run, samples_from_store
+from brickwork.routing.labels import (
+    VERDICT,
+    Judge,
+    Sample,
+    samples_from_run,
+    samples_from_store,
+    verdict_event,
+)
 from brickwork.routing.learner import MIN_SAMPLES, Router, TierFit, train_router
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "FORMAT",
     "MIN_SAMPLES",
     "RESOURCE",
+    "VERDICT",
     "Choice",
     "FeatureSpec",
     "Features",
@@ -70,4 +78,5 @@ __all__ = [
     "save_router",
     "stale_reason",
     "train_router",
+    "verdict_event",
 ]

@@ -7,10 +7,12 @@ the cache when bindings are off):
                                          feature layout, scikit-learn version, model file name
     routers/<graph>/<node>.r<N>.pkl      the fitted classifiers of revision N (pickle)
 
-The manifest is written last, by rename, so a reader sees either the old router or the new
-one. A router is *valid* for a run only when its format and scikit-learn version are this
-process's and the node's skill still has the binding it was trained under (`binding_key`):
-promoting a new adapter (or rolling one back) makes the router stale until
+A skill folder evaluated as a one-node graph is named `<kind>:<skill>`; its folder is
+`<kind>.<skill>` (no ':' in file names). The manifest is written last, by rename, so a reader
+sees either the old router or the new one. A router is *valid* for a run only when its format
+and scikit-learn version are this process's and the node's skill still has the binding it was
+trained under (`binding_key`): promoting a new adapter (or rolling one back) makes the router
+stale until
 `brickwork route train` runs again. Pickles are read only from this folder, which brickwork
 itself writes.
 """
@@ -71,9 +73,14 @@ def _check(name: str, what: str) -> str:
     return name
 
 
+def _folder(graph: str) -> str:
+    """The folder name of a graph's routers (`kind:skill` -> `kind.skill`)."""
+    return _check(graph.replace(":", "."), "graph")
+
+
 def router_path(graph: str, node: str, root: Path | None = None) -> Path:
     """The manifest of the router of `node` in `graph`."""
-    return routers_dir(root) / _check(graph, "graph") / f"{_check(node, 'node')}.json"
+    return routers_dir(root) / _folder(graph) / f"{_check(node, 'node')}.json"
 
 
 def binding_key(skill: Skill | str | None) -> str:
@@ -229,10 +236,11 @@ def list_routers(graph: str | None = None, root: Path | None = None) -> list[Rou
         return []
     found = []
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-        if graph is not None and folder.name != graph:
+        if graph is not None and folder.name != _folder(graph):
             continue
         for path in sorted(folder.glob("*.json")):
             manifest = _read_manifest(path)
             if manifest is not None:
-                found.append(RouterEntry(folder.name, path.stem, path, manifest))
+                name = str(manifest.get("graph") or folder.name)
+                found.append(RouterEntry(name, path.stem, path, manifest))
     return found

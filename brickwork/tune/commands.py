@@ -344,6 +344,7 @@ async def synthesize(
     batch: int = 5,
     seed: int = 0,
     demos: Sequence[Example] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> tuple[list[Example], int, bool]:
     """Ask the teacher model for `count` new examples; keep those the skill's validators pass.
 
@@ -356,6 +357,7 @@ async def synthesize(
         seed: Seeds which demonstrations each call shows.
         demos: The examples shown to the teacher (default: the skill's); `brickwork tune`
             shows only training-side ones, so the teacher cannot paraphrase a validation one.
+        progress: Called after each teacher call with (calls made, kept, rejected).
 
     Returns:
         (accepted examples, rejected count, whether the teacher was the local stand-in).
@@ -369,9 +371,11 @@ async def synthesize(
     accepted: list[Example] = []
     rejected = 0
     stand_in = False
-    for _ in range(max(1, 3 * math.ceil(count / batch))):
+    for call_number in range(max(1, 3 * math.ceil(count / batch))):
         if len(accepted) >= count:
             break
+        if progress is not None and call_number:
+            progress(call_number, len(accepted), rejected)
         shown = rng.sample(shown_from, min(3, len(shown_from)))
         lines = "\n".join(json.dumps({"input": _last_user(e), "output": e.output}) for e in shown)
         prompt = (
@@ -681,9 +685,19 @@ async def _synthetic_examples(
         console.print(
             f"synthetic: asking the {tier} tier for {args.synthetic} examples", highlight=False
         )
+        started = time.perf_counter()
+
+        def said(calls: int, kept: int, rejected: int) -> None:
+            console.print(
+                f"synthetic: {kept}/{args.synthetic} kept, {rejected} rejected after {calls} "
+                f"calls ({time.perf_counter() - started:.0f} s)",
+                highlight=False,
+            )
+
         examples, rejected, stand_in = await synthesize(
-            skill, pool, args.synthetic, model=teacher, seed=args.seed, demos=shown
-        )
+            skill, pool, args.synthetic, model=teacher, seed=args.seed, demos=shown,
+            progress=said,
+        )  # fmt: skip
     console.print(
         f"synthetic: {len(examples)} examples passed the skill's validators, {rejected} rejected"
     )

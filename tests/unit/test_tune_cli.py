@@ -148,6 +148,23 @@ async def test_synthetic_examples_are_validated_by_the_skill() -> None:
     assert {r["model"] for r in model.requests} == {"fake-frontier"}
 
 
+async def test_synthesis_reports_progress_after_each_teacher_call() -> None:
+    skill = banking_intent_skill()
+    texts = iter(f"My card {i} was stolen" for i in range(100))
+
+    def answer(body: dict[str, Any]) -> str:  # one good and one bad example per call
+        good = {"input": next(texts), "output": "card_lost_or_stolen"}
+        return json.dumps({"examples": [good, {"input": "x", "output": "nope"}]})
+
+    seen: list[tuple[int, int, int]] = []
+    async with FunctionModel(answer).pool() as pool:
+        accepted, rejected, _ = await synthesize(
+            skill, pool, 3, batch=2, progress=lambda *a: seen.append(a)
+        )
+    assert len(accepted) == 3 and rejected == 3
+    assert seen == [(1, 1, 1), (2, 2, 2)]  # before calls 2 and 3
+
+
 # -- command line ---------------------------------------------------------------------------------
 
 

@@ -401,12 +401,27 @@ async def synthesize(
             if not isinstance(text, str) or not text.strip() or key in seen:
                 rejected += 1
                 continue
-            if skill.check_output(output) is not None:
+            if skill.check_output(output) is not None or _ungrounded(skill, text, output):
                 rejected += 1
                 continue
             seen.add(key)
             accepted.append(Example(text, output))
     return accepted[:count], rejected, stand_in
+
+
+def _ungrounded(skill: Skill, text: str, output: Any) -> bool:
+    """True for a tool call whose argument values the request does not say.
+
+    The check the graphs run on a small model's calls, here on the teacher's labels: "Set the
+    bedroom lights to warm" labelled `set_thermostat(temperature=65)` is a made-up value.
+    """
+    from brickwork.agents.toolcall import ungrounded_arguments
+    from brickwork.skills.skill import ToolContract
+
+    if not isinstance(skill.contract, ToolContract) or not isinstance(output, dict):
+        return False
+    parameters = output.get("parameters")
+    return isinstance(parameters, dict) and bool(ungrounded_arguments(parameters, text))
 
 
 #: The validation split, written into the adapter's folder in the question/answer format.

@@ -364,3 +364,19 @@ def test_no_refit_serves_the_judged_adapter_and_a_failed_gate_trains_no_refit(
     assert main(["tune", "banking_intent", "--name", "worse", "--promote"]) == 1
     assert [name for name, _, _ in trained] == ["worse"]  # not promoted: nothing refit
     assert adapters.binding_for("banking_intent") == "bi"
+
+
+async def test_teacher_tool_calls_with_values_nobody_said_are_rejected() -> None:
+    from brickwork.skills.examples import smart_home_skill
+
+    said = {"name": "set_thermostat", "parameters": {"temperature": 70}}
+    made_up = {"name": "set_thermostat", "parameters": {"temperature": 65, "mode": "auto"}}
+    batch = {
+        "examples": [
+            {"input": "Set the thermostat to 70 please", "output": said},
+            {"input": "Make the bedroom a bit warmer", "output": made_up},
+        ]
+    }
+    async with FunctionModel(lambda body: json.dumps(batch)).pool() as pool:
+        accepted, rejected, _ = await synthesize(smart_home_skill(), pool, 1, batch=2)
+    assert accepted == [Example("Set the thermostat to 70 please", said)] and rejected == 1

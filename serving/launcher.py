@@ -802,6 +802,9 @@ def load_lora_adapter(base_url: str, name: str, path: Path, *, timeout_s: float 
         ) from exc
     if response.status_code in (404, 405):
         return False
+    if response.status_code == 400 and "already been loaded" in response.text:
+        # Loaded meanwhile by someone else (e.g. `brickwork serve`'s own adapter sync).
+        return True
     if (
         response.status_code == 400
         and "lora" in response.text.lower()

@@ -555,7 +555,8 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         from brickwork.store import RunStore
 
         store = RunStore(args.store)
-    local = LocalServing(progress=True)
+    # The large tier only teaches (--synthetic); evaluating base vs adapter needs the small one.
+    local = LocalServing(progress=True, large=None if args.synthetic else False)
     try:
         dataset = build_dataset(
             skill, files=[Path(f) for f in args.data], store=store,

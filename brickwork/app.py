@@ -324,6 +324,7 @@ class App:
         resume: bool = False,
         confirm: bool | str | None = None,
         messages: Sequence[Mapping[str, Any]] | None = None,
+        stream: bool = True,
     ) -> AsyncIterator[Event]:
         """Run one request and yield its events as they happen; the last is `RunFinished`.
 
@@ -338,6 +339,8 @@ class App:
             confirm: With `resume`, the user's answer to the run's confirmation question
                 (True/"yes" runs the call it asked about, anything else declines it).
             messages: The whole conversation, for multi-turn graphs (ends with `text`).
+            stream: False (what `ainvoke` uses): run the graph in the caller's task and yield
+                every event once the run is saved, with no queue or task per event.
         """
         _check_text(text)
         if mode not in ("slm", "hybrid", "frontier"):
@@ -345,16 +348,23 @@ class App:
         await self._ensure_started()
         assert self.ledger is not None and self._pool is not None
         run_id = run_id or uuid.uuid4().hex[:16]
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        # Streamed events go through a queue that the run's task fills and this generator
+        # drains; None, put when the task is done, ends the stream.
+        queue: asyncio.Queue[Event | None] | None = asyncio.Queue() if stream else None
         events: list[Event] = []
 
         trace = RunTracer(self._tracer, self.graph.name) if self._tracer is not None else None
 
-        def emit(event: Event) -> None:
+        def fan_out(event: Event) -> None:
             events.append(event)
-            queue.put_nowait(event)
+            if queue is not None:
+                queue.put_nowait(event)
             if trace is not None:
                 trace(event)
+
+        emit: Callable[[Event], None] = (
+            events.append if queue is None and trace is None else fan_out
+        )
 
         from brickwork.cost import Budget
 
@@ -381,18 +391,16 @@ class App:
             from langgraph.types import Command
 
             initial = Command(resume=confirm)
-        task = asyncio.create_task(self._execute(ctx, initial, timeout_s))
-        while True:
-            getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                yield getter.result()
-                continue
-            getter.cancel()
-            break
-        while not queue.empty():
-            yield queue.get_nowait()
-        state, status, error = task.result()
+        if queue is None:
+            state, status, error = await self._execute(ctx, initial, timeout_s)
+        else:
+            pending = queue
+            task = asyncio.create_task(self._execute(ctx, initial, timeout_s))
+            task.add_done_callback(lambda _: pending.put_nowait(None))
+            while (event := await pending.get()) is not None:
+                yield event
+            state, status, error = task.result()
+            queue = None  # the run's events are out; what follows is yielded below
         cost = self.ledger.run_cost(run_id)
         # A run that did not finish ok says what was (not) done, or asks its question. What
         # went wrong reaches the user without internal addresses, paths or exception names
@@ -411,8 +419,10 @@ class App:
             error if status != "ok" else None,
         )
         emit(finished)
-        queue.get_nowait()
         await self._save(ctx, text, state, finished, error, started_at, events, resume=resume)
+        if not stream:
+            for event in events[:-1]:
+                yield event
         yield finished
 
     async def _execute(
@@ -490,9 +500,7 @@ class App:
 
     async def ainvoke(self, text: str, **options: Any) -> RunResult:
         """Run one request to the end; see `astream` for the options."""
-        events: list[Event] = []
-        async for event in self.astream(text, **options):
-            events.append(event)
+        events = [event async for event in self.astream(text, stream=False, **options)]
         return self._result(events)
 
     async def aresume(
@@ -519,7 +527,7 @@ class App:
         events = [
             e
             async for e in self.astream(
-                "(resumed)", run_id=run_id, resume=True, confirm=confirm, **options
+                "(resumed)", run_id=run_id, resume=True, confirm=confirm, stream=False, **options
             )
         ]
         return self._result(events)

@@ -130,6 +130,9 @@ class CacheLookup(_Base):
     on a hit, `saved_usd` is what the cached call cost when it ran and `saved_latency_s` its
     latency then (an estimate of what the hit saved); `lookup_s` is the lookup's own time.
     `error` says why the cache could not answer (the call then went to the model).
+    On a node that opts into semantic hits, `semantic` marks a hit on a similar earlier request
+    (`similarity`: the cosine of the two user texts' embeddings), and `rejected` says why a
+    candidate above the threshold was not served (the guard), the lookup then being a miss.
     """
 
     node: str
@@ -141,6 +144,9 @@ class CacheLookup(_Base):
     saved_usd: float = 0.0
     saved_latency_s: float = 0.0
     error: str | None = None
+    semantic: bool = False
+    similarity: float | None = None
+    rejected: str | None = None
     kind: Literal["cache_lookup"] = "cache_lookup"
     at: float = field(default_factory=_now)
 

@@ -59,6 +59,14 @@ class CacheBackend(Protocol):
         """Add `amount` to a shared statistics counter (a no-op where nothing is shared)."""
         ...
 
+    async def push(self, bucket: str, value: bytes, max_len: int, ttl_s: float) -> None:
+        """Put `value` first in a list, keep its newest `max_len` items, expire it after `ttl_s`."""
+        ...
+
+    async def members(self, bucket: str) -> list[bytes]:
+        """Every item of a list, newest first (empty when absent or expired)."""
+        ...
+
     async def counters(self, counter: str) -> dict[str, float]:
         """Every field of a statistics counter."""
         ...
@@ -98,6 +106,7 @@ class MemoryCache:
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._counters: dict[str, dict[str, float]] = {}
+        self._buckets: OrderedDict[str, tuple[float, list[bytes]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -135,11 +144,34 @@ class MemoryCache:
         with self._lock:
             return dict(self._counters.get(counter, {}))
 
+    async def push(self, bucket: str, value: bytes, max_len: int, ttl_s: float) -> None:
+        """Put `value` first in an in-process list (lists count towards `max_entries` too)."""
+        with self._lock:
+            _, items = self._buckets.pop(bucket, (0.0, []))
+            items = [value, *items][:max_len]
+            self._buckets[bucket] = (self._clock() + ttl_s, items)
+            while len(self._buckets) > self.max_entries:
+                self._buckets.popitem(last=False)
+
+    async def members(self, bucket: str) -> list[bytes]:
+        """The list's items, newest first (an expired list is dropped)."""
+        with self._lock:
+            found = self._buckets.get(bucket)
+            if found is None:
+                return []
+            expires, items = found
+            if self._clock() >= expires:
+                del self._buckets[bucket]
+                return []
+            self._buckets.move_to_end(bucket)
+            return list(items)
+
     async def clear(self) -> int:
         """Drop everything; returns the number of entries dropped."""
         with self._lock:
-            dropped = len(self._entries)
+            dropped = len(self._entries) + len(self._buckets)
             self._entries.clear()
+            self._buckets.clear()
             self._counters.clear()
             return dropped
 
@@ -239,6 +271,28 @@ class RedisCache:
             await self._client.hincrbyfloat(f"{self.prefix}stats:{counter}", field, amount)
         except Exception as exc:
             raise self._failed(exc) from exc
+
+    async def push(self, bucket: str, value: bytes, max_len: int, ttl_s: float) -> None:
+        """LPUSH, LTRIM and EXPIRE `<prefix><bucket>` in one transaction."""
+        self._check()
+        name = self.prefix + bucket
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.lpush(name, value)
+                pipe.ltrim(name, 0, max_len - 1)
+                pipe.expire(name, max(1, round(ttl_s)))
+                await pipe.execute()
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
+    async def members(self, bucket: str) -> list[bytes]:
+        """LRANGE `<prefix><bucket>` 0 -1."""
+        self._check()
+        try:
+            raw = await self._client.lrange(self.prefix + bucket, 0, -1)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        return [v.encode() if isinstance(v, str) else bytes(v) for v in raw]
 
     async def counters(self, counter: str) -> dict[str, float]:
         """Every field of the shared counter."""

@@ -7,11 +7,13 @@ is executed again. A backend failure is a miss (counted as an error), never a fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from brickwork.caching.backends import (
     DEFAULT_MAX_ENTRIES,
@@ -21,8 +23,12 @@ from brickwork.caching.backends import (
     MemoryCache,
     RedisCache,
 )
+from brickwork.caching.semantic import DEFAULT_SPACE_ENTRIES, Entry, MemoEncoder, nearest
 from brickwork.errors import ConfigError
 from brickwork.serving.types import Completion, TokenLogprob, Usage
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__ = ["RESOURCE", "NodeCacheStats", "ResponseCache", "decode", "encode"]
 
@@ -32,12 +38,17 @@ log = logging.getLogger(__name__)
 RESOURCE = "cache"
 #: The shared statistics counter (one field per node and measure).
 _COUNTER = "nodes"
-_MEASURES = ("hits", "misses", "errors", "saved_usd", "saved_s")
+_MEASURES = ("hits", "misses", "errors", "saved_usd", "saved_s", "semantic_hits", "rejected")
 
 
 @dataclass(frozen=True)
 class NodeCacheStats:
-    """Lookups of one node: hits, misses, backend errors, and what the hits saved."""
+    """Lookups of one node: hits, misses, backend errors, and what the hits saved.
+
+    `hits` counts exact and semantic hits; `semantic_hits` the semantic ones among them;
+    `rejected` the semantic candidates above the threshold that the guard turned down (each
+    of those lookups is also a miss).
+    """
 
     node: str
     hits: int = 0
@@ -45,6 +56,13 @@ class NodeCacheStats:
     errors: int = 0
     saved_usd: float = 0.0
     saved_s: float = 0.0
+    semantic_hits: int = 0
+    rejected: int = 0
+
+    @property
+    def exact_hits(self) -> int:
+        """Hits on the exact key."""
+        return self.hits - self.semantic_hits
 
     @property
     def lookups(self) -> int:
@@ -115,26 +133,53 @@ class ResponseCache:
     """
 
     def __init__(
-        self, backend: CacheBackend | None = None, *, ttl_s: float = DEFAULT_TTL_S
+        self,
+        backend: CacheBackend | None = None,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        semantic: Mapping[str, float] | None = None,
+        encoder: Callable[[list[str]], NDArray[Any]] | None = None,
+        space_entries: int = DEFAULT_SPACE_ENTRIES,
     ) -> None:
         """Create a cache.
 
         Args:
             backend: Where entries live (default: an in-process `MemoryCache`).
             ttl_s: How long an entry is kept, in seconds.
+            semantic: The nodes that opt into semantic hits, each with its similarity
+                threshold (cosine, in (0, 1]): `{"smart_home/intent": 0.93}` or by node name
+                alone (`{"intent": 0.93}`, every graph's). Calibrate thresholds with
+                `brickwork cache calibrate`. Other nodes get exact hits only.
+            encoder: Texts to embeddings for semantic lookups (default: MiniLM on the CPU,
+                loaded on the first semantic lookup; the graph's intent kNN uses the same).
+            space_entries: Cached texts kept per semantic key space (newest first).
         """
         if ttl_s <= 0:
             raise ConfigError(f"cache ttl_s {ttl_s!r} must be positive")
+        for node, threshold in (semantic or {}).items():
+            if not 0 < threshold <= 1:
+                raise ConfigError(
+                    f"semantic threshold {threshold!r} of node {node!r} must be in (0, 1]"
+                )
+        if space_entries < 1:
+            raise ConfigError(f"space_entries {space_entries!r} must be 1 or more")
         self.backend: CacheBackend = backend if backend is not None else MemoryCache()
         self.ttl_s = ttl_s
+        self.semantic: dict[str, float] = dict(semantic or {})
+        self.space_entries = space_entries
+        self._encode = MemoEncoder(encoder)
         self._stats: dict[str, dict[str, float]] = {}
 
     @classmethod
     def memory(
-        cls, max_entries: int = DEFAULT_MAX_ENTRIES, *, ttl_s: float = DEFAULT_TTL_S
+        cls,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        semantic: Mapping[str, float] | None = None,
     ) -> ResponseCache:
-        """An in-process LRU cache."""
-        return cls(MemoryCache(max_entries), ttl_s=ttl_s)
+        """An in-process LRU cache (semantic hits for the nodes in `semantic`)."""
+        return cls(MemoryCache(max_entries), ttl_s=ttl_s, semantic=semantic)
 
     @classmethod
     def redis(
@@ -144,9 +189,48 @@ class ResponseCache:
         prefix: str = "brickwork:cache:",
         ttl_s: float = DEFAULT_TTL_S,
         timeout_s: float = 0.25,
+        semantic: Mapping[str, float] | None = None,
     ) -> ResponseCache:
         """A cache in Redis under `prefix` (see `RedisCache`)."""
-        return cls(RedisCache(url, prefix=prefix, timeout_s=timeout_s), ttl_s=ttl_s)
+        return cls(
+            RedisCache(url, prefix=prefix, timeout_s=timeout_s), ttl_s=ttl_s, semantic=semantic
+        )
+
+    def threshold(self, graph: str, node: str) -> float | None:
+        """The semantic threshold of a node, or None when it gets exact hits only."""
+        return self.semantic.get(f"{graph}/{node}", self.semantic.get(node))
+
+    async def embed(self, text: str) -> NDArray[Any]:
+        """The text's normalised embedding (off the event loop; memoised per text)."""
+        return await asyncio.to_thread(self._encode, text)
+
+    async def nearest(
+        self, space: str, vector: NDArray[Any]
+    ) -> tuple[Entry, float, Completion] | None:
+        """The closest cached request of `space`, its similarity and completion, or None.
+
+        Raises:
+            CacheUnavailable: The backend could not answer.
+        """
+        entries = []
+        for data in await self.backend.members(f"sem:{space}"):
+            try:
+                entries.append(Entry.unpack(data))
+            except ValueError as exc:
+                log.warning("response cache: unreadable semantic entry (%s); skipped", exc)
+        found = nearest(vector, entries)
+        if found is None:
+            return None
+        entry, similarity = found
+        completion = await self.get(entry.key)
+        if completion is None:  # the completion expired before the index entry
+            return None
+        return entry, similarity, completion
+
+    async def index(self, space: str, entry: Entry) -> None:
+        """Add a cached request to its semantic key space (failures are logged, never raised)."""
+        with contextlib.suppress(CacheUnavailable):
+            await self.backend.push(f"sem:{space}", entry.pack(), self.space_entries, self.ttl_s)
 
     async def get(self, key: str) -> Completion | None:
         """The cached completion, or None (absent, expired, unreadable or backend down).
@@ -177,6 +261,8 @@ class ResponseCache:
         error: bool = False,
         saved_usd: float = 0.0,
         saved_s: float = 0.0,
+        semantic: bool = False,
+        rejected: bool = False,
     ) -> None:
         """Count one lookup of `node` here and in the backend (never raises)."""
         measures = {
@@ -185,6 +271,8 @@ class ResponseCache:
             "errors": float(error),
             "saved_usd": saved_usd,
             "saved_s": saved_s,
+            "semantic_hits": float(hit and semantic),
+            "rejected": float(rejected),
         }
         mine = self._stats.setdefault(node, dict.fromkeys(_MEASURES, 0.0))
         for name, amount in measures.items():
@@ -224,6 +312,8 @@ def _stats(node: str, fields: Mapping[str, float]) -> NodeCacheStats:
         int(fields.get("errors", 0)),
         float(fields.get("saved_usd", 0.0)),
         float(fields.get("saved_s", 0.0)),
+        int(fields.get("semantic_hits", 0)),
+        int(fields.get("rejected", 0)),
     )
 
 

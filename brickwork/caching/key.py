@@ -30,8 +30,10 @@ __all__ = [
     "Scope",
     "canonical_json",
     "deterministic",
+    "last_user_text",
     "request_key",
     "request_of",
+    "semantic_space",
     "skill_version",
 ]
 
@@ -135,6 +137,51 @@ def request_key(scope: Scope, model: str, served: Sequence[str], request: ChatRe
         "model": model,
         "served": sorted(served),
         "messages": [dict(m) for m in request.messages],
+        "options": options,
+    }
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def last_user_text(request: ChatRequest) -> str | None:
+    """The text of the request's last message when it is the user's (the new turn), else None.
+
+    A request that ends with anything else (an assistant or tool turn) has no new user text to
+    compare, so it is never looked up semantically.
+    """
+    if not request.messages:
+        return None
+    last = request.messages[-1]
+    content = last.get("content")
+    if last.get("role") != "user" or not isinstance(content, str) or not content.strip():
+        return None
+    return content
+
+
+def semantic_space(
+    scope: Scope, model: str, served: Sequence[str], request: ChatRequest
+) -> str | None:
+    """The sha256 of everything in `request_key` except the last user message, or None.
+
+    Requests in one space differ only in the new user text: same graph, node, tenant, skill
+    version, binding, model, system prompt, earlier turns, tools/schema and options. A semantic
+    lookup compares the new text's embedding with the cached texts of its own space only, so
+    it never crosses tenants, bindings or conversations. None when the request does not end
+    with a user message (`last_user_text`).
+    """
+    if last_user_text(request) is None:
+        return None
+    options = {
+        f.name: getattr(request, f.name)
+        for f in dataclasses.fields(request)
+        if f.name != "messages"
+    }
+    body = {
+        "format": KEY_FORMAT,
+        "semantic": True,
+        "scope": dataclasses.asdict(scope),
+        "model": model,
+        "served": sorted(served),
+        "messages": [dict(m) for m in request.messages[:-1]],
         "options": options,
     }
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()

@@ -5,7 +5,8 @@ it), so one override covers intent, extract, tool-call, SQL and planner agents w
 them. The graph builder hands agents `node_pool(ctx, node, skill)`: the run's own pool when no
 cache is configured (today's behaviour, not even an event), else a `CachedPool` scoped to that
 node, skill, binding and tenant. A hit returns the cached completion flagged
-`extra["cache"] == "hit"` (the run context records it at $0) and makes no model call.
+`extra["cache"] == "hit"` (the run context records it at $0) and makes no model call; a
+semantic hit also carries `extra["cache_semantic"]`, the similarity it was served at.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from brickwork.caching.backends import CacheUnavailable
 from brickwork.caching.cache import RESOURCE, ResponseCache
-from brickwork.caching.key import Scope, deterministic, request_key, request_of, skill_version
+from brickwork.caching.key import (
+    Scope,
+    deterministic,
+    last_user_text,
+    request_key,
+    request_of,
+    semantic_space,
+    skill_version,
+)
+from brickwork.caching.semantic import Entry, guard_problem
 from brickwork.events import CacheLookup, Event
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import ChatRequest, Completion, Message
@@ -66,9 +76,12 @@ class CachedPool(ModelPool):
     async def complete(
         self, model: str, messages: Sequence[Message] | ChatRequest, **options: Any
     ) -> Completion:
-        """The cached completion for this exact request, else the wrapped pool's (then cached).
+        """The cached completion for this request, else the wrapped pool's (then cached).
 
-        Sampled requests (temperature above 0) are never looked up nor stored.
+        Exact key first; then, on a node that opts into semantic hits, the nearest cached
+        request of the same key space above the node's threshold that passes the guard
+        (`semantic.guard_problem`). Sampled requests (temperature above 0) are never looked
+        up nor stored.
         """
         request = request_of(messages, options)
         if not deterministic(request):
@@ -87,21 +100,82 @@ class CachedPool(ModelPool):
             cached, error = None, f"{type(exc).__name__}: {exc}"
         lookup_s = time.perf_counter() - started
         if cached is not None:
-            saved_usd = self._price(cached)
-            await self._cache.record(node, hit=True, saved_usd=saved_usd, saved_s=cached.latency_s)
-            self._event(key, True, model, lookup_s, saved_usd, cached.latency_s)
-            return replace(
-                cached,
-                latency_s=lookup_s,
-                attempts=1,
-                extra={"cache": "hit", "cache_key": key[:12], "cached_latency_s": cached.latency_s},
-            )
+            return await self._hit(key, model, cached, lookup_s)
+        threshold = self._cache.threshold(self.scope.graph, self.scope.node)
+        space = text = None
+        vector: Any = None
+        if threshold is not None and error is None:
+            space = semantic_space(self.scope, model, served, request)
+            text = last_user_text(request)
+        if space is not None and text is not None:
+            try:
+                # The embedding is not lookup time: the graph's intent kNN embeds this text.
+                vector = await self._cache.embed(text)
+                semantic_started = time.perf_counter()
+                found = await self._cache.nearest(space, vector)
+                lookup_s += time.perf_counter() - semantic_started
+            except CacheUnavailable as exc:
+                found, error = None, str(exc)
+            except Exception as exc:
+                found, error = None, f"{type(exc).__name__}: {exc}"
+            if found is not None and threshold is not None and found[1] >= threshold:
+                entry, similarity, candidate = found
+                problem = guard_problem(
+                    candidate.text,
+                    text,
+                    entry.text,
+                    structured=request.json_schema is not None,
+                    choices=request.choices,
+                )
+                if problem is None:
+                    return await self._hit(key, model, candidate, lookup_s, similarity)
+                await self._cache.record(node, hit=False, rejected=True)
+                self._event(key, False, model, lookup_s, 0.0, 0.0, None, similarity, problem)
+                return await self._fresh(key, model, request, space, text, vector)
         await self._cache.record(node, hit=False, error=error is not None)
         self._event(key, False, model, lookup_s, 0.0, 0.0, error)
+        if error is not None:
+            return await self._inner.complete(model, request)
+        return await self._fresh(key, model, request, space, text, vector)
+
+    async def _fresh(
+        self,
+        key: str,
+        model: str,
+        request: ChatRequest,
+        space: str | None,
+        text: str | None,
+        vector: Any,
+    ) -> Completion:
         completion = await self._inner.complete(model, request)
-        if error is None:
-            await self._cache.put(key, completion)  # never raises: a failed write is logged
+        await self._cache.put(key, completion)  # never raises: a failed write is logged
+        if space is not None and text is not None and vector is not None:
+            await self._cache.index(space, Entry(key, text, vector))
         return completion
+
+    async def _hit(
+        self,
+        key: str,
+        model: str,
+        cached: Completion,
+        lookup_s: float,
+        similarity: float | None = None,
+    ) -> Completion:
+        node = f"{self.scope.graph}/{self.scope.node}"
+        semantic = similarity is not None
+        saved_usd = self._price(cached)
+        await self._cache.record(
+            node, hit=True, saved_usd=saved_usd, saved_s=cached.latency_s, semantic=semantic
+        )
+        self._event(key, True, model, lookup_s, saved_usd, cached.latency_s, None, similarity)
+        extra: dict[str, Any] = {
+            "cache": "hit",
+            "cache_key": key[:12],
+            "cached_latency_s": cached.latency_s,
+        }
+        if semantic:
+            extra["cache_semantic"] = similarity
+        return replace(cached, latency_s=lookup_s, attempts=1, extra=extra)
 
     def _price(self, completion: Completion) -> float:
         if self._prices is None:
@@ -120,6 +194,8 @@ class CachedPool(ModelPool):
         saved_usd: float,
         saved_s: float,
         error: str | None = None,
+        similarity: float | None = None,
+        rejected: str | None = None,
     ) -> None:
         if self._emit is not None:
             self._emit(
@@ -134,6 +210,9 @@ class CachedPool(ModelPool):
                     saved_usd,
                     saved_s,
                     error,
+                    semantic=hit and similarity is not None,
+                    similarity=similarity,
+                    rejected=rejected,
                 )
             )
 

@@ -333,6 +333,7 @@ async def _run_row(
         result.error, result.run_id,
     )  # fmt: skip
     outcome.calls, outcome.routes = _calls_and_routes(result.events, pool)
+    outcome.tokens = _tokens_by_tier(result.events, pool)
     try:
         correct, outcome.nodes = await asyncio.to_thread(score_events, result.events, expectation)
     except Exception as exc:  # e.g. the gold SQL fails: a data problem, shown on the row
@@ -358,6 +359,17 @@ def _calls_and_routes(
         elif isinstance(event, RouteDecision):
             routes.append((event.node, event.tier, event.reason))
     return calls, routes
+
+
+def _tokens_by_tier(events: Sequence[Event], pool: ModelPool) -> dict[str, tuple[int, int]]:
+    """A run's prompt and completion tokens by tier (cache hits excluded, as for calls)."""
+    tokens: dict[str, tuple[int, int]] = {}
+    for event in events:
+        if isinstance(event, ModelCallEvent) and not event.cached:
+            tier = pool.tier_of(event.model) or event.model
+            prompt, completion = tokens.get(tier, (0, 0))
+            tokens[tier] = (prompt + event.prompt_tokens, completion + event.completion_tokens)
+    return tokens
 
 
 def record_verdicts(store: RunStore, run_id: str, verdicts: dict[str, bool], overall: bool) -> bool:

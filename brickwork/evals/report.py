@@ -11,6 +11,7 @@ Arithmetic, over the N rows of one mode (a failed row, whatever the reason, stay
                           score, e.g. frontier mode or a kNN decision, or no gold for the node)
     calls per tier      = model calls (cache hits excluded) summed over the rows, by the tier
                           of the ladder that served them
+    tokens per tier     = [prompt, completion] tokens of those calls, summed the same way
     routed to           = route decisions (routed mode) by the tier the node started on; the
                           share of each is over all decisions, whatever their reason
     top-tier p95        = p95 latency of the rows that made at least one top-tier call
@@ -100,6 +101,8 @@ class RowOutcome:
     nodes: dict[str, NodeOutcome] = field(default_factory=dict)
     #: Model calls by tier (cache hits excluded).
     calls: dict[str, int] = field(default_factory=dict)
+    #: Prompt and completion tokens of those calls, by tier.
+    tokens: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Route decisions of the run: (node, tier it started on, reason).
     routes: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -152,6 +155,8 @@ class ModeReport:
     margin: float | None = None
     #: Model calls by tier over all rows, cheapest tier first.
     calls_by_tier: dict[str, int] = field(default_factory=dict)
+    #: Prompt and completion tokens of those calls by tier, in the same order.
+    tokens_by_tier: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Route decisions made, by the tier the node started on and by reason.
     route_decisions: int = 0
     routed_to: dict[str, int] = field(default_factory=dict)
@@ -203,8 +208,12 @@ def summarise(
     latencies = [r.latency_s * 1000 for r in rows]
     names = list(dict.fromkeys(name for r in rows for name in r.nodes))
     calls: Counter[str] = Counter()
+    prompt: Counter[str] = Counter()
+    completion: Counter[str] = Counter()
     for r in rows:
         calls.update(r.calls)
+        prompt.update({tier: p for tier, (p, _) in r.tokens.items()})
+        completion.update({tier: c for tier, (_, c) in r.tokens.items()})
     order = {tier: i for i, tier in enumerate(ladder)}
     routes = [route for r in rows for route in r.routes]
     top = ladder[-1] if ladder else None
@@ -229,6 +238,10 @@ def summarise(
         rows=sorted(rows, key=lambda r: r.index),
         margin=margin,
         calls_by_tier=dict(sorted(calls.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))),
+        tokens_by_tier={
+            tier: (prompt[tier], completion[tier])
+            for tier in sorted(prompt | completion, key=lambda t: (order.get(t, 99), t))
+        },
         route_decisions=len(routes),
         routed_to=dict(Counter(tier for _, tier, _ in routes)),
         route_reasons=dict(Counter(reason for _, _, reason in routes)),

@@ -1,14 +1,22 @@
 """The run store in a SQLite file (the default: `<cache>/runs.sqlite`).
 
 WAL mode, a busy wait of up to `timeout_s`, `PRAGMA user_version` for the schema version.
+
+Writes share one connection, kept open between them: a connection per write made every
+`save` the last connection to close, and SQLite then checkpoints the log into the database
+and deletes it (copies and an fsync), about 2 ms of a one-node run's 3 ms save. The kept
+connection is re-opened when the file at the path is no longer the one it opened (moved,
+deleted, replaced), so a write never goes to a file that has left its path; and after any
+error. Reads open their own connection each time.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from brickwork._settings import cache_dir
@@ -87,6 +95,9 @@ class SQLiteRunStore(RunStore, file_backend=True):
         self.path = self._file = path
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
+        # The writers' connection and the (device, inode) of the file it opened.
+        self._writer: sqlite3.Connection | None = None
+        self._writer_file: tuple[int, int] | None = None
         self._start(
             where=str(path),
             max_buffered_runs=max_buffered_runs,
@@ -96,16 +107,63 @@ class SQLiteRunStore(RunStore, file_backend=True):
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[Connection]:
-        """A connection for one unit of work: committed on success, always closed."""
-        with (
-            self._lock if write else nullcontext(),
-            closing(sqlite3.connect(self._file, timeout=self.timeout_s)) as conn,
-        ):
+        """A connection for one unit of work: committed on success, rolled back on error.
+
+        Writes take turns on the kept writers' connection; reads get one of their own.
+        """
+        if not write:
+            with closing(self._open()) as conn, conn:
+                yield conn
+            return
+        with self._lock:
+            conn = self._writer_connection()
+            try:
+                with conn:
+                    yield conn
+            except BaseException:
+                self._close_writer()  # the next write starts from a fresh connection
+                raise
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._file, timeout=self.timeout_s, check_same_thread=False)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL cannot corrupt the file; a power cut may lose the last runs.
             conn.execute("PRAGMA synchronous=NORMAL")
-            with conn:
-                yield conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self._file)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """Under the lock: the kept connection, re-opened if the path's file changed."""
+        if self._writer is not None and self._identity() != self._writer_file:
+            self._close_writer()
+        if self._writer is None:
+            self._writer = self._open()
+            self._writer_file = self._identity()
+        return self._writer
+
+    def _close_writer(self) -> None:
+        writer, self._writer, self._writer_file = self._writer, None, None
+        if writer is not None:
+            # A connection to a file that has gone: there is nothing left to keep.
+            with suppress(sqlite3.Error):
+                writer.close()
+
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Flush and stop (see `RunStore.close`), then close the writers' connection."""
+        flushed = super().close(timeout_s)
+        with self._lock:
+            self._close_writer()
+        return flushed
 
     def _migrate(self, conn: Connection) -> None:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])

@@ -7,7 +7,6 @@ brickwork tune SKILL [--data FILE ...] [--promote]  train, serve and evaluate a 
 brickwork skill list|show|rollback [SKILL]          skills, their adapters and bindings
 brickwork route train NODE|GRAPH|FOLDER | show     per-node routers from the run store
 brickwork plan REPORT [--volume N] [--hardware cpu|h100]  GPUs and $/month per mode
-brickwork plan REPORT [--volume N] [--hardware cpu|h100]  GPUs and $/month per mode
 brickwork deploy k8s --render DIR | ray | status | down   scale out (brickwork.deploy)
 brickwork store prune --days N [--store URL]        delete runs older than N days
 brickwork version
@@ -190,10 +189,6 @@ def _parser() -> argparse.ArgumentParser:
     add_cache_arguments(
         sub.add_parser("cache", help="the response cache: per-node statistics, clear")
     )
-
-    from brickwork.planning import add_plan_arguments
-
-    add_plan_arguments(sub.add_parser("plan", help="instances and $/month per mode, from an eval"))
 
     from brickwork.planning import add_plan_arguments
 
@@ -685,10 +680,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from brickwork.caching.commands import cache_main
 
             return cache_main(args)
-        if args.command == "plan":
-            from brickwork.planning import plan_main
-
-            return plan_main(args)
         if args.command == "plan":
             from brickwork.planning import plan_main
 

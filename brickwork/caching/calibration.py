@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
+    "Bound",
     "Calibration",
     "Item",
     "LabelledPair",
@@ -58,12 +59,17 @@ _NEGATIONS = ({"on", "off"}, {"lock", "unlock"}, {"heat", "cool"})
 
 @dataclass(frozen=True)
 class Item:
-    """One labelled request: its graph, text, paraphrase group and each node's right answer."""
+    """One labelled request: its graph, text, paraphrase group and each node's right answer.
+
+    `family` gathers groups that are hard negatives of each other (a device's on, off and
+    status question): a family stays in one fold, so held-out pairs include its negations.
+    """
 
     graph: str
     text: str
     group: str
     answers: Mapping[str, Any]
+    family: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class LabelledPair:
         same: The cached answer is right for the new request.
         guarded: The guard lets the cached answer through for the new text.
         kind: What differs between the two requests' answers (`PairKind`).
-        fold: Which of two folds the pair belongs to (by paraphrase group), for
+        fold: Which of two folds the pair belongs to (by the items' family), for
             `cross_validate`; -1 when the two requests are in different folds.
     """
 
@@ -220,8 +226,8 @@ def cross_validate(
 ) -> tuple[NodeMeasure, list[Calibration]]:
     """Calibrate on one fold, measure on the other, both ways; the two measures summed.
 
-    Pairs across folds are left out, so no paraphrase group is on both sides. A fold whose
-    calibration finds no threshold serves nothing semantically on the other fold (no hits).
+    Pairs across folds are left out, so no paraphrase group (nor family) is on both sides. A
+    fold whose calibration finds no threshold serves nothing semantically on the other fold.
     """
     pairs = list(pairs)
     calibrations = []
@@ -257,7 +263,7 @@ def cross_validate(
 
 
 def load_items(path: str | Path) -> list[Item]:
-    """Items from JSON lines: `{"graph", "text", "group", "answers": {node: answer}}`.
+    """Items from JSON lines: `{"graph", "family"?, "group", "text", "answers": {node: answer}}`.
 
     Raises:
         ValueError: A line is not such an object (the line number is named).
@@ -268,8 +274,9 @@ def load_items(path: str | Path) -> list[Item]:
             continue
         try:
             row = json.loads(line)
+            family = str(row.get("family") or row["group"])
             items.append(
-                Item(str(row["graph"]), str(row["text"]), str(row["group"]), row["answers"])
+                Item(str(row["graph"]), str(row["text"]), str(row["group"]), row["answers"], family)
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: not a labelled request ({exc})") from exc
@@ -310,17 +317,17 @@ def pairs_from_items(
     vectors = np.asarray(encode([item.text for item in items]), dtype=np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     similarities = vectors @ vectors.T
-    # Paraphrase groups alternate between the two folds in the order they first appear.
-    groups: dict[str, int] = {}
+    # Families alternate between the two folds in the order they first appear.
+    families: dict[str, int] = {}
     for item in items:
-        groups.setdefault(f"{item.graph}/{item.group}", len(groups) % 2)
+        families.setdefault(f"{item.graph}/{item.family or item.group}", len(families) % 2)
     pairs: dict[str, list[LabelledPair]] = {}
     for i, cached in enumerate(items):
         for j, new in enumerate(items):
             if i == j or cached.graph != new.graph or cached.text == new.text:
                 continue
-            fold_a = groups[f"{cached.graph}/{cached.group}"]
-            fold_b = groups[f"{new.graph}/{new.group}"]
+            fold_a = families[f"{cached.graph}/{cached.family or cached.group}"]
+            fold_b = families[f"{new.graph}/{new.family or new.group}"]
             for node, answer in cached.answers.items():
                 if node not in new.answers:
                     continue

@@ -16,19 +16,30 @@ automatic checkpoints off, and a daemon thread with its own connection runs a PA
 checkpoint (which never blocks the writer) whenever the log has grown past
 `WAL_CHECKPOINT_BYTES`, and a final one when the saver closes.
 
+Commits are grouped: `SqliteSaver` commits after every statement (five or six commits for a
+one-node run, each a write of the log), while `InlineSqliteSaver`, called from the event loop,
+commits once per loop iteration, after every write that iteration made (`call_soon`); with
+many runs in flight one commit serves all of them. `App` calls `commit()` when a graph returns,
+so a run's last checkpoint (the one an interrupted run resumes from) is committed before its
+`RunFinished` event. Called outside an event loop, the saver commits at once, like `SqliteSaver`.
+
 Durability: WAL with `synchronous=NORMAL` survives a crash of the process (the case
-`App.aresume` exists for); a power loss can drop the last transactions before the next WAL
-checkpoint. Use PostgreSQL (`checkpoints="postgresql://..."`) where that matters.
+`App.aresume` exists for); a crash can lose only the writes of the loop iteration it interrupts,
+which belong to runs still in flight: such a run resumes from the checkpoint before (the
+guarantee of LangGraph's own `durability="async"`). A power loss can drop the last
+transactions before the next WAL checkpoint. Use PostgreSQL (`checkpoints="postgresql://..."`)
+where that matters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +136,47 @@ class InlineSqliteSaver(SqliteSaver):
         return saver
 
     wal: WalCheckpointer | None = None
+    #: The event loop a commit is scheduled on (the writes since the last one are pending).
+    _commit_due: asyncio.AbstractEventLoop | None = None
+    _closed = False
+
+    @contextlib.contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        """As `SqliteSaver.cursor`, but a write is committed at the end of the loop iteration."""
+        with self.lock:
+            self.setup()
+            cur = self.conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+        if transaction:
+            self._commit_soon()
+
+    def _commit_soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a synchronous caller: commit now
+            self.commit()
+            return
+        # One commit per loop iteration; a commit scheduled on another loop (one that may have
+        # stopped before running it) does not count.
+        if self._commit_due is not loop:
+            self._commit_due = loop
+            loop.call_soon(self.commit)
+
+    def commit(self) -> None:
+        """Commit the writes made since the last commit (a no-op when there are none)."""
+        with self.lock:
+            self._commit_due = None
+            if not self._closed and self.conn.in_transaction:
+                self.conn.commit()
 
     def close(self) -> None:
         """Stop the checkpoint thread, checkpoint the log one last time, close the connection."""
+        with contextlib.suppress(sqlite3.Error):
+            self.commit()
+        self._closed = True
         if self.wal is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.wal.stop(final=self.conn)

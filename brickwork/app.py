@@ -436,6 +436,12 @@ class App:
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
         except Exception as exc:  # the run ends with a clear error, the app lives on
             return {}, "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            # The inline SQLite saver groups commits per loop iteration: the run's last
+            # checkpoint (what an interrupted run resumes from) is committed before it ends.
+            commit = getattr(self._compiled.checkpointer, "commit", None)
+            if callable(commit):
+                commit()
         waiting = state.get("__interrupt__")
         if waiting:  # a node stopped to ask the user; its checkpoint is what resumes it
             question = getattr(waiting[0], "value", {}) or {}

@@ -8,8 +8,8 @@ and endpoint, the validators' own words) and the raw error.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.table import Table
@@ -17,11 +17,13 @@ from rich.text import Text
 
 from brickwork.app import RunResult
 from brickwork.errors import BrickworkError
-from brickwork.events import ModelCallEvent, NodeFinished
+from brickwork.events import ModelCallEvent, NodeFinished, RouteDecision
 from brickwork.http.redact import redact
+from brickwork.routing.decision import RouteReason
 from brickwork.serving.pool import ModelPool
 
 __all__ = [
+    "CASCADE_REASONS",
     "DEMO_REQUESTS",
     "FRONTIER_ONLY",
     "STAND_IN_NOTE",
@@ -31,6 +33,7 @@ __all__ = [
     "print_batch",
     "print_trace",
     "result_json",
+    "route_text",
     "user_answer",
 ]
 
@@ -54,6 +57,9 @@ STAND_IN_NOTE = (
     "note: no frontier API is configured (BRICKWORK_FRONTIER_*); a local model (model*) stood "
     "in for it, so escalated answers are only as good as that model."
 )
+
+#: Route reasons that leave a node to the plain cascade: the router did not choose its tier.
+CASCADE_REASONS: frozenset[str] = frozenset(get_args(RouteReason)) - {"routed", "cheapest"}
 
 _NOT_DONE = {
     "timeout": "Not done: it took too long and was stopped.",
@@ -102,6 +108,31 @@ def cost_line(spent: float, counterfactual: float, label: str) -> str:
     else:
         verdict = f"the ladder cost {_money(-difference)} more"
     return f"cost {_money(spent)}; {label} {_money(counterfactual)} ({verdict})"
+
+
+def route_text(event: Mapping[str, Any], *, verbose: bool = False) -> str:
+    """A route decision in words: node, tier, router or cascade, the knob, P per tier.
+
+    `event` is a `RouteDecision` as a dict (`to_dict()`, or as the run store keeps it), so the
+    CLI and the TUI word it alike. Most important first (a compact line is cut at the end):
+    `number -> large by the router (routed), margin 0.05; P slm 0.03 large 0.97`.
+    `verbose` adds the rule's own sentence, the decision's time and the router's revision.
+    """
+    node, tier, reason = event.get("node"), event.get("tier"), str(event.get("reason"))
+    detail = str(event.get("detail") or "")
+    why = f"{reason}: {detail}" if verbose and detail else reason
+    if reason in CASCADE_REASONS:
+        head = f"{node} -> {tier}, fell back to the cascade ({why})"
+    else:
+        head = f"{node} -> {tier} by the router ({why})"
+    head += f", margin {float(event.get('margin') or 0.0):g}"
+    chances = " ".join(f"{t} {float(p):.2f}" for t, p in event.get("probabilities") or ())
+    text = f"{head}; P {chances}" if chances else head  # no router, no prediction
+    if verbose:
+        text += f"; {float(event.get('latency_s') or 0.0) * 1000:.2f} ms"
+        if event.get("revision") is not None:
+            text += f", router r{event['revision']}"
+    return text
 
 
 def _node_rows(result: RunResult) -> list[tuple[NodeFinished, list[ModelCallEvent], Any]]:
@@ -167,7 +198,7 @@ def print_trace(
     verbose: bool = False,
     label: str = TOP_TIER_ONLY,
 ) -> None:
-    """The run's nodes (one line each), its answer, then status, latency and cost.
+    """The run's nodes (one line each), its route decisions, answer, status, latency and cost.
 
     Args:
         result: The run.
@@ -206,6 +237,16 @@ def print_trace(
         console.print(_line(header, _TRACE_COLUMNS, console.width, style="dim"))
         for row in rows:
             console.print(_line(row, _TRACE_COLUMNS, console.width), highlight=False)
+    for route in result.events:
+        if isinstance(route, RouteDecision):
+            cascade = route.reason in CASCADE_REASONS
+            line = Text.assemble(
+                ("route ", "bold"),
+                (route_text(route.to_dict(), verbose=verbose), "yellow" if cascade else "cyan"),
+            )
+            if not verbose:  # one line, cut with an ellipsis like the node lines
+                line.truncate(console.width, overflow="ellipsis")
+            console.print(line, highlight=False)
     answer = Text.assemble(("answer: ", "bold"), user_answer(result))
     console.print(answer, highlight=False)
     if verbose and result.error:

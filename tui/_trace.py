@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.text import Text
 
+from brickwork._trace import CASCADE_REASONS, route_text
 from brickwork.tui._format import clip, money, seconds
 
 __all__ = ["Step", "event_line", "step_detail", "steps"]
@@ -22,10 +23,11 @@ EventDict = Mapping[str, Any]
 
 @dataclass
 class Step:
-    """One node span of a run: its model calls, its escalation decision and how it ended."""
+    """One node span of a run: its route, model calls, escalation decision and how it ended."""
 
     node: str
     started_at: float | None = None
+    route: EventDict | None = None
     calls: list[EventDict] = field(default_factory=list)
     decision: EventDict | None = None
     finished: EventDict | None = None
@@ -84,6 +86,8 @@ def steps(events: Sequence[EventDict]) -> list[Step]:
         if kind == "node_started":
             open_steps[node] = Step(node, started_at=event.get("at"))
             found.append(open_steps[node])
+        elif kind == "route_decision":
+            current(node).route = event
         elif kind == "model_call":
             current(node).calls.append(event)
         elif kind == "escalation":
@@ -116,6 +120,9 @@ def event_line(event: EventDict) -> Text:
             f"{seconds(event.get('latency_s'))}, {money(float(event.get('cost_usd') or 0))}",
             style="dim",
         )
+    if kind == "route_decision":
+        style = "yellow" if event.get("reason") in CASCADE_REASONS else "cyan"
+        return Text(f"    route {clip(route_text(event), 100)}", style=style)
     if kind == "escalation":
         style = "yellow" if event.get("action") == "escalate" else "dim"
         reason = f" ({event['reason']})" if event.get("reason") else ""
@@ -150,6 +157,10 @@ def step_detail(step: Step) -> Text:
         f"  {step.status} · {step.models} · {seconds(step.latency_s)} · "
         f"{prompt}+{completion} tok · {money(step.cost_usd)}\n",
     )
+    if step.route is not None:
+        cascade = step.route.get("reason") in CASCADE_REASONS
+        text.append("route: ", style="bold yellow" if cascade else "bold cyan")
+        text.append(route_text(step.route, verbose=True) + "\n")
     for call in step.calls:
         stand_in = " (stand-in)" if call.get("stand_in") else ""
         text.append(

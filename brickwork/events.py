@@ -6,8 +6,9 @@ gives a JSON-able form for the store, the HTTP front and logs.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 __all__ = [
@@ -34,13 +35,42 @@ def _now() -> float:
     return time.time()
 
 
+#: Each event class's field names, read once (`dataclasses.fields` walks the class each time).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy of a field's value, as `dataclasses.asdict` makes it, without its detours.
+
+    `asdict` sends every value through `copy.deepcopy` and every container through a generic
+    rebuild: a quarter of a millisecond for a one-node run's six events. Events hold strings,
+    numbers and plain containers of them; anything else takes `asdict`'s own path.
+    """
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    if kind is tuple:
+        return tuple(_plain(v) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return copy.deepcopy(value)
+
+
 @dataclass(frozen=True)
 class _Base:
     run_id: str
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, with the event kind."""
-        return asdict(self)
+        """JSON-able form, with the event kind (a deep copy, as `dataclasses.asdict` gives)."""
+        names = _FIELDS.get(type(self))
+        if names is None:
+            names = _FIELDS[type(self)] = tuple(f.name for f in fields(self))
+        return {name: _plain(getattr(self, name)) for name in names}
 
 
 @dataclass(frozen=True)

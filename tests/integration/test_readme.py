@@ -58,6 +58,7 @@ PLAN: dict[tuple[str, ...], str] = {
     ("eval", "../shared/data/banking8"): "help: a split of a shared set on real models for "
     "minutes (routed mode on fakes: tests/unit/test_routing_eval.py)",
     ("route",): "help: trains from the eval runs above (on fakes: tests/unit/test_routing_eval.py)",
+    ("plan",): "covered: tests/unit/test_planning.py (the CLI on a report `brickwork eval` wrote)",
     ("skill", "list"): "run",
     ("skill", "rollback"): "run",
 }

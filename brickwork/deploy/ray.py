@@ -96,6 +96,12 @@ def _listening(port: int) -> bool:
     return False
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
 def _environment() -> dict[str, str]:
     return {**os.environ, **RAY_ENV}
 
@@ -124,6 +130,9 @@ def start_cluster(
     command += ["--node-ip-address", LOOPBACK, "--port", str(ray_port)]
     command += ["--include-dashboard", "false", "--object-store-memory", str(_OBJECT_STORE_BYTES)]
     command += ["--num-cpus", str(os.cpu_count() or 1)]
+    # Fixed defaults (10001, 52365) would clash with a second cluster on the same machine.
+    command += ["--ray-client-server-port", str(_free_port())]
+    command += ["--dashboard-agent-listen-port", str(_free_port())]
     say(f"ray: starting a head on {LOOPBACK}:{ray_port} (log {log})")
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -145,7 +154,7 @@ def start_cluster(
     return record
 
 
-def stop_cluster(ray_port: int, *, timeout_s: float = 30) -> bool:
+def stop_cluster(ray_port: int, *, timeout_s: float = 10) -> bool:
     """Stop the head this module started on `ray_port` (its whole process group); True if one."""
     record = ClusterRecord.read(ray_port)
     if record is None:
@@ -185,7 +194,12 @@ def _front_deployment() -> Any:
     """The Serve deployment class of the HTTP front (made here: `ray` imports lazily)."""
     from ray import serve
 
-    @serve.deployment(name=_DEPLOYMENT, max_ongoing_requests=256, health_check_period_s=5)
+    @serve.deployment(
+        name=_DEPLOYMENT,
+        max_ongoing_requests=256,
+        health_check_period_s=5,
+        graceful_shutdown_timeout_s=10,
+    )
     @serve.ingress()
     class Front:
         """One replica: builds the front's ASGI app in its own process and event loop."""
@@ -295,14 +309,18 @@ def status(*, ray_port: int = 6379) -> int:
 
 
 def down(*, ray_port: int = 6379) -> int:
-    """Remove the front from Serve and stop the head this module started on `ray_port`."""
+    """Stop the head this module started on `ray_port`, or else remove only the front.
+
+    A head started here goes with everything on it (Serve keeps its state in the head). On a
+    cluster someone else runs, only the `brickwork` application is deleted.
+    """
     say = _say()
-    if _listening(ray_port):
+    if ClusterRecord.read(ray_port) is None and _listening(ray_port):
         connect(ray_port)
         from ray import serve
 
-        serve.shutdown()  # type: ignore[no-untyped-call]  # untyped in ray
-        say("serve: shut down")
+        serve.delete(APP_NAME)
+        say(f"serve: deleted the application {APP_NAME!r}")
     if stop_cluster(ray_port):
         say(f"ray: stopped the head on {LOOPBACK}:{ray_port}")
     else:

@@ -23,7 +23,10 @@ from brickwork.errors import ConfigError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["FrontSpec", "build_front", "serve_replica"]
+__all__ = ["REPLICA_HEADER", "FrontSpec", "ReplicaHeader", "build_front", "serve_replica"]
+
+#: The response header naming the replica that answered (`host:pid`).
+REPLICA_HEADER = b"x-brickwork-replica"
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,37 @@ def build_front(spec: FrontSpec) -> FastAPI:
     api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
     if spec.api_key_env and not api_key:
         raise ConfigError(f"api_key_env names ${spec.api_key_env}, which is not set")
-    return create_api(apps, store=store, api_key=api_key, timeout_s=spec.timeout_s, close_apps=True)
+    api = create_api(apps, store=store, api_key=api_key, timeout_s=spec.timeout_s, close_apps=True)
+    api.add_middleware(ReplicaHeader)
+    return api
+
+
+class ReplicaHeader:
+    """ASGI middleware: every HTTP response says which replica answered (`x-brickwork-replica`).
+
+    The value is `host:pid`, enough to tell replicas (and pods) apart in a trace or a test.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import os
+        import socket
+
+        self.app = app
+        self.value = f"{socket.gethostname()}:{os.getpid()}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the request on; add the header to the response's start message."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (REPLICA_HEADER, self.value)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
 
 
 def serve_replica(spec: FrontSpec, *, host: str = "127.0.0.1", port: int = 8080) -> None:

@@ -1,0 +1,162 @@
+"""The HTTP front as Ray Serve replicas on a real local Ray cluster, over the real PostgreSQL.
+
+One cluster for the module: `brickwork deploy ray` (a subprocess, as a user runs it) starts a
+Ray head on loopback and two replicas of the front against the instant model server
+(`benchmarks/instant_server.py`: no model, so the replicas and the store are what is tested);
+`brickwork deploy down` stops it. Override the store with BRICKWORK_TEST_POSTGRES_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.instant_server import InstantServer, free_port
+from brickwork.store import RunStore
+
+pytest.importorskip("ray.serve")
+psutil = pytest.importorskip("psutil")
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BRICKWORK = str(Path(sys.executable).with_name("brickwork"))
+REPLICAS = 2
+REQUEST = {
+    "model": "smart_home",
+    "messages": [{"role": "user", "content": "turn on the kitchen lights"}],
+}
+
+
+@dataclass
+class Cluster:
+    url: str
+    ray_port: int
+    env: dict[str, str]
+    deploy_output: str
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    state = tmp_path_factory.mktemp("ray-state")
+    env = {**os.environ, "BRICKWORK_STATE_DIR": str(state)}
+    ray_port, http_port = free_port(), free_port()
+    with InstantServer() as model:
+        command = [BRICKWORK, "deploy", "ray", "--api-replicas", str(REPLICAS)]
+        command += ["--store", PG_URL, "--url", model.base_url]
+        command += ["--ray-port", str(ray_port), "--http-port", str(http_port)]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            yield Cluster(f"http://127.0.0.1:{http_port}", ray_port, env, done.stderr)
+        finally:
+            record = json.loads((state / f"ray-{ray_port}.json").read_text())
+            down = [BRICKWORK, "deploy", "down", "--ray-port", str(ray_port)]
+            subprocess.run(down, env=env, capture_output=True, text=True, timeout=180)
+            assert not (state / f"ray-{ray_port}.json").exists()
+            _wait_gone(record, timeout_s=60)
+
+
+def _ours(record: dict) -> dict[int, str]:
+    """Processes of the cluster: the head's group and the actors started since."""
+    found = {}
+    for process in psutil.process_iter(["pid", "name", "create_time"]):
+        try:
+            if process.info["create_time"] >= record["started_at"] - 1 and (
+                os.getpgid(process.pid) == record["pid"] or process.name().startswith("ray::")
+            ):
+                found[process.pid] = process.name()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return found
+
+
+def _wait_gone(record: dict, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (left := _ours(record)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"processes left after deploy down: {left}"
+
+
+async def _ask(
+    client: httpx.AsyncClient, url: str, n: int, concurrency: int
+) -> list[httpx.Response]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> httpx.Response:
+        async with gate:
+            return await client.post(f"{url}/v1/chat/completions", json=REQUEST)
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_deploy_shows_progress_and_status_lists_the_replicas(cluster: Cluster) -> None:
+    assert "serve: replicas" in cluster.deploy_output
+    assert f"{REPLICAS} RUNNING" in cluster.deploy_output
+    status = subprocess.run(
+        [BRICKWORK, "deploy", "status", "--ray-port", str(cluster.ray_port)],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "started by brickwork" in status.stdout
+    assert f"front: HEALTHY ({REPLICAS} RUNNING)" in status.stdout
+
+
+async def test_runs_spread_over_replicas_and_all_land_in_the_shared_store(
+    cluster: Cluster,
+) -> None:
+    async with httpx.AsyncClient(timeout=120) as client:
+        replies = await _ask(client, cluster.url, n=24, concurrency=8)
+        assert [r.status_code for r in replies] == [200] * 24, replies[0].text
+        served_by = {r.headers["x-brickwork-replica"] for r in replies}
+        assert len(served_by) == REPLICAS
+        run_ids = [r.json()["brickwork"]["run_id"] for r in replies]
+        # Any replica reads any run: the store is shared, not the replica's memory.
+        lookups = [await client.get(f"{cluster.url}/v1/runs/{run_id}") for run_id in run_ids]
+    assert [r.status_code for r in lookups] == [200] * len(run_ids)
+    assert len({r.headers["x-brickwork-replica"] for r in lookups}) == REPLICAS
+    store = RunStore(PG_URL)
+    try:
+        for run_id in run_ids:
+            found = store.run(run_id)
+            assert found is not None, run_id
+            summary, events = found
+            assert (summary.status, summary.source, summary.graph) == ("ok", "api", "smart_home")
+            assert events
+    finally:
+        store.close()
+
+
+def test_every_ray_listener_is_on_loopback_but_serve_replicas_internal_grpc(
+    cluster: Cluster,
+) -> None:
+    record = json.loads(
+        (Path(cluster.env["BRICKWORK_STATE_DIR"]) / f"ray-{cluster.ray_port}.json").read_text()
+    )
+    ours = _ours(record)
+    listeners = [
+        (c.laddr.ip, c.laddr.port, ours[c.pid])
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in ours
+    ]
+    assert (("127.0.0.1", cluster.ray_port) in {(ip, port) for ip, port, _ in listeners}) or (
+        ("::ffff:127.0.0.1", cluster.ray_port) in {(ip, port) for ip, port, _ in listeners}
+    )
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    elsewhere = [entry for entry in listeners if entry[0] not in loopback]
+    # Ray 2.60 binds each Serve replica's inter-deployment gRPC server to [::]:0
+    # (ray/serve/_private/replica.py, `_on_initialized`); nothing else may leave loopback.
+    assert all(name.startswith("ray::ServeReplica") for _, _, name in elsewhere), elsewhere
+    assert len(elsewhere) <= REPLICAS

@@ -1,0 +1,134 @@
+"""Route before generating, for real: hybrid runs of the smart_home graph on the local ladder
+(SmolLM2-135M, then the bundled 1.5B model) are stored, `brickwork route train` learns a router
+per node from them, and a new request starts where that router says.
+
+Starts the bundled 1.5B model on a core of its own beside the session's small-model server,
+as tests/integration/test_ladder_real.py does. What the real models answer is not asserted;
+what is: the runs give labelled attempts of both tiers, the trained router is saved and
+valid, the new run records a decision with P per tier and the knob, its node's first model
+call is on the tier decided, the decision itself is fast, and the CLI trace shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from brickwork._trace import CASCADE_REASONS, print_trace
+from brickwork.app import App
+from brickwork.cli import main
+from brickwork.events import ModelCallEvent, RouteDecision
+from brickwork.routing import Routing, load_router, samples_from_store
+from brickwork.serving.launcher import PlacementError, VLLMServer, plan_placement
+from brickwork.serving.local import large_model_available, large_spec, pool_config_for
+from brickwork.serving.models import EMBEDDED_MODEL
+from brickwork.serving.pool import ModelPool
+from brickwork.store import RunStore
+from brickwork.tools.smart_home import SmartHomeHub
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+GRAPH = "smart_home"
+NODE = "toolcall"
+#: Single-step requests of evals/smart_home.jsonl (no plan, nothing sensitive to confirm).
+TRAIN = (
+    "Turn the bedroom lights off",
+    "Set the thermostat to 68 degrees",
+    "Lock the garage door",
+    "Is the living room light on?",
+    "Start the movie night scene",
+    "Cool the house down to 74",
+    "What temperature is the thermostat set to?",
+    "Switch on the bathroom lights",
+    "Activate the bedtime scene",
+)
+NEW = "Turn on the kitchen lights"
+
+
+@pytest.fixture(scope="module")
+def large_server() -> Iterator[VLLMServer]:
+    """The bundled large model on its own core (the small model's server keeps core 0)."""
+    assert large_model_available(), "the large model's packages are missing: run `make venv`"
+    try:
+        cores = plan_placement({"large": 1}, taken={"small": (0,)})["large"]
+    except PlacementError as exc:
+        pytest.skip(f"no core of its own for the large model: {exc}")
+    server = VLLMServer(large_spec(cores=cores), progress=False, ready_timeout_s=900).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def ladder(slm_base_url: str, large_server: VLLMServer) -> AsyncIterator[ModelPool]:
+    config = pool_config_for(
+        slm_base_url,
+        EMBEDDED_MODEL.served_name,
+        large=(large_server.base_url, large_server.spec.served_name),
+    )
+    async with ModelPool(config) as pool:
+        yield pool
+
+
+async def test_a_router_trained_on_real_hybrid_runs_routes_a_new_request(
+    ladder: ModelPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRICKWORK_BINDINGS", str(tmp_path / "bindings.json"))  # routers here
+    assert ladder.tiers == ("slm", "large")
+    store_path = tmp_path / "runs.sqlite"
+    store = RunStore(store_path)
+    app = App.from_graph(
+        f"graphs.{GRAPH}", pool=ladder, store=store, graph_options={"hub": SmartHomeHub()},
+        checkpoints=None,
+    )  # fmt: skip
+    try:
+        results = [await app.ainvoke(text, mode="hybrid") for text in TRAIN]
+    finally:
+        await app.aclose()
+    store.flush()
+    assert all(r.status in ("ok", "failed") for r in results), [r.error for r in results]
+
+    samples = [s for s in samples_from_store(store, GRAPH) if s.node == NODE]
+    tiers = {s.tier for s in samples}
+    print(f"{NODE}: {len(samples)} labelled attempts, by tier and outcome:",
+          {(t, ok): sum(s.tier == t and s.ok == ok for s in samples)
+           for t in sorted(tiers) for ok in (True, False)})  # fmt: skip
+    assert "slm" in tiers and len(samples) >= len(TRAIN)  # every run tried the small tier
+    store.close()
+
+    # `brickwork route train` on those runs (no embeddings: cheap signals only).
+    assert main(["route", "train", f"{GRAPH}:{NODE}", "--store", str(store_path),
+                 "--embeddings", "off", "--min-samples", "5"]) == 0  # fmt: skip
+    router = load_router(GRAPH, NODE)
+    assert router is not None and "slm" in router.tiers
+
+    store = RunStore(store_path)
+    routed = App.from_graph(
+        f"graphs.{GRAPH}", pool=ladder, store=store, graph_options={"hub": SmartHomeHub()},
+        checkpoints=None, routing=Routing.for_graph(GRAPH, margin=0.05),
+    )  # fmt: skip
+    try:
+        result = await routed.ainvoke(NEW, mode="hybrid")
+    finally:
+        await routed.aclose()
+        store.close()
+    decisions = [e for e in result.events if isinstance(e, RouteDecision) and e.node == NODE]
+    assert len(decisions) == 1, result.events
+    [decision] = decisions
+    print(f"decision: {decision.tier} ({decision.reason}) P={decision.probabilities} "
+          f"margin={decision.margin} in {decision.latency_s * 1000:.2f} ms")  # fmt: skip
+    assert decision.reason in ("routed", "cheapest", "unsure"), decision  # a valid router
+    assert decision.margin == 0.05 and decision.revision == router.revision
+    assert {t for t, _ in decision.probabilities} == set(router.tiers)
+    assert all(0.0 <= p <= 1.0 for _, p in decision.probabilities)
+    assert decision.latency_s < 0.05  # the issue's budget is 1 ms; a loaded 2-core box is slower
+    calls = [e for e in result.events if isinstance(e, ModelCallEvent) and e.node == NODE]
+    assert calls and calls[0].model == decision.tier  # the node started where it was routed
+    if decision.reason in CASCADE_REASONS or decision.tier == "slm":
+        assert calls[0].model == "slm"
+
+    console = Console(width=100, record=True, color_system=None)
+    print_trace(result, console)
+    assert f"route {NODE} -> {decision.tier}" in console.export_text()

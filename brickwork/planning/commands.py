@@ -257,7 +257,7 @@ def print_plan(plan: Plan, console: Any) -> None:
             f"{mode.usd_per_month:,.2f}",
             f"{mode.usd_per_1m_requests:,.2f}",
             f"{mode.api_usd_per_month:,.2f}",
-            _volume_text(mode.break_even_volume),
+            _volume_text(mode.break_even_volume) if mode.instances else "- (all API)",
         )
     console.print(table)
     for source in plan.sources:

@@ -149,7 +149,7 @@ class ModePlan:
     usd_per_month: float
     api_usd_per_request: float
     #: Smallest monthly volume from which self-hosting is never dearer than the API (None:
-    #: never; 0: at any volume).
+    #: never, or nothing is self-hosted; 0: at any volume).
     break_even_volume: float | None
 
     @property
@@ -241,7 +241,10 @@ def plan_mode(
         tiers=tuple(tiers),
         usd_per_month=sum(t.usd_per_month for t in tiers),
         api_usd_per_request=api_per_request_all,
-        break_even_volume=break_even(steps, api_per_request_all, api_per_request),
+        # A mode served by the API alone has nothing to self-host: no break-even to speak of.
+        break_even_volume=break_even(steps, api_per_request_all, api_per_request)
+        if steps
+        else None,
     )
 
 

@@ -264,3 +264,18 @@ def test_missing_figures_are_refused_or_labelled_assumed(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="peak factor"):
         make_plan(load, tokens_per_call=(450, 20), rps={"medium": 1.0}, usd_per_hour=0.2,
                   peak_factor=0.5)  # fmt: skip
+
+
+def test_tiers_served_by_an_api_are_paid_per_token_not_hosted(report_file: Path) -> None:
+    raw = json.loads(report_file.read_text())["modes"]
+    plan = make_plan(read_report(report_file), volume=2e6, api_tiers=("large",))
+    hybrid, top = plan.modes[1], plan.modes[2]
+    [slm, large] = hybrid.tiers
+    assert (slm.api, large.api) == (False, True) and large.instances == 0
+    prompt, completion = raw["hybrid"]["tokens_by_tier"]["large"]
+    metered = (prompt * 1.25 + completion * 10.0) / 1e6 / raw["hybrid"]["n"]
+    assert large.usd_per_month == pytest.approx(metered * 2e6)
+    assert hybrid.usd_per_month == pytest.approx(slm.usd_per_month + metered * 2e6)
+    # The frontier-only mode on an API is the API itself: nothing hosted, no break-even.
+    assert top.instances == 0 and top.break_even_volume is None
+    assert top.usd_per_month == pytest.approx(top.api_usd_per_month)

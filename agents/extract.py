@@ -89,6 +89,9 @@ class ExtractAgent:
         self._validator = jsonschema.Draft202012Validator(
             self.schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
         )
+        # The prompt before the input (instructions, schema, examples) per number of examples,
+        # built once per skill rather than per run.
+        self._prefixes: dict[int, tuple[Skill, list[Message]]] = {}
 
     async def run(
         self, input: str | Sequence[Message], *, pool: ModelPool, model: str | None = None
@@ -119,7 +122,7 @@ class ExtractAgent:
             finish_reasons.append(completion.finish_reason)
             return completion
 
-        said = own_text(_user_text(input))
+        said = own_text(_user_text(input)) if self.grounded else ""
 
         async def validate(text: str) -> tuple[Any, list[str], SignalKind]:
             value, errors = self.validate(text, finish_reason=finish_reasons[-1])
@@ -173,17 +176,26 @@ class ExtractAgent:
             input: The text, or a chat history ending with the user's turn.
             few_shot: Examples to show instead of the agent's `few_shot`.
         """
-        schema = json.dumps(self.schema, ensure_ascii=False)
-        system = f"{self.skill.instructions}\n\n{_ANSWER.format(schema=schema)}"
-        messages: list[Message] = [{"role": "system", "content": system}]
-        for example in self.skill.few_shot(self.few_shot if few_shot is None else few_shot):
-            messages += example.messages()
-            answer = json.dumps(example.output, ensure_ascii=False)
-            messages.append({"role": "assistant", "content": answer})
+        prefix = self._prefix(self.few_shot if few_shot is None else few_shot)
+        messages: list[Message] = [dict(m) for m in prefix]
         if isinstance(input, str):
             messages.append({"role": "user", "content": input})
         else:
             messages += [dict(m) for m in input]
+        return messages
+
+    def _prefix(self, k: int) -> list[Message]:
+        cached = self._prefixes.get(k)
+        if cached is not None and cached[0] is self.skill:
+            return cached[1]
+        schema = json.dumps(self.schema, ensure_ascii=False)
+        system = f"{self.skill.instructions}\n\n{_ANSWER.format(schema=schema)}"
+        messages: list[Message] = [{"role": "system", "content": system}]
+        for example in self.skill.few_shot(k):
+            messages += example.messages()
+            answer = json.dumps(example.output, ensure_ascii=False)
+            messages.append({"role": "assistant", "content": answer})
+        self._prefixes[k] = (self.skill, messages)
         return messages
 
     def _check(self, text: str) -> tuple[Extraction | None, list[str]]:

@@ -200,6 +200,10 @@ class App:
         return resources
 
     async def _ensure_started(self, progress: Callable[[str], None] | None = None) -> None:
+        if self._compiled is None:  # every run asks; only the first ones take the lock
+            await self._start(progress)
+
+    async def _start(self, progress: Callable[[str], None] | None) -> None:
         async with self._start_lock:
             if self._compiled is not None:
                 return

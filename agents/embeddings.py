@@ -69,6 +69,10 @@ _PURPOSE = "embedding kNN intent classification"
 
 _model_lock = threading.Lock()
 _model: Any = None
+#: Texts whose MiniLM embedding is remembered (oldest dropped first).
+_MEMO_TEXTS = 4096
+_memo: dict[str, Any] = {}
+_memo_lock = threading.Lock()
 #: One thread runs every encoder call (the encoder parallelises inside itself).
 _encode_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brickwork-embed")
 
@@ -321,10 +325,23 @@ def minilm_encoder() -> Encoder:
     model = _minilm()
 
     def encode(texts: list[str]) -> NDArray[Any]:
-        vectors: NDArray[Any] = model.encode(
-            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return vectors
+        import numpy as np
+
+        # The latest texts are remembered: a run's intent kNN and a semantic response-cache
+        # lookup (`brickwork.caching`) embed the same user text, and only the first pays.
+        with _memo_lock:
+            known = {t: _memo[t] for t in texts if t in _memo}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh: NDArray[Any] = model.encode(
+                missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            with _memo_lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    known[text] = _memo[text] = vector
+                while len(_memo) > _MEMO_TEXTS:
+                    _memo.pop(next(iter(_memo)))
+        return np.stack([known[t] for t in texts]) if texts else np.zeros((0, 384), np.float32)
 
     return encode
 

@@ -212,13 +212,7 @@ class ResponseCache:
         Raises:
             CacheUnavailable: The backend could not answer.
         """
-        entries = []
-        for data in await self.backend.members(f"sem:{space}"):
-            try:
-                entries.append(Entry.unpack(data))
-            except ValueError as exc:
-                log.warning("response cache: unreadable semantic entry (%s); skipped", exc)
-        found = nearest(vector, entries)
+        found = nearest(vector, await self.backend.members(f"sem:{space}"))
         if found is None:
             return None
         entry, similarity = found

@@ -45,12 +45,17 @@ __all__ = [
 
 #: Cached texts kept per semantic key space (newest first): bounds the lookup's work.
 DEFAULT_SPACE_ENTRIES = 256
-_HEADER = struct.Struct("<64sH")  # exact key (hex), embedding dimension
+_DIM = struct.Struct("<H")
+_KEY_BYTES = 64
 
 
 @dataclass(frozen=True)
 class Entry:
     """One cached request of a semantic key space.
+
+    Packed as: the embedding's dimension (uint16), the embedding (float16), the exact key
+    (64 hex characters), the user text (UTF-8). The embedding comes first so that a lookup
+    reads every entry's embedding with one array operation and decodes only the nearest.
 
     Attributes:
         key: The exact key (`request_key`) its completion is stored under.
@@ -63,15 +68,14 @@ class Entry:
     vector: NDArray[Any]
 
     def pack(self) -> bytes:
-        """Bytes for the backend: header, float16 embedding, UTF-8 text."""
+        """Bytes for the backend."""
         import numpy as np
 
         vector = np.asarray(self.vector, dtype=np.float16)
-        return (
-            _HEADER.pack(self.key.encode(), vector.shape[0])
-            + vector.tobytes()
-            + (self.text.encode())
-        )
+        key = self.key.encode()
+        if len(key) != _KEY_BYTES:
+            raise ValueError(f"an entry's key must be {_KEY_BYTES} hex characters, not {key!r}")
+        return _DIM.pack(vector.shape[0]) + vector.tobytes() + key + self.text.encode()
 
     @classmethod
     def unpack(cls, data: bytes) -> Entry:
@@ -83,27 +87,41 @@ class Entry:
         import numpy as np
 
         try:
-            key, dim = _HEADER.unpack_from(data)
-            start = _HEADER.size
-            vector = np.frombuffer(data, dtype=np.float16, count=dim, offset=start)
-            text = data[start + 2 * dim :].decode()
+            (dim,) = _DIM.unpack_from(data)
+            start = _DIM.size + 2 * dim
+            if len(data) < start + _KEY_BYTES:
+                raise ValueError(f"{len(data)} bytes, fewer than an entry of dimension {dim}")
+            vector = np.frombuffer(data, dtype=np.float16, count=dim, offset=_DIM.size)
+            key = data[start : start + _KEY_BYTES].decode()
+            text = data[start + _KEY_BYTES :].decode()
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"not a semantic cache entry: {exc}") from exc
-        return cls(key.decode(), text, vector.astype(np.float32))
+        return cls(key, text, vector.astype(np.float32))
 
 
-def nearest(query: NDArray[Any], entries: Sequence[Entry]) -> tuple[Entry, float] | None:
-    """The entry whose embedding is closest to `query` (cosine), with its similarity."""
+def nearest(query: NDArray[Any], packed: Sequence[bytes]) -> tuple[Entry, float] | None:
+    """The packed entry whose embedding is closest to `query` (cosine), with its similarity.
+
+    Entries of another dimension (another encoder) and unreadable ones are skipped.
+    """
     import numpy as np
 
-    usable = [e for e in entries if e.vector.shape == query.shape]
+    dim = int(query.shape[0])
+    head = _DIM.pack(dim)
+    size = _DIM.size + 2 * dim
+    usable = [data for data in packed if data[: _DIM.size] == head and len(data) >= size + 64]
     if not usable:
         return None
-    matrix = np.stack([e.vector for e in usable])
+    matrix = np.frombuffer(b"".join(d[_DIM.size : size] for d in usable), dtype=np.float16)
+    matrix = matrix.reshape(len(usable), dim).astype(np.float32)
     norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
     similarities = (matrix @ query) / np.maximum(norms, 1e-12)
-    best = int(np.argmax(similarities))
-    return usable[best], float(similarities[best])
+    for best in np.argsort(-similarities)[:3]:
+        try:
+            return Entry.unpack(usable[int(best)]), float(similarities[int(best)])
+        except ValueError:
+            continue  # an unreadable entry: try the next nearest
+    return None
 
 
 # -- the guard --------------------------------------------------------------------------------

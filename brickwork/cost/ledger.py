@@ -60,6 +60,8 @@ class LedgerRow:
             (`PriceBook.api_reference_cost`), the second, separately labelled counterfactual.
         superseded: A higher tier replaced this call's output (`mark_escalated`): it is spend,
             but not part of any counterfactual.
+        cached: The response cache answered (`brickwork.caching`): no model ran, priced at $0
+            by the run context; what it saved is on the run's `CacheLookup` event.
     """
 
     run_id: str
@@ -79,6 +81,7 @@ class LedgerRow:
     frontier: bool = False
     api_reference_usd: float = 0.0
     superseded: bool = False
+    cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,7 @@ class Ledger:
             at=time.time() if at is None else at,
             frontier=top,
             superseded=(escalated and not top) if superseded is None else superseded,
+            cached=completion.extra.get("cache") == "hit",
         )
         with self._lock:
             self._runs.setdefault(run_id, []).append(row)

@@ -271,3 +271,61 @@ def test_cross_validation_calibrates_on_one_fold_and_measures_the_other() -> Non
     total, fitted = cross_validate(fold0 + fold1, 0.4, bound="point")
     assert [f.threshold for f in fitted] == [pytest.approx(0.92), pytest.approx(0.95)]
     assert total.hits == 1 + 3 and total.false_hits == 0  # fold 1 at 0.92, fold 0 at 0.95
+
+
+# -- in a graph -------------------------------------------------------------------------------
+
+
+def keyword_encoder(texts: list[str]) -> Any:
+    """Kitchen requests close together (a paraphrase, and a negation just as close)."""
+    return np.asarray(
+        [
+            [1.0, 0.2 * ("Switch" in t), 0.25 * ("off" in t), 0.0 if "kitchen" in t else 5.0]
+            for t in texts
+        ],
+        dtype=np.float32,
+    )
+
+
+async def test_a_semantic_hit_in_a_graph_runs_the_tool_again_and_is_a_cached_ledger_row() -> None:
+    from brickwork.app import App
+    from brickwork.events import ModelCallEvent
+    from brickwork.tools.smart_home import SmartHomeHub
+    from tests.fixtures.graph_fakes import Agents, call
+
+    def toolcall(text: str, model: str) -> dict[str, Any]:
+        return call("toggle_lights", room="kitchen", state="off" if "off" in text else "on")
+
+    hub = SmartHomeHub()
+    agents = Agents(intent=lambda text, model: "device_command", call=toolcall)
+    store = ResponseCache(semantic={"smart_home/toolcall": 0.9}, encoder=keyword_encoder)
+    async with agents.model().pool() as pool:
+        app = App.from_graph(
+            "smart_home", pool=pool, checkpoints=None, store=None, cache=store,
+            graph_options={"knn": False, "hub": hub},
+        )  # fmt: skip
+        first = await app.ainvoke("Turn on the kitchen lights")
+        hub.lights["kitchen"].on = False  # someone switched it off since
+        paraphrase = await app.ainvoke("Switch the kitchen lights on")
+        on_after_paraphrase = hub.lights["kitchen"].on
+        negation = await app.ainvoke("Turn off the kitchen lights")
+        assert app.ledger is not None
+        rows = app.ledger.rows(paraphrase.run_id)
+        await app.aclose()
+    assert first.ok and paraphrase.ok and negation.ok
+    assert on_after_paraphrase  # the semantically cached call was executed again
+    assert not hub.lights["kitchen"].on  # the negation was not served from the cache
+    calls = [kind for kind, _, _ in agents.seen if kind == "call"]
+    assert len(calls) == 2  # the first request and the negation; not the paraphrase
+    looked = [e for e in paraphrase.events if isinstance(e, CacheLookup)]
+    assert [(e.node, e.hit, e.semantic) for e in looked] == [
+        ("intent", False, False),
+        ("toolcall", True, True),
+    ]
+    rejected = [e for e in negation.events if isinstance(e, CacheLookup) and e.rejected]
+    assert [e.node for e in rejected] == ["toolcall"]
+    toolcall_rows = [r for r in rows if r.node == "toolcall"]
+    assert toolcall_rows and all(r.cached and r.cost_usd == 0 for r in toolcall_rows)
+    assert not any(r.cached for r in rows if r.node == "intent")
+    model_calls = [e for e in paraphrase.events if isinstance(e, ModelCallEvent)]
+    assert {e.node: e.cached for e in model_calls} == {"intent": False, "toolcall": True}

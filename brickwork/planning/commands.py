@@ -23,7 +23,7 @@ from typing import Any
 
 from brickwork.cost.prices import FRONTIER_REFERENCE
 from brickwork.errors import ConfigError
-from brickwork.planning.hardware import HARDWARE, Hardware, capacities, h100_fit
+from brickwork.planning.hardware import HARDWARE, Hardware, capacities, h100_fit, read_benchmark
 from brickwork.planning.inputs import EvalLoad, ModeLoad, read_report
 from brickwork.planning.planner import (
     HOURS_PER_MONTH,
@@ -90,8 +90,13 @@ def make_plan(
     api: ApiPrice | None = None,
     api_tiers: Sequence[str] = ("frontier",),
     tokens_per_call: tuple[float, float] | None = None,
+    benchmark: dict[str, tuple[float, str]] | None = None,
 ) -> Plan:
-    """Plan every mode of `report` (see `brickwork.planning.planner` for the arithmetic)."""
+    """Plan every mode of `report` (see `brickwork.planning.planner` for the arithmetic).
+
+    `benchmark` is requests/s per tier from the product's own benchmark files
+    (`hardware.read_benchmark`); `rps` and `tps` are figures given by hand.
+    """
     api = api or ApiPrice(
         FRONTIER_REFERENCE.input_usd_per_mtok, FRONTIER_REFERENCE.output_usd_per_mtok
     )
@@ -109,7 +114,9 @@ def make_plan(
     hosted = list(
         dict.fromkeys(t for m in loads for t, c in m.calls.items() if c > 0 and t not in api_tiers)
     )
-    caps = capacities(hardware, hosted, rps=rps, tps=tps, usd_per_hour=usd_per_hour)
+    caps = capacities(
+        hardware, hosted, rps=rps, tps=tps, usd_per_hour=usd_per_hour, benchmark=benchmark
+    )
     top = next((m for m in loads if m.mode == "frontier"), None)
     modes = tuple(
         plan_mode(
@@ -432,6 +439,15 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="one instance's price an hour (default: $0.05 a core on cpu, $2.50 on h100)",
     )
     parser.add_argument(
+        "--benchmark",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="measured requests/s per tier from benchmarks/results/serving.json (slm) or "
+        "large_model.json (large); repeatable",
+    )
+    parser.add_argument(
         "--rps",
         type=_tier_figure,
         action="append",
@@ -504,6 +520,7 @@ def plan_main(args: argparse.Namespace) -> int:
         ),
         api_tiers=tuple(t.strip() for t in args.api_tiers.split(",") if t.strip()),
         tokens_per_call=args.tokens_per_call,
+        benchmark={tier: f for path in args.benchmark for tier, f in read_benchmark(path).items()},
     )
     if args.plot is not None:
         write_plot(plan, args.plot)

@@ -11,22 +11,27 @@
   price are **assumed**, not measured here: the price book's example `H100_SELF_HOSTED`
   (~5,000 tokens/s of a small model at ~$2.50/hour), for every tier alike.
 
-`--rps TIER=N` / `--tps TIER=N` replace a tier's throughput with your own benchmark
-(`benchmarks/serving.py` prints requests/s and tokens/s per concurrency), and `--gpu-usd-per-
-hour` the hourly price; those figures are then labelled "given".
+`--benchmark FILE` reads the product's own benchmark results instead (measured, on whatever
+machine ran them): `benchmarks/serving.py`'s `serving.json` (the small tier's requests/s at
+its busiest concurrency, JSON-schema calls) and `benchmarks/large_model.py`'s
+`large_model.json` (the large tier's requests/s with its calls in flight, bfloat16 on one
+core preferred). `--rps TIER=N` / `--tps TIER=N` replace a tier's throughput by hand, and
+`--gpu-usd-per-hour` the hourly price; those figures are labelled "given".
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from brickwork.cost.prices import CPU_SELF_HOSTED, H100_SELF_HOSTED, LARGE_CPU_SELF_HOSTED
 from brickwork.errors import ConfigError
 from brickwork.planning.planner import Capacity
 
-__all__ = ["HARDWARE", "Hardware", "capacities", "h100_fit"]
+__all__ = ["HARDWARE", "Hardware", "capacities", "h100_fit", "read_benchmark"]
 
 Hardware = Literal["cpu", "h100"]
 HARDWARE: tuple[Hardware, ...] = ("cpu", "h100")
@@ -59,6 +64,71 @@ _MODELS = {
 }
 
 
+def read_benchmark(path: str | Path) -> dict[str, tuple[float, str]]:
+    """Requests/s per tier from a benchmark result file, with where each figure comes from.
+
+    `benchmarks/serving.py`'s file (`{"rows": [...]}`): per model (`slm`, `slm:<adapter>`
+    count as the slm tier), the busiest JSON-schema row. `benchmarks/large_model.py`'s file
+    (a list of rows): the large tier, bfloat16 on one core when measured, else the fastest.
+    """
+    file = Path(path)
+    try:
+        data: Any = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read benchmark file {str(file)!r}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"benchmark file {str(file)!r} is not JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        rows = [
+            r
+            for r in data["rows"]
+            if isinstance(r, dict) and r.get("json_schema") and _rate(r) is not None
+        ]
+        rows = [r for r in rows if str(r.get("model", "")).split(":")[0] == "slm"]
+        if not rows:
+            raise ConfigError(
+                f"{str(file)!r} has no JSON-schema rows of the slm tier with requests_per_s; "
+                "run benchmarks/serving.py again"
+            )
+        best = max(rows, key=lambda r: _rate(r) or 0.0)
+        return {
+            "slm": (
+                _rate(best) or 0.0,
+                f"{file.name}: {best.get('model')}, {best.get('concurrency')} in flight, "
+                "JSON schema (benchmarks/serving.py)",
+            )
+        }
+    if isinstance(data, list):
+        rows = [r for r in data if isinstance(r, dict) and _rate(r) is not None]
+        if not rows:
+            raise ConfigError(
+                f"{str(file)!r} has no rows with requests_per_s (every start failed?); run "
+                "benchmarks/large_model.py again"
+            )
+        preferred = [
+            r for r in rows if r.get("dtype") == "bfloat16" and len(r.get("cores") or ()) == 1
+        ]
+        best = max(preferred or rows, key=lambda r: _rate(r) or 0.0)
+        return {
+            "large": (
+                _rate(best) or 0.0,
+                f"{file.name}: {best.get('dtype')} on cores {best.get('cores')}, "
+                f"{best.get('in_flight')} in flight (benchmarks/large_model.py)",
+            )
+        }
+    raise ConfigError(
+        f"{str(file)!r} is neither benchmarks/serving.py's nor benchmarks/large_model.py's "
+        "result file"
+    )
+
+
+def _rate(row: Mapping[str, Any]) -> float | None:
+    value = row.get("requests_per_s")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    return float(value)
+
+
 def capacities(
     hardware: Hardware,
     tiers: Iterable[str],
@@ -66,6 +136,7 @@ def capacities(
     rps: Mapping[str, float] | None = None,
     tps: Mapping[str, float] | None = None,
     usd_per_hour: float | None = None,
+    benchmark: Mapping[str, tuple[float, str]] | None = None,
 ) -> dict[str, Capacity]:
     """One instance's throughput and price for each of `tiers` on `hardware`.
 
@@ -75,6 +146,8 @@ def capacities(
         rps: Requests/s per instance by tier (given: replaces the default throughput).
         tps: Tokens/s per instance by tier (given; `rps` wins when both name a tier).
         usd_per_hour: One instance's hourly price, every tier (given).
+        benchmark: Requests/s per tier and its source, from `read_benchmark` (measured;
+            `rps` and `tps` win over it).
     """
     if hardware not in HARDWARE:
         raise ConfigError(f"hardware {hardware!r} is unknown; use one of {HARDWARE!r}")
@@ -82,6 +155,15 @@ def capacities(
     found: dict[str, Capacity] = {}
     for tier in tiers:
         base = _CPU.get(tier) if hardware == "cpu" else _h100(tier)
+        if benchmark and tier in benchmark and tier not in rps and tier not in tps:
+            rate, source = benchmark[tier]
+            price = base.usd_per_hour if base is not None else usd_per_hour
+            if price is None:
+                raise ConfigError(
+                    f"tier {tier!r} has a benchmark but no price on {hardware}; give "
+                    "--gpu-usd-per-hour"
+                )
+            base = Capacity(tier, price, requests_per_s=rate, source=source, provenance="measured")
         if tier in rps or tier in tps:
             figure = f"{rps[tier]:g} requests/s" if tier in rps else f"{tps[tier]:g} tokens/s"
             price = base.usd_per_hour if base is not None else None

@@ -279,3 +279,43 @@ def test_tiers_served_by_an_api_are_paid_per_token_not_hosted(report_file: Path)
     # The frontier-only mode on an API is the API itself: nothing hosted, no break-even.
     assert top.instances == 0 and top.break_even_volume is None
     assert top.usd_per_month == pytest.approx(top.api_usd_per_month)
+
+
+def test_the_products_own_benchmark_files_give_measured_requests_per_s(
+    report_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shapes benchmarks/serving.py and benchmarks/large_model.py write (they need a model
+    # server to run, so their rows are written here with the same keys).
+    serving = tmp_path / "serving.json"
+    rows = [
+        {"model": "slm", "concurrency": c, "json_schema": schema, "requests": 32,
+         "requests_per_s": rate, "output_tokens_per_s": rate * 20, "p50_ms": 1, "p95_ms": 2}
+        for c, schema, rate in ((1, True, 1.2), (16, True, 3.4), (16, False, 9.9))
+    ]  # fmt: skip
+    serving.write_text(json.dumps({"startup_s": None, "rows": rows}))
+    large = tmp_path / "large_model.json"
+    large.write_text(json.dumps([
+        {"dtype": "float32", "cores": [0], "requests_per_s": 0.9, "in_flight": 4},
+        {"dtype": "bfloat16", "cores": [0, 1], "requests_per_s": 2.0, "in_flight": 4},
+        {"dtype": "bfloat16", "cores": [1], "requests_per_s": 1.1, "in_flight": 4},
+        {"dtype": "bfloat16", "cores": [0], "error": "OOM"},
+    ]))  # fmt: skip
+    args = ["plan", str(report_file), "--benchmark", str(serving), "--benchmark", str(large)]
+    assert main([*args, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    capacity = {t["tier"]: t["capacity_calls_per_s"] for m in body["modes"] for t in m["tiers"]}
+    # The busiest JSON-schema row of slm (not the faster free-text one); bfloat16 on one core.
+    assert capacity == {"slm": 3.4, "large": 1.1}
+    sources = {s["what"].split(":")[0]: s for s in body["sources"]}
+    assert sources["slm throughput"]["provenance"] == "measured"
+    assert "serving.json: slm, 16 in flight" in sources["slm throughput"]["what"]
+    assert "large_model.json: bfloat16 on cores [1]" in sources["large throughput"]["what"]
+    # A figure given by hand wins over the benchmark, and says so.
+    assert main([*args, "--rps", "slm=5", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    kinds = {s["what"].split(":")[0]: s["provenance"] for s in body["sources"]}
+    assert kinds["slm throughput"] == "given" and kinds["large throughput"] == "measured"
+    bad = tmp_path / "other.json"
+    bad.write_text('{"rows": [{"model": "slm", "json_schema": false, "requests_per_s": 2}]}')
+    assert main(["plan", str(report_file), "--benchmark", str(bad)]) == 2
+    assert "no JSON-schema rows of the slm tier" in capsys.readouterr().err

@@ -363,7 +363,8 @@ def write_plot(plan: Plan, path: Path) -> None:
 
 
 def _replan(plan: Plan, mode: ModePlan, volume: float) -> ModePlan:
-    top = plan.report.mode(plan.api_tokens_from) if plan.api_tokens_from else None
+    # The loads as planned (with any --tokens-per-call filled in), not the report's own.
+    top = next((m.load for m in plan.modes if m.load.mode == plan.api_tokens_from), None)
     return plan_mode(
         mode.load,
         volume,

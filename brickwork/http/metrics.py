@@ -11,7 +11,13 @@ servers in one process, or a test after another, do not mix their counts). Expos
 - `brickwork_cost_usd_total{graph}`: what the runs cost;
 - `brickwork_frontier_only_cost_usd_total{graph}`: what they would have cost on the frontier
   model alone (the counterfactual of the ledger);
-- `brickwork_model_calls_total{graph,endpoint,model}`: model calls, by endpoint.
+- `brickwork_model_calls_total{graph,endpoint,model}`: model calls, by endpoint;
+- `brickwork_cache_lookups_total{graph,node,outcome}`: response-cache lookups, by outcome
+  (`hit`, `semantic_hit`, `miss`, `rejected`: a semantic candidate the guard turned down,
+  `error`: the cache could not answer);
+- `brickwork_cache_saved_usd_total{graph,node}` and `brickwork_cache_saved_seconds_total`:
+  what the hits saved (the cached calls' cost and latency when they ran);
+- `brickwork_cache_lookup_seconds{graph}`: a histogram of lookup latencies.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         exc.name or "prometheus_client", "api", "the /metrics route"
     ) from exc
 
-__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "ApiMetrics"]
+__all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS_S", "LOOKUP_BUCKETS_S", "ApiMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: Node latency buckets (seconds): from a cached kNN answer to a slow frontier call.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: Response-cache lookup buckets (seconds): an in-process hit to a slow Redis.
+LOOKUP_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.25)
 
 
 class ApiMetrics:
@@ -73,6 +81,31 @@ class ApiMetrics:
             ["graph", "endpoint", "model"],
             registry=self.registry,
         )
+        self.cache_lookups = Counter(
+            "brickwork_cache_lookups",
+            "Response-cache lookups by outcome (hit, semantic_hit, miss, rejected, error).",
+            ["graph", "node", "outcome"],
+            registry=self.registry,
+        )
+        self.cache_saved_usd = Counter(
+            "brickwork_cache_saved_usd",
+            "What response-cache hits saved (the cached calls' cost, USD).",
+            ["graph", "node"],
+            registry=self.registry,
+        )
+        self.cache_saved_seconds = Counter(
+            "brickwork_cache_saved_seconds",
+            "Model latency response-cache hits saved (the cached calls' latency).",
+            ["graph", "node"],
+            registry=self.registry,
+        )
+        self.cache_lookup_latency = Histogram(
+            "brickwork_cache_lookup_seconds",
+            "Latency of response-cache lookups (embedding excluded).",
+            ["graph"],
+            buckets=LOOKUP_BUCKETS_S,
+            registry=self.registry,
+        )
 
     def observe(self, graph: str, event: Event) -> None:
         """Count one event of a run of `graph`."""
@@ -82,6 +115,23 @@ class ApiMetrics:
             self.escalations.labels(graph, event.node, event.reason or "none").inc()
         elif event.kind == "model_call":
             self.model_calls.labels(graph, event.endpoint, event.model).inc()
+        elif event.kind == "cache_lookup":
+            outcome = (
+                ("semantic_hit" if event.semantic else "hit")
+                if event.hit
+                else "error"
+                if event.error
+                else "rejected"
+                if event.rejected
+                else "miss"
+            )
+            self.cache_lookups.labels(graph, event.node, outcome).inc()
+            self.cache_lookup_latency.labels(graph).observe(event.lookup_s)
+            if event.hit:
+                self.cache_saved_usd.labels(graph, event.node).inc(max(event.saved_usd, 0.0))
+                self.cache_saved_seconds.labels(graph, event.node).inc(
+                    max(event.saved_latency_s, 0.0)
+                )
         elif event.kind == "run_finished":
             self.runs.labels(graph, event.status).inc()
             self.cost.labels(graph).inc(max(event.cost_usd, 0.0))

@@ -329,3 +329,31 @@ async def test_a_semantic_hit_in_a_graph_runs_the_tool_again_and_is_a_cached_led
     assert not any(r.cached for r in rows if r.node == "intent")
     model_calls = [e for e in paraphrase.events if isinstance(e, ModelCallEvent)]
     assert {e.node: e.cached for e in model_calls} == {"intent": False, "toolcall": True}
+
+
+def test_metrics_count_cache_lookups_by_outcome_and_what_hits_saved() -> None:
+    from brickwork.http.metrics import ApiMetrics
+
+    metrics = ApiMetrics()
+    for event in (
+        CacheLookup("r", "toolcall", True, "k", "slm", "memory", 0.0004, 0.002, 0.8),
+        CacheLookup("r", "toolcall", True, "k", "slm", "memory", 0.0015, 0.001, 0.5,
+                    semantic=True, similarity=0.93),
+        CacheLookup("r", "toolcall", False, "k", "slm", "memory", 0.001, rejected="'off'"),
+        CacheLookup("r", "intent", False, "k", "slm", "redis", 0.25, error="down"),
+        CacheLookup("r", "intent", False, "k", "slm", "memory", 0.0002),
+    ):  # fmt: skip
+        metrics.observe("smart_home", event)
+    text = metrics.render().decode()
+    for sample in (
+        'brickwork_cache_lookups_total{graph="smart_home",node="toolcall",outcome="hit"} 1.0',
+        'brickwork_cache_lookups_total{graph="smart_home",node="toolcall",'
+        'outcome="semantic_hit"} 1.0',
+        'brickwork_cache_lookups_total{graph="smart_home",node="toolcall",outcome="rejected"} 1.0',
+        'brickwork_cache_lookups_total{graph="smart_home",node="intent",outcome="error"} 1.0',
+        'brickwork_cache_lookups_total{graph="smart_home",node="intent",outcome="miss"} 1.0',
+        'brickwork_cache_saved_usd_total{graph="smart_home",node="toolcall"} 0.003',
+        'brickwork_cache_saved_seconds_total{graph="smart_home",node="toolcall"} 1.3',
+        'brickwork_cache_lookup_seconds_bucket{graph="smart_home",le="0.002"} 4.0',
+    ):
+        assert sample in text

@@ -184,3 +184,20 @@ def test_the_live_trace_has_a_route_line(runs: tuple[RunStore, dict[str, RunResu
     assert route_text(live.to_dict()) == route_text(
         next(e for e in events if e["kind"] == "route_decision")
     )
+
+
+def test_an_unsure_router_falls_back_with_its_probabilities() -> None:
+    from brickwork.events import RouteDecision
+    from brickwork.routing import choose
+
+    choice = choose({"slm": 0.3, "large": 0.4}, ("slm", "large"), margin=0.1)
+    event = RouteDecision("r1", "toolcall", choice.tier, choice.reason, choice.probabilities,
+                          0.1, choice.detail, 2, 0.0004)  # fmt: skip
+    assert route_text(event.to_dict()) == (
+        "toolcall -> slm, fell back to the cascade (unsure), margin 0.1; P slm 0.30 large 0.40"
+    )
+    assert route_text(event.to_dict(), verbose=True) == (
+        "toolcall -> slm, fell back to the cascade (unsure: no tier is predicted above 0.50 "
+        "(best 0.40)), margin 0.1; P slm 0.30 large 0.40; 0.40 ms, router r2"
+    )
+    assert event_line(event.to_dict()).style == "yellow"

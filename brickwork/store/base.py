@@ -594,6 +594,41 @@ class RunStore:
             rows = conn.execute(query, args).fetchall()
         return _aggregate_nodes(rows)
 
+    def cache_lookups(
+        self,
+        *,
+        graph: str | None = None,
+        since: float | None = None,
+        exclude_sources: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Response-cache lookup events (`CacheLookup`) of runs started since `since`.
+
+        Each is `{"kind", "graph", "node", "hit", "semantic", "rejected", "error",
+        "saved_usd", "saved_latency_s", "lookup_s"}` (`brickwork.caching` sums them).
+        """
+        where, args = _run_filter(
+            graph, None, None, since, table="r.", exclude_sources=exclude_sources
+        )
+        where = where.replace(" WHERE ", " AND ", 1)
+
+        def field(key: str, kind: JsonKind) -> str:
+            return self._json("e.body", key, kind)
+
+        query = f"""
+SELECT r.graph, e.node, {field("hit", "bool")}, {field("semantic", "bool")},
+    {field("rejected", "text")}, {field("error", "text")}, {field("saved_usd", "number")},
+    {field("saved_latency_s", "number")}, {field("lookup_s", "number")}
+FROM events e JOIN runs r ON r.run_id = e.run_id
+WHERE e.kind = 'cache_lookup'{where}"""
+        with self._session(write=False) as conn:
+            rows = conn.execute(query, args).fetchall()
+        names = ("graph", "node", "hit", "semantic", "rejected", "error", "saved_usd")
+        return [
+            {"kind": "cache_lookup", **dict(zip(names, row[:7], strict=True)),
+             "saved_latency_s": row[7], "lookup_s": row[8]}
+            for row in rows
+        ]  # fmt: skip
+
     def _node_events(self) -> str:
         """The node-statistics query: one row per node span, model call and decision."""
 

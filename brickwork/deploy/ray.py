@@ -38,6 +38,7 @@ from typing import Any
 
 from brickwork._settings import state_dir
 from brickwork.deploy.replica import FrontSpec, build_front
+from brickwork.deploy.tiers import TierProcesses, model_deployments
 from brickwork.errors import ConfigError, MissingDependencyError, ServerStartError
 
 __all__ = [
@@ -213,15 +214,19 @@ def _front_deployment() -> Any:
     return Front
 
 
-def replica_states() -> dict[str, int]:
-    """The front's replicas by state (`RUNNING`, `STARTING`, ...); empty when not deployed."""
+def replica_states(app_name: str = APP_NAME) -> dict[str, int]:
+    """An application's replicas by state (`RUNNING`, `STARTING`, ...); empty when absent."""
     from ray import serve
 
-    app = serve.status().applications.get(APP_NAME)
-    if app is None or _DEPLOYMENT not in app.deployments:
+    app = serve.status().applications.get(app_name)
+    if app is None:
         return {}
-    states = app.deployments[_DEPLOYMENT].replica_states
-    return {str(getattr(state, "value", state)): count for state, count in states.items()}
+    counts: dict[str, int] = {}
+    for deployment in app.deployments.values():
+        for state, count in deployment.replica_states.items():
+            key = str(getattr(state, "value", state))
+            counts[key] = counts.get(key, 0) + count
+    return counts
 
 
 def deploy(
@@ -231,9 +236,15 @@ def deploy(
     replica_cpus: float = 0.5,
     ray_port: int = 6379,
     http_port: int = 8000,
+    tiers: tuple[TierProcesses, ...] = (),
     say: Callable[[str], None] | None = None,
 ) -> int:
-    """Run the front as `replicas` Serve replicas on the local cluster (started if needed)."""
+    """Run the front as `replicas` Serve replicas on the local cluster (started if needed).
+
+    `tiers` are started first, each replica of each a supervised server process in a Serve
+    replica of its own (`brickwork.deploy.tiers`); `spec`'s pool should name them
+    (`tier_pool_config`).
+    """
     say = say or _say()
     if replicas < 1:
         raise ConfigError(f"--api-replicas {replicas!r} must be at least 1")
@@ -245,40 +256,55 @@ def deploy(
         proxy_location="HeadOnly",
         http_options={"host": LOOPBACK, "port": http_port},
     )
+    for tier in tiers:
+        for name, port, bound in model_deployments(tier):
+            say(f"serve: starting {name} on {LOOPBACK}:{port}")
+            _run_with_progress(bound, name, None, say)
     app = (
         _front_deployment()
         .options(num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus})
         .bind(spec)
     )
     say(f"serve: deploying {replicas} replica(s) of the HTTP front ({', '.join(spec.graphs)})")
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/")
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="serve-run", daemon=True)
-    worker.start()
-    for line in _progress(worker):
-        say(line)
-    if errors:
-        raise ServerStartError(f"the HTTP front did not deploy on Ray Serve: {errors[0]}")
+    _run_with_progress(app, APP_NAME, "/", say)
     url = f"http://{LOOPBACK}:{http_port}"
     say(f"ready: {url}/v1 ({replicas} replica(s) behind Serve's proxy; store {spec.store})")
     return 0
 
 
-def _progress(worker: threading.Thread) -> Iterator[str]:
+def _run_with_progress(
+    app: Any, name: str, route_prefix: str | None, say: Callable[[str], None]
+) -> None:
+    """`serve.run` one application, printing its replicas' states until it runs."""
+    from ray import serve
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve.run(app, name=name, route_prefix=route_prefix)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="serve-run", daemon=True)
+    worker.start()
+    for line in _progress(worker, name):
+        say(line)
+    if errors:
+        raise ServerStartError(f"the application {name!r} did not deploy on Ray Serve: {errors[0]}")
+
+
+def _progress(worker: threading.Thread, name: str) -> Iterator[str]:
     last: dict[str, int] = {}
     while worker.is_alive():
         worker.join(timeout=1.0)
         with contextlib.suppress(Exception):  # status can lag the deploy call
-            states = replica_states()
+            states = replica_states(name)
             if states and states != last:
                 last = states
-                yield "serve: replicas " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+                yield f"serve: {name} replicas " + ", ".join(
+                    f"{n} {s}" for s, n in sorted(states.items())
+                )
 
 
 def status(*, ray_port: int = 6379) -> int:
@@ -294,17 +320,16 @@ def status(*, ray_port: int = 6379) -> int:
     resources = ray.cluster_resources()
     print(f"ray: {LOOPBACK}:{ray_port}, {owner}, CPUs {resources.get('CPU', 0):g}")
     overview = serve.status()
-    app = overview.applications.get(APP_NAME)
-    if app is None:
+    if APP_NAME not in overview.applications:
         print("serve: the HTTP front is not deployed")
-        return 0
-    print(f"serve: application {APP_NAME} {app.status.value}")
-    for name, deployment in app.deployments.items():
-        states = ", ".join(
-            f"{count} {getattr(state, 'value', state)}"
-            for state, count in deployment.replica_states.items()
-        )
-        print(f"  {name}: {deployment.status.value} ({states or 'no replicas'})")
+    for app_name, app in sorted(overview.applications.items()):
+        print(f"serve: application {app_name} {app.status.value}")
+        for name, deployment in app.deployments.items():
+            states = ", ".join(
+                f"{count} {getattr(state, 'value', state)}"
+                for state, count in deployment.replica_states.items()
+            )
+            print(f"  {name}: {deployment.status.value} ({states or 'no replicas'})")
     return 0
 
 
@@ -319,8 +344,10 @@ def down(*, ray_port: int = 6379) -> int:
         connect(ray_port)
         from ray import serve
 
-        serve.delete(APP_NAME)
-        say(f"serve: deleted the application {APP_NAME!r}")
+        ours = [n for n in serve.status().applications if n == APP_NAME or n.startswith("model-")]
+        for name in ours:
+            serve.delete(name)
+        say(f"serve: deleted {', '.join(ours) or 'nothing (no brickwork application)'}")
     if stop_cluster(ray_port):
         say(f"ray: stopped the head on {LOOPBACK}:{ray_port}")
     else:

@@ -2,7 +2,8 @@
 
 One cluster for the module: `brickwork deploy ray` (a subprocess, as a user runs it) starts a
 Ray head on loopback and two replicas of the front against the instant model server
-(`benchmarks/instant_server.py`: no model, so the replicas and the store are what is tested);
+(`benchmarks/instant_server.py`: no model, so the replicas and the store are what is tested),
+run as two supervised slm servers, each inside a Serve replica of its own;
 `brickwork deploy down` stops it. Override the store with BRICKWORK_TEST_POSTGRES_URL.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.instant_server import InstantServer, free_port
+from benchmarks.instant_server import free_port
 from brickwork.store import RunStore
 
 pytest.importorskip("ray.serve")
@@ -31,6 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 PG_URL = os.environ.get("BRICKWORK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BRICKWORK = str(Path(sys.executable).with_name("brickwork"))
 REPLICAS = 2
+SLM_REPLICAS = 2
+ROOT = Path(__file__).resolve().parents[2]
 REQUEST = {
     "model": "smart_home",
     "messages": [{"role": "user", "content": "turn on the kitchen lights"}],
@@ -41,29 +46,54 @@ REQUEST = {
 class Cluster:
     url: str
     ray_port: int
+    slm_ports: tuple[int, ...]
     env: dict[str, str]
     deploy_output: str
+
+
+def _free_ports(n: int) -> int:
+    """A port p with p..p+n-1 all free on 127.0.0.1."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("ray-state")
-    env = {**os.environ, "BRICKWORK_STATE_DIR": str(state)}
-    ray_port, http_port = free_port(), free_port()
-    with InstantServer() as model:
-        command = [BRICKWORK, "deploy", "ray", "--api-replicas", str(REPLICAS)]
-        command += ["--store", PG_URL, "--url", model.base_url]
-        command += ["--ray-port", str(ray_port), "--http-port", str(http_port)]
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stderr[-3000:]
-            yield Cluster(f"http://127.0.0.1:{http_port}", ray_port, env, done.stderr)
-        finally:
-            record = json.loads((state / f"ray-{ray_port}.json").read_text())
-            down = [BRICKWORK, "deploy", "down", "--ray-port", str(ray_port)]
-            subprocess.run(down, env=env, capture_output=True, text=True, timeout=180)
-            assert not (state / f"ray-{ray_port}.json").exists()
-            _wait_gone(record, timeout_s=60)
+    # The slm servers are started by Ray workers: they find `benchmarks` on the path.
+    env = {**os.environ, "BRICKWORK_STATE_DIR": str(state), "PYTHONPATH": str(ROOT)}
+    ray_port, http_port, slm_port = free_port(), free_port(), _free_ports(SLM_REPLICAS)
+    instant = f"{sys.executable} -m benchmarks.instant_server --port {{port}}"
+    command = [BRICKWORK, "deploy", "ray", "--api-replicas", str(REPLICAS), "--store", PG_URL]
+    command += ["--slm-replicas", str(SLM_REPLICAS), "--slm-command", instant]
+    command += ["--slm-name", "instant", "--slm-port", str(slm_port), "--slm-cpus", "0.25"]
+    command += ["--ray-port", str(ray_port), "--http-port", str(http_port)]
+    try:
+        done = subprocess.run(
+            command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        ports = tuple(range(slm_port, slm_port + SLM_REPLICAS))
+        yield Cluster(f"http://127.0.0.1:{http_port}", ray_port, ports, env, done.stderr)
+    finally:
+        record = json.loads((state / f"ray-{ray_port}.json").read_text())
+        down = [BRICKWORK, "deploy", "down", "--ray-port", str(ray_port)]
+        subprocess.run(down, env=env, capture_output=True, text=True, timeout=180)
+        assert not (state / f"ray-{ray_port}.json").exists()
+        _wait_gone(record, timeout_s=60)
+        deadline = time.monotonic() + 30
+        slm = range(slm_port, slm_port + SLM_REPLICAS)
+        while any(_server_pid(p) for p in slm) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(_server_pid(p) for p in slm), "a model server outlived its replica"
 
 
 def _ours(record: dict) -> dict[int, str]:
@@ -100,7 +130,9 @@ async def _ask(
 
 
 def test_deploy_shows_progress_and_status_lists_the_replicas(cluster: Cluster) -> None:
-    assert "serve: replicas" in cluster.deploy_output
+    assert "serve: brickwork replicas" in cluster.deploy_output
+    for index, port in enumerate(cluster.slm_ports):
+        assert f"serve: starting model-slm-{index} on 127.0.0.1:{port}" in cluster.deploy_output
     assert f"{REPLICAS} RUNNING" in cluster.deploy_output
     status = subprocess.run(
         [BRICKWORK, "deploy", "status", "--ray-port", str(cluster.ray_port)],
@@ -112,6 +144,32 @@ def test_deploy_shows_progress_and_status_lists_the_replicas(cluster: Cluster) -
     assert status.returncode == 0, status.stderr
     assert "started by brickwork" in status.stdout
     assert f"front: HEALTHY ({REPLICAS} RUNNING)" in status.stdout
+    for index in range(SLM_REPLICAS):
+        assert f"model-slm-{index}: HEALTHY (1 RUNNING)" in status.stdout
+
+
+def _server_pid(port: int) -> int | None:
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return conn.pid
+    return None
+
+
+async def test_a_killed_model_server_fails_over_and_serve_replaces_it(cluster: Cluster) -> None:
+    port = cluster.slm_ports[0]
+    before = _server_pid(port)
+    assert before is not None
+    os.kill(before, signal.SIGKILL)
+    async with httpx.AsyncClient(timeout=120) as client:
+        # While it is down, the pool fails over to the other slm replica: no run fails.
+        replies = await _ask(client, cluster.url, n=12, concurrency=4)
+        assert [r.status_code for r in replies] == [200] * 12, replies[0].text
+        deadline = time.monotonic() + 90
+        while (after := _server_pid(port)) in (None, before) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert after not in (None, before), "Serve did not replace the dead model server"
+        replies = await _ask(client, cluster.url, n=4, concurrency=4)
+        assert [r.status_code for r in replies] == [200] * 4
 
 
 async def test_runs_spread_over_replicas_and_all_land_in_the_shared_store(
@@ -159,4 +217,4 @@ def test_every_ray_listener_is_on_loopback_but_serve_replicas_internal_grpc(
     # Ray 2.60 binds each Serve replica's inter-deployment gRPC server to [::]:0
     # (ray/serve/_private/replica.py, `_on_initialized`); nothing else may leave loopback.
     assert all(name.startswith("ray::ServeReplica") for _, _, name in elsewhere), elsewhere
-    assert len(elsewhere) <= REPLICAS
+    assert len(elsewhere) <= REPLICAS + SLM_REPLICAS

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from brickwork.deploy import FrontSpec, Tier, Topology, build_front
+from brickwork.deploy import (
+    FrontSpec,
+    Tier,
+    TierProcesses,
+    Topology,
+    build_front,
+    tier_pool_config,
+    vllm_command,
+)
 from brickwork.errors import ConfigError
+from brickwork.serving.launcher import ServerSpec
+from brickwork.serving.pool import PoolConfig
 
 
 def test_a_spec_needs_graphs_and_exactly_one_model_source() -> None:
@@ -40,3 +51,24 @@ def test_the_front_serves_every_graph_and_names_the_replica_that_answered(tmp_pa
     assert health.headers["x-brickwork-replica"] == f"{socket.gethostname()}:{os.getpid()}"
     assert {m["id"] for m in models.json()["data"]} == {"smart_home", "support"}
     assert models.headers["x-brickwork-replica"] == health.headers["x-brickwork-replica"]
+
+
+def test_tier_processes_need_a_port_placeholder_and_fill_the_pool() -> None:
+    with pytest.raises(ConfigError, match=r"\{port\}"):
+        TierProcesses("slm", "m", ("server", "--port", "8000"))
+    tier = TierProcesses("slm", "m", ("server", "--port", "{port}"), replicas=3, base_port=9100)
+    config = PoolConfig.parse(tier_pool_config((tier,)))
+    urls = [e.base_url for e in config.models["slm"]]
+    assert urls == [f"http://127.0.0.1:{p}/v1" for p in (9100, 9101, 9102)]
+    assert config.tiers == ("slm", "frontier")
+    assert config.models["frontier"] == config.models["slm"]
+    assert all(e.stand_in for e in config.models["frontier"])
+
+
+def test_the_vllm_tier_command_is_the_launchers_with_a_port_placeholder() -> None:
+    argv, env = vllm_command("/models/smollm2", "smollm2-135m-instruct")
+    assert argv[argv.index("--port") + 1] == "{port}"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert "--enforce-eager" in argv
+    launcher = ServerSpec(model=Path("/models/smollm2"), served_name="smollm2-135m-instruct")
+    assert {**os.environ, **env} == launcher.environment()

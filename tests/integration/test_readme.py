@@ -59,6 +59,8 @@ PLAN: dict[tuple[str, ...], str] = {
     "minutes (routed mode on fakes: tests/unit/test_routing_eval.py)",
     ("route",): "help: trains from the eval runs above (on fakes: tests/unit/test_routing_eval.py)",
     ("plan",): "covered: tests/unit/test_planning.py (the CLI on a report `brickwork eval` wrote)",
+    ("cache", "calibrate"): "covered: tests/integration/test_cache_semantic_minilm.py",
+    ("cache", "stats"): "covered: tests/unit/test_caching.py (the CLI on a run store)",
     ("skill", "list"): "run",
     ("skill", "rollback"): "run",
 }

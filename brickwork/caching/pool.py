@@ -11,6 +11,7 @@ semantic hit also carries `extra["cache_semantic"]`, the similarity it was serve
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from brickwork.skills.skill import Skill
 
 __all__ = ["CachedPool", "is_cached", "node_pool"]
+
+log = logging.getLogger(__name__)
 
 
 def is_cached(completion: Completion) -> bool:
@@ -102,7 +105,7 @@ class CachedPool(ModelPool):
         if cached is not None:
             return await self._hit(key, model, cached, lookup_s)
         threshold = self._cache.threshold(self.scope.graph, self.scope.node)
-        space = text = None
+        space = text = semantic_error = None
         vector: Any = None
         if threshold is not None and error is None:
             space = semantic_space(self.scope, model, served, request)
@@ -116,8 +119,10 @@ class CachedPool(ModelPool):
                 lookup_s += time.perf_counter() - semantic_started
             except CacheUnavailable as exc:
                 found, error = None, str(exc)
-            except Exception as exc:
-                found, error = None, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # the encoder, say: no semantic lookup, still an exact put
+                found, vector = None, None
+                semantic_error = f"semantic lookup failed: {type(exc).__name__}: {exc}"
+                log.warning("response cache: %s; answered without it", semantic_error)
             if found is not None and threshold is not None and found[1] >= threshold:
                 entry, similarity, candidate = found
                 problem = guard_problem(
@@ -132,9 +137,10 @@ class CachedPool(ModelPool):
                 await self._cache.record(node, hit=False, rejected=True)
                 self._event(key, False, model, lookup_s, 0.0, 0.0, None, similarity, problem)
                 return await self._fresh(key, model, request, space, text, vector)
-        await self._cache.record(node, hit=False, error=error is not None)
-        self._event(key, False, model, lookup_s, 0.0, 0.0, error)
-        if error is not None:
+        shown = error or semantic_error
+        await self._cache.record(node, hit=False, error=shown is not None)
+        self._event(key, False, model, lookup_s, 0.0, 0.0, shown)
+        if error is not None:  # the backend is down: do not wait on it again to store
             return await self._inner.complete(model, request)
         return await self._fresh(key, model, request, space, text, vector)
 

@@ -117,6 +117,21 @@ async def test_below_the_threshold_or_without_opting_in_a_paraphrase_is_a_miss()
         assert len(model.requests) == 2
 
 
+async def test_an_encoder_failure_is_a_miss_and_exact_repeats_still_hit() -> None:
+    def broken(texts: list[str]) -> Any:
+        raise RuntimeError("no encoder here")
+
+    model = tool_model()
+    store = ResponseCache(semantic={"smart_home/toolcall": 0.9}, encoder=broken)
+    async with model.pool() as pool:
+        view, events = view_of(pool, store)
+        await ask(view, "Turn on the kitchen lights")
+        again = await ask(view, "Turn on the kitchen lights")
+    assert len(model.requests) == 1 and again["extra"]["cache"] == "hit"
+    first = next(e for e in events if isinstance(e, CacheLookup))
+    assert not first.hit and first.error and "no encoder here" in first.error
+
+
 @pytest.mark.parametrize(
     "other",
     [

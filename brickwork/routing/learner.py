@@ -294,6 +294,7 @@ def train_router(
             "hybrid mode (e.g. `brickwork eval` with --store) and train again"
         )
     say = progress or (lambda _: None)
+    mine = _one_per_input(mine)
     features = [s.features for s in mine]
     dim = 0
     if encoder is not None:
@@ -314,6 +315,24 @@ def train_router(
         if model is not None:
             models[tier] = model
     return Router(graph, node, skill, binding, spec, tiers, models, 0, time.time())
+
+
+def _one_per_input(samples: Sequence[Sample]) -> list[Sample]:
+    """One sample per (tier, input text): the same input answered again is not new evidence.
+
+    Deterministic calls repeat their outcome (an eval compared over several modes asks the
+    small tier the same question twice), and a repeated text on both sides of a
+    cross-validation split makes the reported accuracy look perfect. Repeats are merged into
+    one sample whose label is the majority (a tie counts as not stood: the safe side).
+    """
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.tier, sample.features.text), []).append(sample)
+    merged: list[Sample] = []
+    for group in groups.values():
+        stood = sum(sample.ok for sample in group)
+        merged.append(replace(group[-1], ok=2 * stood > len(group)))
+    return merged
 
 
 def is_nan(value: float | None) -> bool:

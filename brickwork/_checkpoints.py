@@ -16,19 +16,24 @@ automatic checkpoints off, and a daemon thread with its own connection runs a PA
 checkpoint (which never blocks the writer) whenever the log has grown past
 `WAL_CHECKPOINT_BYTES`, and a final one when the saver closes.
 
-Commits are grouped: `SqliteSaver` commits after every statement (five or six commits for a
-one-node run, each a write of the log), while `InlineSqliteSaver`, called from the event loop,
-commits once per loop iteration, after every write that iteration made (`call_soon`); with
-many runs in flight one commit serves all of them. `App` calls `commit()` when a graph returns,
-so a run's last checkpoint (the one an interrupted run resumes from) is committed before its
-`RunFinished` event. Called outside an event loop, the saver commits at once, like `SqliteSaver`.
+Commits are grouped. `SqliteSaver` commits after every statement: five or six commits for a
+one-node run, each a write to the log, half a millisecond apiece on a busy machine. Called from
+an event loop, `InlineSqliteSaver` commits at most every `COMMIT_WINDOW_S` instead (a timer on
+the loop, set by the first write after a commit), every write in between sharing the commit;
+called outside one, it commits at once, like `SqliteSaver`. `App` commits at once for a run
+that keeps its checkpoints (interrupted, failed with an exception, timed out, or
+`keep_checkpoints`), before its `RunFinished`; a run that finished deletes its checkpoints, and
+that deletion rides on the next commit. One saver (one connection, one transaction) serves
+every App in the process that uses the same file: two connections on one event loop would
+wait on each other's open transaction with the loop blocked.
 
 Durability: WAL with `synchronous=NORMAL` survives a crash of the process (the case
-`App.aresume` exists for); a crash can lose only the writes of the loop iteration it interrupts,
-which belong to runs still in flight: such a run resumes from the checkpoint before (the
-guarantee of LangGraph's own `durability="async"`). A power loss can drop the last
-transactions before the next WAL checkpoint. Use PostgreSQL (`checkpoints="postgresql://..."`)
-where that matters.
+`App.aresume` exists for). What a crash can lose is the last `COMMIT_WINDOW_S` of checkpoint
+writes of runs still in flight, which then resume from their checkpoint before that (the
+guarantee of LangGraph's own `durability="async"`); a run that `ainvoke` returned is not
+affected (its trace is in the run store; an interrupted run's state was committed before it
+returned). A power loss can drop the last transactions before the next WAL checkpoint. Use
+PostgreSQL (`checkpoints="postgresql://..."`) where that matters.
 """
 
 from __future__ import annotations
@@ -52,13 +57,15 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-__all__ = ["WAL_CHECKPOINT_BYTES", "InlineSqliteSaver", "WalCheckpointer"]
+__all__ = ["COMMIT_WINDOW_S", "WAL_CHECKPOINT_BYTES", "InlineSqliteSaver", "WalCheckpointer"]
 
 log = logging.getLogger(__name__)
 
 #: The write-ahead log size past which the background thread checkpoints it (SQLite's own
 #: default is 1,000 pages, about 4 MB).
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: Longest a checkpoint write made on an event loop waits for its commit.
+COMMIT_WINDOW_S = 0.01
 
 
 class WalCheckpointer:
@@ -119,26 +126,45 @@ class WalCheckpointer:
             self._checkpoint(final, "TRUNCATE")
 
 
+#: The savers open in this process, by resolved path (see `InlineSqliteSaver.open`).
+_OPEN: dict[str, InlineSqliteSaver] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class InlineSqliteSaver(SqliteSaver):
     """`SqliteSaver` whose async methods run its synchronous ones in place."""
 
     @classmethod
     def open(cls, path: str | Path) -> InlineSqliteSaver:
-        """Open (creating if needed) the checkpoint database at `path`."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the WalCheckpointer thread does it
-        saver = cls(conn)
-        saver.setup()
-        saver.wal = WalCheckpointer(Path(path)).start()
-        return saver
+        """The saver of the checkpoint database at `path` (created if needed).
+
+        Savers are shared: opening a file this process has open gives the same saver, which
+        closes when every opener has closed it.
+        """
+        key = str(Path(path).resolve())
+        with _OPEN_LOCK:
+            saver = _OPEN.get(key)
+            if saver is not None and type(saver) is cls:
+                saver._users += 1
+                return saver
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the WalCheckpointer thread does it
+            saver = cls(conn)
+            saver.setup()
+            saver.wal = WalCheckpointer(Path(path)).start()
+            saver._key, saver._users = key, 1
+            _OPEN[key] = saver
+            return saver
 
     wal: WalCheckpointer | None = None
     #: The event loop a commit is scheduled on (the writes since the last one are pending).
     _commit_due: asyncio.AbstractEventLoop | None = None
     _closed = False
+    _key = ""
+    _users = 1
 
     @contextlib.contextmanager
     def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
@@ -159,11 +185,11 @@ class InlineSqliteSaver(SqliteSaver):
         except RuntimeError:  # a synchronous caller: commit now
             self.commit()
             return
-        # One commit per loop iteration; a commit scheduled on another loop (one that may have
-        # stopped before running it) does not count.
+        # A commit scheduled on another loop (one that may stop before running it) does not
+        # count.
         if self._commit_due is not loop:
             self._commit_due = loop
-            loop.call_soon(self.commit)
+            loop.call_later(COMMIT_WINDOW_S, self.commit)
 
     def commit(self) -> None:
         """Commit the writes made since the last commit (a no-op when there are none)."""
@@ -173,9 +199,18 @@ class InlineSqliteSaver(SqliteSaver):
                 self.conn.commit()
 
     def close(self) -> None:
-        """Stop the checkpoint thread, checkpoint the log one last time, close the connection."""
+        """Commit; then, once every opener has closed it, stop the WAL thread and close.
+
+        The WAL thread checkpoints the log one last time before the connection closes.
+        """
         with contextlib.suppress(sqlite3.Error):
             self.commit()
+        with _OPEN_LOCK:
+            self._users -= 1
+            if self._users > 0 or self._closed:
+                return
+            if _OPEN.get(self._key) is self:
+                del _OPEN[self._key]
         self._closed = True
         if self.wal is not None:
             with contextlib.suppress(sqlite3.Error):

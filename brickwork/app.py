@@ -433,28 +433,36 @@ class App:
         self, ctx: RunContext, initial: dict[str, Any] | None, timeout_s: float
     ) -> tuple[dict[str, Any], RunStatus, str | None]:
         config = {"configurable": {"thread_id": ctx.run_id}}
+        # The inline SQLite saver commits in groups (see `brickwork._checkpoints`): a run that
+        # keeps its checkpoints (to be resumed) has them committed before it ends; a finished
+        # run's are deleted, and the deletion commits with the next group.
         try:
             async with asyncio.timeout(timeout_s):
                 state = await self._compiled.ainvoke(initial, config, context=ctx)
         except TimeoutError:
+            self._commit_checkpoints()
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
         except Exception as exc:  # the run ends with a clear error, the app lives on
+            self._commit_checkpoints()
             return {}, "error", f"{type(exc).__name__}: {exc}"
-        finally:
-            # The inline SQLite saver groups commits per loop iteration: the run's last
-            # checkpoint (what an interrupted run resumes from) is committed before it ends.
-            commit = getattr(self._compiled.checkpointer, "commit", None)
-            if callable(commit):
-                commit()
         waiting = state.get("__interrupt__")
         if waiting:  # a node stopped to ask the user; its checkpoint is what resumes it
+            self._commit_checkpoints()
             question = getattr(waiting[0], "value", {}) or {}
             detail = question.get("question") if isinstance(question, dict) else question
             return dict(state), "needs_confirmation", f"waiting for confirmation: {detail}"
         status: RunStatus = state.get("status") or "ok"
-        if not self.keep_checkpoints:
+        if self.keep_checkpoints:
+            self._commit_checkpoints()
+        else:
             await self._forget(ctx.run_id)
         return dict(state), status, state.get("error")
+
+    def _commit_checkpoints(self) -> None:
+        """Commit the checkpointer's pending writes now (a saver that groups its commits)."""
+        commit = getattr(self._compiled.checkpointer, "commit", None)
+        if callable(commit):
+            commit()
 
     async def _forget(self, run_id: str) -> None:
         """Delete a finished run's checkpoints (nothing is left to resume)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -37,9 +38,15 @@ def test_a_spec_needs_graphs_and_exactly_one_model_source() -> None:
     ).shared_store
 
 
-def test_the_front_serves_every_graph_and_names_the_replica_that_answered(tmp_path) -> None:
+@pytest.mark.parametrize("as_file", [False, True], ids=["mapping", "pool.json"])
+def test_the_front_serves_every_graph_and_names_the_replica_that_answered(
+    tmp_path, as_file
+) -> None:
     topology = Topology(tiers=(Tier("slm", "HuggingFaceTB/SmolLM2-135M-Instruct", gpus=0),))
     pool = topology.pool_config({"slm": "http://127.0.0.1:9/v1"})  # never called here
+    if as_file:  # what a pod reads from its ConfigMap
+        (tmp_path / "pool.json").write_text(json.dumps(pool))
+        pool = str(tmp_path / "pool.json")
     spec = FrontSpec(
         graphs=("smart_home", "support"), store=str(tmp_path / "runs.sqlite"), pool=pool
     )

@@ -110,6 +110,11 @@ def build_front(spec: FrontSpec) -> FastAPI:
     if spec.api_key_env and not api_key:
         raise ConfigError(f"api_key_env names ${spec.api_key_env}, which is not set")
     api = create_api(apps, store=store, api_key=api_key, timeout_s=spec.timeout_s, close_apps=True)
+    if spec.shared_store:
+        assert spec.store is not None
+        from brickwork.deploy.locks import RunLock
+
+        api.add_middleware(RunLock, url=spec.store)  # one replica at a time per run
     api.add_middleware(ReplicaHeader)
     return api
 

@@ -1,0 +1,75 @@
+"""One replica at a time per run: a PostgreSQL advisory lock around resuming a run.
+
+New runs get a thread of their own, so the only way two replicas could advance the same
+LangGraph thread is two answers to one run's confirmation question landing on two replicas
+(`POST /v1/runs/{run_id}/confirm`): each replica's in-memory guard sees only its own
+requests, and two workers on one thread fork its checkpoint chain (LangGraph issue #8796).
+`RunLock` takes `pg_try_advisory_lock` on the run's key in the shared PostgreSQL for the
+length of such a request; a second replica asked meanwhile answers 409
+`not_waiting_for_confirmation` at once. The lock belongs to the request's own connection, so
+a replica that dies mid-request releases it with its connection.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+__all__ = ["RESUME_PATH", "TRY_LOCK", "UNLOCK", "RunLock"]
+
+#: The requests that advance an existing run's thread.
+RESUME_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/confirm/?$")
+
+
+#: Take / release a run's lock (a bigint key hashed from the run id, given as %s).
+TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('brickwork:run:' || %s, 0))"
+UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('brickwork:run:' || %s, 0))"
+
+
+class RunLock:
+    """ASGI middleware: resuming a run holds its advisory lock in the shared PostgreSQL."""
+
+    def __init__(self, app: Any, url: str) -> None:
+        self.app = app
+        self.url = url
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run other requests as they are; a resume only while holding the run's lock."""
+        match = RESUME_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        import psycopg
+
+        run_id = match["run_id"]
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            cursor = await conn.execute(TRY_LOCK, (run_id,))
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                await _busy(send, run_id)
+                return
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await conn.execute(UNLOCK, (run_id,))
+
+
+async def _busy(send: Any, run_id: str) -> None:
+    """Answer as the front answers a run that is already being answered (409)."""
+    from brickwork.http.models import ApiError
+    from brickwork.http.outcomes import NO_RETRY
+
+    error = ApiError(
+        409,
+        f"run {run_id} is not waiting for a confirmation (it is being answered on another "
+        f"replica right now); nothing was run. Its trace: GET /v1/runs/{run_id}",
+        param="run_id",
+        code="not_waiting_for_confirmation",
+        headers=NO_RETRY,
+    )
+    body = json.dumps(error.body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers += [(k.lower().encode(), v.encode()) for k, v in NO_RETRY.items()]
+    await send({"type": "http.response.start", "status": 409, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -61,6 +61,7 @@ __all__ = [
     "LazyAgent",
     "Planner",
     "Specialist",
+    "at_the_top",
     "bound_model",
     "build_graph",
     "plan_answer",
@@ -225,6 +226,19 @@ def problems(result: Any) -> list[Signal]:
     return [s for s in getattr(result, "signals", ()) if s.kind != "low_confidence"]
 
 
+def at_the_top(decision: Decision, result: Any, tier: str) -> Decision:
+    """What an escalation decision becomes for a node routed straight to the top tier.
+
+    There is nothing left to climb to. The cascade keeps a top-tier value whose only flaw is
+    low confidence (the supervisor accepts it, see `problems`), so a routed node does the
+    same; anything else fails plainly, saying where it started.
+    """
+    where = f"started on the top tier ({tier}), nothing above it"
+    if getattr(result, "value", None) is not None and not problems(result):
+        return Decision("accept", decision.reason, f"{decision.detail}; {where}: value kept")
+    return Decision("fail", decision.reason, f"{decision.detail}; {where}")
+
+
 def _plain(detail: str) -> str:
     """A tool or validator message in user words: no exception type names."""
     _, sep, rest = detail.partition(" raised ")
@@ -317,9 +331,7 @@ def _specialist_node(
             ctx.policy,
         )
         if decision.action == "escalate" and not escalation_tiers(ctx.pool, above=tier):
-            # Routed straight to the top tier: there is nothing left to climb to.
-            detail = f"{decision.detail}; started on the top tier ({tier}), nothing above it"
-            decision = Decision("fail", decision.reason, detail)
+            decision = at_the_top(decision, result, tier)
         ctx.emit(
             Escalation(
                 ctx.run_id, spec.name, decision.action, decision.reason, decision.detail, signals

@@ -453,3 +453,23 @@ def test_the_fast_prediction_is_scikit_learns_own(
         row = np.asarray([router.spec.row(Features(text))])
         expected = router.models["slm"].predict_proba(row)[0, 1]
         assert router.predict(Features(text))["slm"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_low_confidence_value_on_the_top_tier_is_kept_as_the_cascade_keeps_it() -> None:
+    # Seen on banking8: intents routed to the large tier failed on `low_confidence` where
+    # the same answer, reached by escalation, was accepted.
+    from brickwork.agents.base import AgentResult, Signal
+    from brickwork.escalation import Decision
+    from brickwork.graphs.builder import at_the_top
+
+    escalate = Decision("escalate", "low_confidence", "low_confidence after 1 repair(s)")
+    unsure = AgentResult(value="card_lost", signals=(Signal("low_confidence", "0.41"),))
+    kept = at_the_top(escalate, unsure, "large")
+    assert kept.action == "accept" and "value kept" in kept.detail
+    invalid = AgentResult(value=None, signals=(Signal("invalid_output", "not JSON"),))
+    failed = at_the_top(Decision("escalate", "validation_failed"), invalid, "large")
+    assert failed.action == "fail" and "nothing above it" in failed.detail
+    wrong = AgentResult(
+        value="x", signals=(Signal("low_confidence", ""), Signal("tool_error", "boom"))
+    )
+    assert at_the_top(escalate, wrong, "frontier").action == "fail"

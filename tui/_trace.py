@@ -35,13 +35,13 @@ class Step:
     @property
     def status(self) -> str:
         """ok, escalated, failed or running."""
+        escalated = self.decision is not None and self.decision.get("action") == "escalate"
         if self.finished is None:
-            return "running"
+            # A gate (e.g. plan_check) decides and hands over without a span of its own.
+            return "escalated" if escalated else "running"
         if self.finished.get("ok"):
             return "ok"
-        if self.decision is not None and self.decision.get("action") == "escalate":
-            return "escalated"
-        return "failed"
+        return "escalated" if escalated else "failed"
 
     @property
     def latency_s(self) -> float | None:

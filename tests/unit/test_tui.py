@@ -536,6 +536,10 @@ def test_steps_fold_events_into_spans(filled: Filled) -> None:
     assert steps([]) == []
     running = steps(events[:3])
     assert running[0].status == "running" and running[0].latency_s is None
+    # A gate that hands over to the planner has a decision and no span of its own: it is
+    # escalated, not forever "running" (seen on make run's multi-step request).
+    gate = {"kind": "escalation", "node": "plan_check", "action": "escalate", "reason": "x"}
+    assert [s.status for s in steps([gate])] == ["escalated"]
 
 
 async def test_runs_and_dashboard_pick_up_new_runs_on_their_timer(filled: Filled) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 from rich.text import Text
 
-from brickwork._trace import CASCADE_REASONS, route_text
+from brickwork._trace import CASCADE_REASONS, FRONTIER_ONLY, TOP_TIER_ONLY, route_text
 from brickwork.tui._format import clip, money, seconds
 
-__all__ = ["Step", "event_line", "step_detail", "steps"]
+__all__ = ["Step", "counterfactual_label", "event_line", "step_detail", "steps"]
 
 EventDict = Mapping[str, Any]
 
@@ -98,6 +98,17 @@ def steps(events: Sequence[EventDict]) -> list[Step]:
     return found
 
 
+def counterfactual_label() -> str:
+    """The name of a run's `frontier_only_usd` counterfactual.
+
+    frontier-only when a frontier API is the top of the ladder, else top-tier only (the local
+    large model is not a frontier).
+    """
+    from brickwork._settings import frontier_settings
+
+    return FRONTIER_ONLY if frontier_settings().configured else TOP_TIER_ONLY
+
+
 def _json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
@@ -143,7 +154,7 @@ def event_line(event: EventDict) -> Text:
             ("■ ", "green" if ok else "red"),
             (str(event.get("status")), "bold"),
             f" in {seconds(event.get('latency_s'))}, cost {money(float(event['cost_usd']))}"
-            f" (frontier-only {money(float(event['frontier_only_usd']))}): ",
+            f" ({counterfactual_label()} {money(float(event['frontier_only_usd']))}): ",
             clip(str(tail), 200),
         )
     return Text(f"  {kind}")

@@ -606,3 +606,18 @@ async def test_store_outage_is_shown_and_the_screens_recover(filled: Filled) -> 
         await press(pilot, "c")
         assert len(rows(tui.screen.query_one("#runs", DataTable))) == 4
         assert "runs 4" in text_of(tui.screen.query_one(SummaryBar))
+
+
+def test_the_live_trace_names_the_counterfactual_as_the_run_summary_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from brickwork.tui._trace import event_line
+
+    for name in [n for n in os.environ if n.startswith("BRICKWORK_FRONTIER")]:
+        monkeypatch.delenv(name)
+    finished = {"kind": "run_finished", "status": "ok", "latency_s": 1.0, "answer": "done",
+                "cost_usd": 0.000002, "frontier_only_usd": 0.000008}  # fmt: skip
+    line = event_line(finished).plain
+    assert "top-tier only $0.000008" in line and "frontier-only" not in line

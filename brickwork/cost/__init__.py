@@ -3,13 +3,22 @@
 This package owns money: the price book (`prices`: token prices for APIs, amortised GPU time
 for our own instances, `estimate_cost` before a call), the ledger (`ledger`: one priced row per
 model call and the frontier-only counterfactual of every run) and budgets (`budget`: per-run
-and per-tenant limits, reserved before an escalation and charged after). Pure bookkeeping, no
-I/O: the run store persists what the ledger records.
+and per-tenant limits, reserved before an escalation and charged after). Bookkeeping without
+I/O, except shared budgets (`shared`: tenant limits kept in PostgreSQL so that API replicas
+hold them together; psycopg is imported only there): the run store persists what the ledger
+records.
 """
 
 from __future__ import annotations
 
-from brickwork.cost.budget import Budget, BudgetBook, BudgetExceeded, Reservation
+from brickwork.cost.budget import (
+    Budget,
+    BudgetBackend,
+    BudgetBook,
+    BudgetExceeded,
+    Reservation,
+    SharedBudget,
+)
 from brickwork.cost.ledger import Ledger, LedgerRow, RunCost
 from brickwork.cost.prices import (
     CPU_SELF_HOSTED,
@@ -35,6 +44,7 @@ __all__ = [
     "LARGE_CPU_SELF_HOSTED",
     "Amortise",
     "Budget",
+    "BudgetBackend",
     "BudgetBook",
     "BudgetExceeded",
     "Ledger",
@@ -44,6 +54,7 @@ __all__ = [
     "Reservation",
     "RunCost",
     "SelfHostedPrice",
+    "SharedBudget",
     "TokenPrice",
     "estimate_cost",
 ]

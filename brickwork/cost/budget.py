@@ -6,18 +6,25 @@ run_budget = budgets.run_budget()
 reservation = await budgets.reserve("acme", run_budget, estimate_cost(price, 900, 512))
 reservation.commit(ledger.record(run_id, "extract", frontier_completion).cost_usd)
 ```
+
+Tenant budgets are in-process by default: each process allows the whole limit. Across
+processes (API replicas), `BudgetBook(..., shared="postgresql://...")` keeps the tenants' money
+in PostgreSQL (`brickwork.cost.shared`): a reservation there is one transaction that holds
+the amount only if the limit still covers it, whichever process asks. Run budgets stay
+in-process (a run runs in one process).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 from brickwork.errors import BrickworkError
 
-__all__ = ["Budget", "BudgetBook", "BudgetExceeded", "Reservation"]
+__all__ = ["Budget", "BudgetBackend", "BudgetBook", "BudgetExceeded", "Reservation", "SharedBudget"]
 
 #: Float slack when comparing dollar sums (a billionth of a dollar).
 _EPSILON_USD = 1e-9
@@ -95,9 +102,17 @@ class Reservation:
     Use as a context manager to release it if the call fails before `commit`.
     """
 
-    def __init__(self, budgets: tuple[Budget, ...], amount_usd: float) -> None:
+    def __init__(
+        self,
+        budgets: tuple[Budget, ...],
+        amount_usd: float,
+        *,
+        holds: tuple[tuple[SharedBudget, str], ...] = (),
+    ) -> None:
         self.budgets = budgets
         self.amount_usd = amount_usd
+        #: Shared budgets holding the amount, each with its hold's id in the backend.
+        self.holds = holds
         self.state: Literal["held", "committed", "released"] = "held"
 
     def commit(self, actual_usd: float) -> None:
@@ -119,6 +134,8 @@ class Reservation:
             with budget._lock:
                 budget.reserved_usd = max(budget.reserved_usd - self.amount_usd, 0.0)
                 budget.spent_usd += actual_usd
+        for shared, hold in self.holds:
+            shared.settle(hold, self.amount_usd, actual_usd)
 
     def __enter__(self) -> Self:
         return self
@@ -164,6 +181,7 @@ class BudgetBook:
         *,
         default_tenant_limit_usd: float | None = None,
         run_limit_usd: float | None = None,
+        shared: BudgetBackend | str | Literal[False] | None = None,
     ) -> None:
         """Create the book.
 
@@ -171,21 +189,54 @@ class BudgetBook:
             tenant_limits_usd: Limit of each named tenant.
             default_tenant_limit_usd: Limit of a tenant not named above (None: unlimited).
             run_limit_usd: Limit of each run (None: runs are unlimited).
+            shared: Where tenants' money lives: None (in this process, unless an `App` with a
+                PostgreSQL run store shares it there, see `share`), False (in this process,
+                always), a `postgresql://` URL or a `BudgetBackend` (shared by every process
+                using it: API replicas).
         """
         self.default_tenant_limit_usd = default_tenant_limit_usd
         self.run_limit_usd = run_limit_usd
-        self._tenants = {
-            tenant: Budget(limit, name=f"tenant {tenant!r} budget")
-            for tenant, limit in (tenant_limits_usd or {}).items()
-        }
+        self._limits = dict(tenant_limits_usd or {})
         self._lock = threading.Lock()
+        self.backend: BudgetBackend | None = None
+        self.shared = shared
+        self._tenants: dict[str, Budget] = {}
+        if shared is not None and shared is not False:
+            self.share(shared)
+        else:
+            self._tenants = {t: self._make(t, limit) for t, limit in self._limits.items()}
+
+    @property
+    def limited(self) -> bool:
+        """True when some tenant has a limit (a book without one has nothing to share)."""
+        return bool(self._limits) or self.default_tenant_limit_usd is not None
+
+    def share(self, where: BudgetBackend | str) -> None:
+        """Keep the tenants' money in `where` (a PostgreSQL URL or a backend) from now on.
+
+        What this process spent so far is not carried over: share a book before its first
+        run (an `App` with a PostgreSQL run store does it when it is made).
+        """
+        if isinstance(where, str):
+            from brickwork.cost.shared import PostgresBudgets
+
+            where = PostgresBudgets(where)
+        with self._lock:
+            self.backend, self.shared = where, where
+            self._tenants = {t: self._make(t, limit) for t, limit in self._limits.items()}
+
+    def _make(self, tenant: str, limit_usd: float) -> Budget:
+        name = f"tenant {tenant!r} budget"
+        if self.backend is None:
+            return Budget(limit_usd, name=name)
+        return SharedBudget(limit_usd, name=name, key=f"tenant:{tenant}", backend=self.backend)
 
     def tenant(self, tenant: str) -> Budget | None:
         """The budget of a tenant (created from the default limit on first use), or None."""
         with self._lock:
             budget = self._tenants.get(tenant)
             if budget is None and self.default_tenant_limit_usd is not None:
-                budget = Budget(self.default_tenant_limit_usd, name=f"tenant {tenant!r} budget")
+                budget = self._make(tenant, self.default_tenant_limit_usd)
                 self._tenants[tenant] = budget
             return budget
 
@@ -206,7 +257,20 @@ class BudgetBook:
         Raises:
             BudgetExceeded: One of the two cannot cover `amount_usd` (nothing is reserved).
         """
-        return _reserve(self._budgets(tenant, run_budget), amount_usd)
+        budgets = self._budgets(tenant, run_budget)
+        shared = tuple(b for b in budgets if isinstance(b, SharedBudget))
+        if not shared:
+            return _reserve(budgets, amount_usd)
+        # The in-process part first (no I/O), then the shared one; both or neither.
+        reservation = _reserve(tuple(b for b in budgets if b not in shared), amount_usd)
+        try:
+            for budget in shared:
+                hold = await budget.hold(amount_usd)
+                reservation.holds = (*reservation.holds, (budget, hold))
+        except BaseException:
+            reservation.release()
+            raise
+        return reservation
 
     def charge(self, tenant: str, run_budget: Budget | None, amount_usd: float) -> None:
         """Charge an unreserved call to the tenant and the run."""
@@ -217,3 +281,95 @@ class BudgetBook:
         """What the tighter of the two budgets has left (None when neither has a limit)."""
         budgets = self._budgets(tenant, run_budget)
         return min(b.left_usd for b in budgets) if budgets else None
+
+
+class BudgetBackend(Protocol):
+    """Where shared budgets keep their money (`brickwork.cost.shared.PostgresBudgets`).
+
+    Every method may block on I/O: `hold` is called from a worker thread, `settle` and
+    `charge` return at once and are written in the background (the held amount stays held
+    until its settlement is written, so a late write never lets a budget overspend).
+    """
+
+    def hold(
+        self, key: str, limit_usd: float, amount_usd: float
+    ) -> tuple[str | None, float, float]:
+        """Hold `amount_usd` on budget `key` if its limit covers it, atomically.
+
+        Returns:
+            The hold's id (None when refused), then the budget's spent and held dollars.
+        """
+        ...
+
+    def settle(self, key: str, hold: str, actual_usd: float) -> None:
+        """Drop a hold and charge `actual_usd` in its place (in one transaction)."""
+        ...
+
+    def charge(self, key: str, amount_usd: float) -> None:
+        """Charge an unreserved amount."""
+        ...
+
+    def state(self, key: str) -> tuple[float, float]:
+        """(spent, held) dollars of budget `key` now (0, 0 for one never used)."""
+        ...
+
+
+class SharedBudget(Budget):
+    """A tenant budget whose money lives in a `BudgetBackend`, shared across processes.
+
+    `reserve` (through `BudgetBook.reserve`) asks the backend, which holds the amount only if
+    `limit - spent - held` covers it, in one transaction: replicas reserving on one tenant
+    together never overspend it. `spent_usd`, `reserved_usd` and `left_usd` are what this
+    process last saw (the escalation decision reads `left_usd` without I/O; the reservation
+    is what counts); `refresh` reads them from the backend.
+    """
+
+    def __init__(
+        self, limit_usd: float, *, name: str = "budget", key: str, backend: BudgetBackend
+    ) -> None:
+        """Create the view of budget `key` in `backend`, with its configured limit."""
+        super().__init__(limit_usd, name=name)
+        self.key = key
+        self.backend = backend
+
+    async def reserve(self, amount_usd: float) -> Reservation:
+        """Hold `amount_usd` on the shared budget.
+
+        Raises:
+            BudgetExceeded: Less than `amount_usd` is left, across every process.
+        """
+        hold = await self.hold(amount_usd)
+        return Reservation((), amount_usd, holds=((self, hold),))
+
+    async def hold(self, amount_usd: float) -> str:
+        """Hold `amount_usd` in the backend; its id. Raises BudgetExceeded when refused."""
+        _check_amount(amount_usd)
+        hold, spent, held = await asyncio.to_thread(
+            self.backend.hold, self.key, self.limit_usd, amount_usd
+        )
+        with self._lock:
+            self.spent_usd, self.reserved_usd = spent, held
+        if hold is None:
+            raise BudgetExceeded(self, amount_usd)
+        return hold
+
+    def settle(self, hold: str, amount_usd: float, actual_usd: float) -> None:
+        """Replace a hold of `amount_usd` by what was spent (written in the background)."""
+        with self._lock:
+            self.reserved_usd = max(self.reserved_usd - amount_usd, 0.0)
+            self.spent_usd += actual_usd
+        self.backend.settle(self.key, hold, actual_usd)
+
+    def charge(self, amount_usd: float) -> None:
+        """Record spending that had no reservation (written in the background)."""
+        _check_amount(amount_usd)
+        with self._lock:
+            self.spent_usd += amount_usd
+        if amount_usd > 0:
+            self.backend.charge(self.key, amount_usd)
+
+    def refresh(self) -> None:
+        """Read spent and held dollars from the backend (blocking I/O)."""
+        spent, held = self.backend.state(self.key)
+        with self._lock:
+            self.spent_usd, self.reserved_usd = spent, held

@@ -44,6 +44,12 @@ class FrontSpec:
             PostgreSQL, so another replica can resume a run; else memory only).
         api_key_env: Environment variable holding the API key to require, or None.
         timeout_s: Each run's time limit.
+        tenant_budgets_usd: Each named tenant's spending limit. With a PostgreSQL store the
+            money is kept there (`brickwork.cost.shared`), so the limit holds across every
+            replica, not per replica.
+        default_tenant_budget_usd: The limit of a tenant not named above (None: unlimited).
+        budget_table: The shared budgets' table in the store's database.
+        options: More keyword arguments for each `App`.
     """
 
     graphs: tuple[str, ...]
@@ -54,6 +60,9 @@ class FrontSpec:
     checkpoints: str | None = None
     api_key_env: str | None = None
     timeout_s: float = 300.0
+    tenant_budgets_usd: Mapping[str, float] = field(default_factory=dict, hash=False)
+    default_tenant_budget_usd: float | None = None
+    budget_table: str = "brickwork_budgets"
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +103,18 @@ def build_front(spec: FrontSpec) -> FastAPI:
 
         cache = ResponseCache(RedisCache(spec.redis))
     checkpoints = spec.checkpoints or (spec.store if spec.shared_store else None)
+    budgets = None  # one book for every graph of the replica; in PostgreSQL when shared
+    if spec.tenant_budgets_usd or spec.default_tenant_budget_usd is not None:
+        from brickwork.cost import BudgetBook
+        from brickwork.cost.shared import PostgresBudgets
+
+        budgets = BudgetBook(
+            dict(spec.tenant_budgets_usd),
+            default_tenant_limit_usd=spec.default_tenant_budget_usd,
+            shared=PostgresBudgets(spec.store, table=spec.budget_table)
+            if spec.shared_store and spec.store
+            else False,
+        )
     apps = {}
     for ref in spec.graphs:
         app = App.from_graph(
@@ -103,6 +124,7 @@ def build_front(spec: FrontSpec) -> FastAPI:
             source="api",
             cache=cache,
             checkpoints=checkpoints,
+            **({"budgets": budgets} if budgets is not None else {}),
             **dict(spec.options),
         )
         apps[app.graph.name] = app

@@ -34,6 +34,7 @@ from brickwork.http.redact import redact
 from brickwork.run_context import RunContext
 from brickwork.serving.pool import ModelPool
 from brickwork.store import EscalationRecord, RunStore, RunSummary
+from brickwork.store.base import RUNNING
 from brickwork.store.triage import Acknowledgements, FlywheelExport, acknowledgements_path
 from brickwork.store.triage import export_escalations as _export_escalations
 from brickwork.telemetry import RunTracer, resolve_tracer
@@ -238,6 +239,8 @@ class App:
             if self.checkpoints is not None:
                 checkpointer = await self._open_checkpointer(str(self.checkpoints))
             self._compiled = self.graph.build(checkpointer=checkpointer, **self.graph_options)
+            if self.store is not None and self.store.records_starts:
+                await _recover(self.store)  # runs left "running" by replicas that died
 
     async def _open_checkpointer(self, where: str) -> Any:
         if where.startswith(("postgres://", "postgresql://")):
@@ -395,6 +398,8 @@ class App:
         started_at = time.time()
         started = time.perf_counter()
         emit(RunStarted(run_id, self.graph.name, text, mode, tenant))
+        if self.store is not None and self.store.records_starts:  # in the store while it runs
+            await asyncio.to_thread(self.store.start, self._running(ctx, text, started_at))
         initial: Any = None if resume else self.graph.initial_state(text, messages)
         if resume and confirm is not None:
             from langgraph.types import Command
@@ -447,6 +452,10 @@ class App:
         except TimeoutError:
             self._commit_checkpoints()
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"
+        except asyncio.CancelledError:  # e.g. its client went away: the store says so
+            if self.store is not None and self.store.records_starts:
+                _in_background(self.store.interrupt, ctx.run_id, _CANCELLED)
+            raise
         except Exception as exc:  # the run ends with a clear error, the app lives on
             self._commit_checkpoints()
             return {}, "error", f"{type(exc).__name__}: {exc}"
@@ -482,6 +491,13 @@ class App:
             logging.getLogger(__name__).warning(
                 "could not delete the checkpoints of run %s", run_id, exc_info=True
             )
+
+    def _running(self, ctx: RunContext, text: str, started_at: float) -> RunSummary:
+        """The store row of a run that has just started (status "running")."""
+        return RunSummary(
+            ctx.run_id, self.graph.name, ctx.tenant, ctx.mode, text, RUNNING, "", None, 0.0,
+            0.0, 0.0, 0, (), started_at, self.source,
+        )  # fmt: skip
 
     async def _save(
         self,
@@ -531,6 +547,8 @@ class App:
     ) -> RunResult:
         """Continue a run that was interrupted, from its last checkpoint.
 
+        A run interrupted before its first checkpoint is run again from its stored request.
+
         Args:
             run_id: The run to continue.
             confirm: For a run whose status is "needs_confirmation": the user's answer
@@ -547,6 +565,9 @@ class App:
                 f"run {run_id!r} is not waiting for a confirmation (unknown, finished, or "
                 "already answered); nothing was run"
             )
+        if confirm is None and (stored := await self._unstarted(run_id)) is not None:
+            # Interrupted before its first checkpoint: nothing it did was kept, run it afresh.
+            return await self.ainvoke(stored.text, run_id=run_id, **options)
         events = [
             e
             async for e in self.astream(
@@ -554,6 +575,15 @@ class App:
             )
         ]
         return self._result(events)
+
+    async def _unstarted(self, run_id: str) -> RunSummary | None:
+        """The stored run `run_id` when its checkpointer has nothing of it, else None."""
+        await self._ensure_started()
+        snapshot = await self._compiled.aget_state({"configurable": {"thread_id": run_id}})
+        if snapshot.values or snapshot.next or self.store is None:
+            return None
+        stored = await asyncio.to_thread(self.store.run, run_id)
+        return stored[0] if stored is not None else None
 
     async def apending(self, run_id: str) -> dict[str, Any] | None:
         """The question run `run_id` is waiting on, from its checkpoint; None when none is.
@@ -750,6 +780,29 @@ async def _warm_models(graph: GraphModule, progress: Callable[[str], None] | Non
     say("loading the intent embedding model (MiniLM, once per process)...")
     took = await asyncio.to_thread(embeddings.warm_encoder)
     say(f"embedding model ready in {took:.1f} s")
+
+
+#: The error of a run cancelled while it ran (its client went away, its server stopped).
+_CANCELLED = (
+    "interrupted: the run was cancelled before it finished (its client went away or its "
+    "server stopped); resume it from its last checkpoint with App.aresume or POST "
+    "/v1/runs/<id>/resume"
+)
+
+
+def _in_background(function: Callable[..., object], *args: Any) -> None:
+    """Call a blocking function on a worker thread without waiting for it."""
+    threading.Thread(target=function, args=args, daemon=True).start()
+
+
+async def _recover(store: RunStore) -> None:
+    """Mark interrupted the runs whose process died while they ran (never fails a start)."""
+    try:
+        await asyncio.to_thread(store.recover)
+    except Exception:  # the store may be down; its runs are recovered by the next start
+        import logging
+
+        logging.getLogger(__name__).warning("could not check %s for orphaned runs", store.where)
 
 
 def _restart(server: Any, timeout_s: float | None) -> None:

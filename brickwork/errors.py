@@ -7,6 +7,7 @@ BrickworkError
 │   ├── UnknownModelError       a logical model name no endpoint serves
 │   └── PrivilegedRoleError     agent SQL would run as a superuser / server-file role
 ├── MissingDependencyError      an optional extra is not installed (names the extra)
+├── RunInProgress               another live process (replica) is running that run now
 ├── ModelFolderError            a model folder is missing, corrupt or cannot be built
 ├── SkillError                  a skill definition or its data files are invalid
 ├── TuneError                   tuning data, a training run or an adapter is unusable
@@ -45,6 +46,7 @@ __all__ = [
     "PlacementError",
     "PortInUseError",
     "PrivilegedRoleError",
+    "RunInProgress",
     "SQLError",
     "SQLExecutionError",
     "SQLTimeoutError",
@@ -104,6 +106,22 @@ class PrivilegedRoleError(ConfigError):
     def __init__(self, message: str, *, role: str) -> None:
         self.role = role
         super().__init__(message)
+
+
+class RunInProgress(BrickworkError):
+    """A run is being advanced by another live process (an API replica) right now.
+
+    Two processes advancing one LangGraph thread fork its checkpoint chain, so the second is
+    refused before it runs anything.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} is running in another process right now; nothing was run. "
+            "Wait for it to end (GET /v1/runs/<id> shows its status), then resume it if it "
+            "was interrupted"
+        )
 
 
 class MissingDependencyError(BrickworkError):

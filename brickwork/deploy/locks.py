@@ -1,9 +1,11 @@
 """One replica at a time per run: a PostgreSQL advisory lock around resuming a run.
 
-New runs get a thread of their own, so the only way two replicas could advance the same
-LangGraph thread is two answers to one run's confirmation question landing on two replicas
-(`POST /v1/runs/{run_id}/confirm`): each replica's in-memory guard sees only its own
-requests, and two workers on one thread fork its checkpoint chain (LangGraph issue #8796).
+New runs get a thread of their own, so the only ways two replicas could advance the same
+LangGraph thread are two answers to one run's confirmation question, or two resumes of one
+interrupted run, landing on two replicas (`POST /v1/runs/{run_id}/confirm|resume`): each
+replica's in-memory guard sees only its own requests, and two workers on one thread fork its
+checkpoint chain (LangGraph issue #8796). (The run store adds a second lock, held by the
+process running the run for as long as it runs: `brickwork.store.postgres`.)
 `RunLock` takes `pg_try_advisory_lock` on the run's key in the shared PostgreSQL for the
 length of such a request; a second replica asked meanwhile answers 409
 `not_waiting_for_confirmation` at once. The lock belongs to the request's own connection, so
@@ -18,8 +20,8 @@ from typing import Any
 
 __all__ = ["RESUME_PATH", "TRY_LOCK", "UNLOCK", "RunLock"]
 
-#: The requests that advance an existing run's thread.
-RESUME_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/confirm/?$")
+#: The requests that advance an existing run's thread (answer its question, or resume it).
+RESUME_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/(?P<action>confirm|resume)/?$")
 
 
 #: Take / release a run's lock (a bigint key hashed from the run id, given as %s).
@@ -47,7 +49,7 @@ class RunLock:
             cursor = await conn.execute(TRY_LOCK, (run_id,))
             row = await cursor.fetchone()
             if not (row and row[0]):
-                await _busy(send, run_id)
+                await _busy(send, run_id, match["action"])
                 return
             try:
                 await self.app(scope, receive, send)
@@ -55,19 +57,24 @@ class RunLock:
                 await conn.execute(UNLOCK, (run_id,))
 
 
-async def _busy(send: Any, run_id: str) -> None:
-    """Answer as the front answers a run that is already being answered (409)."""
+async def _busy(send: Any, run_id: str, action: str) -> None:
+    """Answer as the front answers a run that is already being answered or resumed (409)."""
     from brickwork.http.models import ApiError
     from brickwork.http.outcomes import NO_RETRY
 
-    error = ApiError(
-        409,
-        f"run {run_id} is not waiting for a confirmation (it is being answered on another "
-        f"replica right now); nothing was run. Its trace: GET /v1/runs/{run_id}",
-        param="run_id",
-        code="not_waiting_for_confirmation",
-        headers=NO_RETRY,
-    )
+    if action == "confirm":
+        message = (
+            f"run {run_id} is not waiting for a confirmation (it is being answered on another "
+            f"replica right now); nothing was run. Its trace: GET /v1/runs/{run_id}"
+        )
+        code = "not_waiting_for_confirmation"
+    else:
+        message = (
+            f"run {run_id} is being resumed on another replica right now; nothing was run. "
+            f"Its trace: GET /v1/runs/{run_id}"
+        )
+        code = "run_in_progress"
+    error = ApiError(409, message, param="run_id", code=code, headers=NO_RETRY)
     body = json.dumps(error.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in NO_RETRY.items()]

@@ -11,6 +11,8 @@
 - a model timeout: 504, `model_timeout`; the run's own time limit: 504, `run_timeout`.
 - `error` (an exception inside the run): 500, `run_error`.
 - admission refused (nothing ran): 429, `overloaded`, with `Retry-After`.
+- the run is running in another process (an API replica) right now (nothing ran): 409,
+  `run_in_progress`.
 
 4xx bodies have `type` `invalid_request_error` (429: `rate_limit_error`), 5xx `server_error`.
 Every body is OpenAI's `{"error": {message, type, param, code}}` plus `brickwork` (run id,
@@ -26,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from brickwork.errors import AdmissionRefused, BrickworkError, ServingError
+from brickwork.errors import AdmissionRefused, BrickworkError, RunInProgress, ServingError
 from brickwork.http.models import ApiError, ErrorType, RunOutcome
 from brickwork.http.redact import redact
 
@@ -115,6 +117,16 @@ def exception_error(exc: BaseException, run_id: str) -> ApiError:
     brickwork = {"brickwork": {"run_id": run_id, "status": "error"}}
     if isinstance(exc, AdmissionRefused):
         return admission_error(exc)
+    if isinstance(exc, RunInProgress):
+        return ApiError(
+            409,
+            f"run {run_id} is running on another replica right now; nothing was run. "
+            f"Its status: GET /v1/runs/{run_id}",
+            param="run_id",
+            code="run_in_progress",
+            headers=NO_RETRY,
+            extra=brickwork,
+        )
     if isinstance(exc, ServingError):
         return ApiError(
             503,

@@ -12,8 +12,14 @@
     reply.model_extra["brickwork"]  # run_id, status, cost_usd, frontier_only_usd, ...
 
 Routes: `/v1/chat/completions`, `/v1/models`, `/v1/models/{id}`, `/v1/runs`,
-`/v1/runs/{run_id}`, `/v1/runs/{run_id}/confirm`, `/health`, `/metrics`. Errors use OpenAI's
-`{"error": {message, type, param, code}}`.
+`/v1/runs/{run_id}`, `/v1/runs/{run_id}/confirm`, `/v1/runs/{run_id}/resume`, `/health`,
+`/metrics`. Errors use OpenAI's `{"error": {message, type, param, code}}`.
+
+A run whose server died under it (a store that records starts, PostgreSQL: see
+`brickwork.store.postgres`) shows as `interrupted` in `GET /v1/runs/{run_id}`; `POST
+/v1/runs/{run_id}/resume` (no body) continues it from its last checkpoint on any replica, with
+the chat completion's outcome mapping; a run that was not interrupted is 409
+`not_interrupted`, one running on another replica 409 `run_in_progress`.
 
 A run that stopped before a sensitive action (409 `needs_confirmation`) is answered with
 `POST /v1/runs/{run_id}/confirm` and `{"confirm": true}` (run it and go on) or `false`
@@ -93,6 +99,7 @@ from brickwork.http.models import (
 )
 from brickwork.http.outcomes import NO_RETRY, exception_error, outcome_error
 from brickwork.store import RunStore, RunSummary
+from brickwork.store.base import INTERRUPTED, RUNNING
 
 __all__ = ["ApiServer", "create_api", "serve_api"]
 
@@ -320,16 +327,31 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
             raise failure
         return SafeJSONResponse(completion_body(outcome, name, created))
 
+    @router.post("/runs/{run_id}/resume", response_model=None, responses=_RESUME_ERRORS)
+    async def resume(run_id: str) -> Response:
+        summary, _ = await _find_run(front, run_id)
+        name, app = _graph_app(front, summary)
+        if summary.status != INTERRUPTED:
+            raise ApiError(
+                409,
+                f"run {run_id} was not interrupted (its status is {summary.status!r}); nothing "
+                f"was run. Its trace: GET /v1/runs/{run_id}",
+                param="run_id",
+                code="not_interrupted",
+                headers=NO_RETRY,
+            )
+        created = int(time.time())
+        events = await _resume(front, app, summary, None)
+        outcome = RunOutcome.from_events(events)
+        failure = outcome_error(outcome, front.timeout_s)
+        if failure is not None:
+            raise failure
+        return SafeJSONResponse(completion_body(outcome, name, created))
+
     @router.get("/runs/{run_id}")
     async def run(run_id: str) -> dict[str, Any]:
-        for store in _stores(front):
-            found = await asyncio.to_thread(store.run, run_id)
-            if found is not None:
-                summary, events = found
-                return {**_summary(summary), "object": "run", "events": events}
-        raise ApiError(
-            404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found"
-        )
+        summary, events = await _find_run(front, run_id)
+        return {**_summary(summary), "object": "run", "events": events}
 
 
 #: The chat route parses its body itself (413 before parsing, 400s in OpenAI's shape), so
@@ -397,6 +419,14 @@ _CONFIRM_ERRORS: dict[int | str, dict[str, Any]] = {
     },
     501: {**_CHAT_ERRORS[500], "description": "this server keeps no run store"},
 }
+_RESUME_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_CONFIRM_ERRORS,
+    409: {
+        **_CHAT_ERRORS[409],
+        "description": "the run was not interrupted (running, finished, waiting for a "
+        "confirmation), it is running on another replica, or its graph is not served here",
+    },
+}
 
 
 def _document_chat_request(api: FastAPI) -> None:
@@ -447,10 +477,23 @@ def _stores(front: _Front) -> list[RunStore]:
 
 async def _stored_run(front: _Front, run_id: str) -> RunSummary:
     """The run's summary from the first store that has it, or a 404."""
+    return (await _find_run(front, run_id))[0]
+
+
+async def _find_run(front: _Front, run_id: str) -> tuple[RunSummary, list[dict[str, Any]]]:
+    """The run and its events from the first store that has it, or a 404.
+
+    A run still "running" whose process is gone (a replica killed mid-run) is marked
+    interrupted first (`RunStore.recover`), so it is never shown running forever.
+    """
     for store in _stores(front):
         found = await asyncio.to_thread(store.run, run_id)
         if found is not None:
-            return found[0]
+            if found[0].status == RUNNING:
+                recovered = await asyncio.to_thread(store.recover, run_id)
+                if recovered:
+                    found = await asyncio.to_thread(store.run, run_id) or found
+            return found
     raise ApiError(404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found")
 
 
@@ -480,8 +523,10 @@ def _not_waiting(run_id: str, why: str) -> ApiError:
     )
 
 
-async def _resume(front: _Front, app: App, summary: RunSummary, confirm: bool) -> list[Event]:
-    """Resume a run with the user's answer (`App.aresume`), counted like any other run."""
+async def _resume(
+    front: _Front, app: App, summary: RunSummary, confirm: bool | None
+) -> list[Event]:
+    """Resume a run (with the user's answer, if any: `App.aresume`), counted like any run."""
     graph = app.graph.name
     in_flight = front.metrics.in_flight.labels(graph)
     in_flight.inc()

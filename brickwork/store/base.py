@@ -27,6 +27,8 @@ from brickwork.errors import ConfigError
 from brickwork.store.buffer import WriteBehind
 
 __all__ = [
+    "INTERRUPTED",
+    "RUNNING",
     "SCHEMA_VERSION",
     "SOURCES",
     "EscalationRecord",
@@ -47,6 +49,11 @@ SCHEMA_VERSION = 3
 #: Where a run came from: the command line, the HTTP front, the embedded `App`, `brickwork
 #: eval`, the TUI's playground ("unknown": stored before sources were recorded).
 SOURCES = ("cli", "api", "app", "eval", "playground")
+
+#: The status of a run's row while it runs, in a store that records starts
+#: (`RunStore.records_starts`), and of one whose process ended before it did (`recover`).
+RUNNING = "running"
+INTERRUPTED = "interrupted"
 
 _DAY_S = 86_400.0
 
@@ -233,6 +240,8 @@ class _Row:
 
     run: tuple[Any, ...]
     events: list[tuple[Any, ...]]
+    #: A start row (status running): it sets the status of an existing row, nothing else.
+    start: bool = False
 
 
 _RUN_COLUMNS = (
@@ -269,6 +278,9 @@ class RunStore:
     where: str
     #: The SQL for a JSON parameter (`?` in SQLite; cast to jsonb in PostgreSQL).
     _json_param: ClassVar[str] = "?"
+    #: True when `start` writes a run's row as it starts (status "running") and `recover`
+    #: can tell a running run whose process is gone (the PostgreSQL store replicas share).
+    records_starts: ClassVar[bool] = False
     #: URL prefixes each registered backend answers for, and the backend for file paths.
     _by_scheme: ClassVar[dict[str, type[RunStore]]] = {}
     _file_backend: ClassVar[type[RunStore] | None] = None
@@ -395,29 +407,64 @@ class RunStore:
         written when the store is back (`pending` counts such runs). Raises TypeError only
         for events that are not JSON-serialisable.
         """
+        run = self._run_row(summary)
+        rows = []
+        size = sum(len(v) for v in run if isinstance(v, str))
+        for seq, event in enumerate(events):
+            body = self._clean_json(_dumps(event))
+            node = event.get("node")
+            node = None if node is None else self._clean(storable(str(node)))
+            rows.append((run[0], seq, str(event["kind"]), node, float(event["at"]), body))
+            size += len(body) + 64
+        self._buffer.submit(_Row(run, rows), key=summary.run_id, size=size)
+        if self.records_starts:
+            self._release(summary.run_id)
 
+    def start(self, summary: RunSummary) -> None:
+        """Record that a run starts now in this process (when `records_starts`; else a no-op).
+
+        A new run's row is written with status "running"; a resumed run's existing row only
+        changes status (its request and trace stay). The run is claimed for this process until
+        `save` (or `interrupt`) ends it, so another process's `recover` knows it is alive.
+
+        Raises:
+            RunInProgress: Another live process is running this run right now.
+        """
+        if not self.records_starts or self._buffer.pending:  # an outage: the end row will do
+            return
+        self._claim(summary.run_id)
+        run = self._run_row(summary)
+        size = sum(len(v) for v in run if isinstance(v, str))
+        self._buffer.submit(_Row(run, [], start=True), key=summary.run_id, size=size, keep=False)
+
+    def interrupt(self, run_id: str, error: str) -> None:
+        """Mark a running run of this process interrupted (cancelled), and let it go."""
+
+    def recover(self, run_id: str | None = None) -> list[str]:
+        """Mark "interrupted" the running runs whose process is gone; returns their ids.
+
+        Only a store that `records_starts` has such runs (one run, or every one).
+        """
+        return []
+
+    def _claim(self, run_id: str) -> None:
+        """Hold run `run_id` for this process (see `start`)."""
+
+    def _release(self, run_id: str) -> None:
+        """Stop holding run `run_id`."""
+
+    def _run_row(self, summary: RunSummary) -> tuple[Any, ...]:
         def clean(text: str) -> str:
             return self._clean(storable(text))
 
         flags = self._clean_json(_dumps([str(f) for f in summary.flags]))
-        run = (
+        return (
             clean(summary.run_id), clean(summary.graph), clean(summary.tenant),
             clean(summary.mode), clean(summary.text), clean(summary.status),
             clean(summary.answer), None if summary.error is None else clean(summary.error),
             float(summary.cost_usd), float(summary.frontier_only_usd), float(summary.latency_s),
             int(summary.escalations), flags, float(summary.started_at), clean(summary.source),
         )  # fmt: skip
-        rows = []
-        size = sum(len(v) for v in run if isinstance(v, str))
-        for seq, event in enumerate(events):
-            body = self._clean_json(_dumps(event))
-            node = event.get("node")
-            rows.append(
-                (run[0], seq, str(event["kind"]), None if node is None else clean(str(node)),
-                 float(event["at"]), body)
-            )  # fmt: skip
-            size += len(body) + 64
-        self._buffer.submit(_Row(run, rows), key=summary.run_id, size=size)
 
     def _write(self, rows: Sequence[_Row]) -> None:
         """Write runs in one transaction (one run when saving; a batch after an outage)."""
@@ -427,6 +474,14 @@ class RunStore:
         with self._session(write=True) as conn:
             self._limit_statements(conn)
             for row in rows:
+                if row.start:  # a resumed run keeps its request, start and trace
+                    conn.execute(
+                        f"INSERT INTO runs ({columns}) VALUES ({values})"
+                        " ON CONFLICT (run_id) DO UPDATE SET status = excluded.status,"
+                        " error = excluded.error",
+                        row.run,
+                    )
+                    continue
                 # The upsert locks the run's row first, so two writers of one run take turns.
                 conn.execute(
                     f"INSERT INTO runs ({columns}) VALUES ({values})"

@@ -106,24 +106,30 @@ class WriteBehind(Generic[T]):
         with self._cond:
             return len(self._queue)
 
-    def submit(self, item: T, *, key: str, size: int) -> None:
+    def submit(self, item: T, *, key: str, size: int, keep: bool = True) -> None:
         """Write `item` now, or queue it if the database is unavailable. Never raises.
 
         Args:
             item: What `write` takes.
             key: A short name for logs (the run id).
             size: Its size in bytes, for the byte bound.
+            keep: False for an item worth writing only now (a run's start row, which its end
+                row supersedes): during an outage it is dropped, not queued.
         """
         entry = _Entry(item, key, size)
         with self._cond:
             closed = self._closed
             # During an outage new runs queue behind the old ones, without waiting on it.
             if self._queue and not closed:
-                self._enqueue(entry)
+                if keep:
+                    self._enqueue(entry)
                 return
         try:
             self._write((item,))
         except Exception as exc:  # a store failure must never reach the run
+            if not keep:
+                log.debug("run store %s: not written now, so not kept: %s", self.name, key)
+                return
             if self._permanent(exc) or closed:
                 self._drop_rejected(entry, exc)
                 return

@@ -7,20 +7,40 @@ transaction under an advisory lock, so processes opening the store together do n
 
 Connections are kept between calls (a few idle ones, checked with a ping before reuse), so a
 server restart or a terminated backend costs one failed write, which the write-behind retries.
+
+Runs are recorded when they start (`records_starts`): the row says "running" until the run's
+end replaces it. While it runs, its process holds a session advisory lock on the run
+(`brickwork:live:<run_id>`) on a connection of its own; the lock ends with the process or its
+connection. A row that says "running" whose lock is free belongs to a process that is gone
+(an API replica killed mid-run): `recover` marks it "interrupted", with an error that says
+how to resume it, and another replica can resume it from its checkpoint. The lock also keeps
+two processes from running one run at once (`RunInProgress`). Caveat: if the liveness
+connection itself drops (a server restart) while runs are under way, their locks go with it;
+another replica may then mark them interrupted, and their end still writes the real outcome.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brickwork.errors import ConfigError, MissingDependencyError
-from brickwork.store.base import SCHEMA_VERSION, Connection, Cursor, JsonKind, RunStore
+from brickwork.errors import ConfigError, MissingDependencyError, RunInProgress
+from brickwork.store.base import (
+    INTERRUPTED,
+    RUNNING,
+    SCHEMA_VERSION,
+    Connection,
+    Cursor,
+    JsonKind,
+    RunStore,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,6 +84,22 @@ _CASTS = {"text": "", "number": "::double precision", "bool": "::boolean"}
 
 #: Idle connections kept for reuse; more are opened when calls overlap, and closed after.
 _MAX_IDLE = 4
+
+log = logging.getLogger("brickwork.store")
+
+#: The advisory lock key of a running run (its process holds it while the run runs).
+_LIVE_KEY = "hashtextextended('brickwork:live:' || {}, 0)"
+
+#: After the liveness connection failed, runs go unclaimed this long (no wait on a dead server).
+_LIVE_RETRY_S = 5.0
+
+#: What a run whose process is gone says, before and after its id.
+_ORPHANED = (
+    "interrupted: the process running it ended before the run did (its replica was killed "
+    "or lost its database connection); resume it from its last checkpoint with POST "
+    "/v1/runs/",
+    "/resume or App.aresume",
+)
 
 
 class _PgConnection:
@@ -117,6 +153,11 @@ class PostgresRunStore(RunStore, schemes=("postgresql://", "postgres://")):
         self._psycopg = psycopg
         self._idle: list[psycopg.Connection[Any]] = []
         self._idle_lock = threading.Lock()
+        # The connection holding this process's running runs' locks, and those runs.
+        self._live: psycopg.Connection[Any] | None = None
+        self._live_lock = threading.Lock()
+        self._claimed: set[str] = set()
+        self._live_retry_at = 0.0
         self._start(
             where=_redact(where),
             max_buffered_runs=max_buffered_runs,
@@ -165,7 +206,90 @@ class PostgresRunStore(RunStore, schemes=("postgresql://", "postgres://")):
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+        with self._live_lock:
+            if self._live is not None:
+                self._live.close()  # a run still claimed now shows as interrupted
+                self._live = None
+            self._claimed.clear()
         return flushed
+
+    # -- runs under way --------------------------------------------------------------------
+
+    records_starts = True
+
+    def _claim(self, run_id: str) -> None:
+        with self._live_lock:
+            if run_id in self._claimed:  # session locks nest: check this process first
+                raise RunInProgress(run_id)
+            if time.monotonic() < self._live_retry_at:  # it failed just now: do not wait again
+                return
+            try:
+                if self._live is None or self._live.closed:
+                    self._live = self._psycopg.connect(
+                        self.url,
+                        autocommit=True,
+                        connect_timeout=max(2, round(self.timeout_s)),
+                        application_name="brickwork-runs-live",
+                    )
+                row = self._live.execute(
+                    f"SELECT pg_try_advisory_lock({_LIVE_KEY.format('%s')})", (run_id,)
+                ).fetchone()
+            except self._psycopg.Error as exc:  # the run goes on; only recovery is weaker
+                log.warning("could not claim run %s in %s: %s", run_id, self.where, exc)
+                self._live = None
+                self._live_retry_at = time.monotonic() + _LIVE_RETRY_S
+                return
+            if not (row and row[0]):
+                raise RunInProgress(run_id)
+            self._claimed.add(run_id)
+
+    def _release(self, run_id: str) -> None:
+        with self._live_lock:
+            if run_id not in self._claimed:
+                return
+            self._claimed.discard(run_id)
+            if self._live is None:
+                return
+            try:
+                self._live.execute(
+                    f"SELECT pg_advisory_unlock({_LIVE_KEY.format('%s')})", (run_id,)
+                )
+            except self._psycopg.Error:  # its locks went with it
+                self._live = None
+
+    def interrupt(self, run_id: str, error: str) -> None:
+        """Mark a running run of this process interrupted (e.g. cancelled), and let it go."""
+        try:
+            with self._session(write=True) as conn:
+                self._limit_statements(conn)
+                conn.execute(
+                    "UPDATE runs SET status = ?, error = ? WHERE run_id = ? AND status = ?",
+                    (INTERRUPTED, error, run_id, RUNNING),
+                )
+        except self._psycopg.Error as exc:  # recover() will find it once it is released
+            log.warning("could not mark run %s interrupted: %s", run_id, exc)
+        finally:
+            self._release(run_id)
+
+    def recover(self, run_id: str | None = None) -> list[str]:
+        """Mark "interrupted" the running runs whose process is gone; returns their ids.
+
+        A run is gone when its row says "running" and no process holds its lock. The check
+        takes the lock for the transaction, so a process cannot claim it meanwhile.
+        """
+        only = "" if run_id is None else " AND run_id = ?"
+        free = f"pg_try_advisory_xact_lock({_LIVE_KEY.format('run_id')})"
+        with self._session(write=True) as conn:
+            self._limit_statements(conn)
+            rows = conn.execute(
+                "UPDATE runs SET status = ?, error = ? || run_id || ?"
+                f" WHERE status = ?{only} AND {free} RETURNING run_id",
+                (INTERRUPTED, *_ORPHANED, RUNNING, *(() if run_id is None else (run_id,))),
+            ).fetchall()
+        found = [str(r[0]) for r in rows]
+        if found:
+            log.warning("runs interrupted by a process that ended: %s", ", ".join(found))
+        return found
 
     # -- schema ----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -218,3 +218,58 @@ def test_every_ray_listener_is_on_loopback_but_serve_replicas_internal_grpc(
     # (ray/serve/_private/replica.py, `_on_initialized`); nothing else may leave loopback.
     assert all(name.startswith("ray::ServeReplica") for _, _, name in elsewhere), elsewhere
     assert len(elsewhere) <= REPLICAS + SLM_REPLICAS
+
+
+async def test_a_killed_front_replica_loses_no_run_that_started(cluster: Cluster) -> None:
+    # Last in the module: Serve replaces the killed replica, the other tests need not wait.
+    store = RunStore(PG_URL)
+    t0 = time.time()
+    try:
+        async with httpx.AsyncClient(timeout=120) as client:
+            gate = asyncio.Semaphore(8)
+            answered: list[httpx.Response] = []
+
+            async def one() -> httpx.Response:
+                async with gate:
+                    reply = await client.post(f"{cluster.url}/v1/chat/completions", json=REQUEST)
+                answered.append(reply)
+                return reply
+
+            tasks = [asyncio.create_task(one()) for _ in range(60)]
+            while len(answered) < 8:  # under load: kill one replica as runs are in flight
+                await asyncio.sleep(0.02)
+            victim = answered[0].headers["x-brickwork-replica"].rsplit(":", 1)[1]
+            os.kill(int(victim), signal.SIGKILL)
+            replies = await asyncio.gather(*tasks)
+            codes = [r.status_code for r in replies]
+            ok = {r.json()["brickwork"]["run_id"] for r in replies if r.status_code == 200}
+            # Every run that started on any replica is in the store; those the killed replica
+            # had in flight show as interrupted (once its database session is gone), never
+            # as running forever, and another replica resumes them.
+            started = {s.run_id: s for s in store.runs(since=t0, source="api", limit=1000)}
+            assert ok <= set(started)
+            interrupted = []
+            for run_id, summary in started.items():
+                deadline = time.monotonic() + 60
+                while summary.status == "running" and time.monotonic() < deadline:
+                    shown = (await client.get(f"{cluster.url}/v1/runs/{run_id}")).json()
+                    summary = replace(summary, status=shown["status"])
+                    await asyncio.sleep(0.2)
+                assert summary.status in ("ok", "interrupted"), (run_id, summary.status)
+                if summary.status == "interrupted":
+                    interrupted.append(run_id)
+            resumed = [
+                await client.post(f"{cluster.url}/v1/runs/{run_id}/resume")
+                for run_id in interrupted
+            ]
+    finally:
+        store.close()
+    failed = len(codes) - codes.count(200)
+    print(
+        f"\nkilled replica {victim} under load: {codes.count(200)} of {len(codes)} answered 200, "
+        f"{failed} got {sorted(set(codes) - {200})} from the proxy; {len(started)} runs started, "
+        f"{len(interrupted)} interrupted and resumed: {[r.status_code for r in resumed]}"
+    )
+    assert set(codes) <= {200, 500}
+    assert len(interrupted) <= failed
+    assert [r.status_code for r in resumed] == [200] * len(interrupted)

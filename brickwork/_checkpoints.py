@@ -27,6 +27,14 @@ that deletion rides on the next commit. One saver (one connection, one transacti
 every App in the process that uses the same file: two connections on one event loop would
 wait on each other's open transaction with the loop blocked.
 
+The statements wait for the commit too: `put` and `put_writes` serialise the state at once
+(what is written is the state as it was then) but keep their rows in memory, per thread, until
+the commit runs them; the saver's own reads of a thread run its kept rows first. A thread
+deleted before its commit never reaches the database: that is a finished run of a one-node
+graph, whose one checkpoint LangGraph writes as the run exits (`App`'s default durability
+"exit" for such graphs, see `brickwork.graphs.builder.default_durability`), so such a run
+costs the checkpoint file one SELECT and nothing else.
+
 Durability: WAL with `synchronous=NORMAL` survives a crash of the process (the case
 `App.aresume` exists for). What a crash can lose is the last `COMMIT_WINDOW_S` of checkpoint
 writes of runs still in flight, which then resume from their checkpoint before that (the
@@ -44,9 +52,9 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -54,7 +62,9 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    get_checkpoint_id,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 __all__ = ["COMMIT_WINDOW_S", "WAL_CHECKPOINT_BYTES", "InlineSqliteSaver", "WalCheckpointer"]
@@ -126,6 +136,23 @@ class WalCheckpointer:
             self._checkpoint(final, "TRUNCATE")
 
 
+#: Most threads remembered as having nothing in the database (past it, the memory is reset).
+_MAX_UNWRITTEN = 10_000
+
+
+class _Deferred:
+    """What `InlineSqliteSaver.cursor` gives a writer: it keeps the statements for the commit."""
+
+    def __init__(self, saver: InlineSqliteSaver) -> None:
+        self._saver = saver
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._saver._defer(sql, params, many=False)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._saver._defer(sql, rows, many=True)
+
+
 #: The savers open in this process, by resolved path (see `InlineSqliteSaver.open`).
 _OPEN: dict[str, InlineSqliteSaver] = {}
 _OPEN_LOCK = threading.Lock()
@@ -133,6 +160,15 @@ _OPEN_LOCK = threading.Lock()
 
 class InlineSqliteSaver(SqliteSaver):
     """`SqliteSaver` whose async methods run its synchronous ones in place."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, *, serde: SerializerProtocol | None = None
+    ) -> None:
+        super().__init__(conn, serde=serde)
+        #: Writers' statements waiting for the next commit, by thread (see `cursor`).
+        self._pending: dict[str, list[tuple[str, Any, bool]]] = {}
+        #: Threads known to have nothing in the database (deleting them needs no statement).
+        self._unwritten: set[str] = set()
 
     @classmethod
     def open(cls, path: str | Path) -> InlineSqliteSaver:
@@ -168,7 +204,16 @@ class InlineSqliteSaver(SqliteSaver):
 
     @contextlib.contextmanager
     def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
-        """As `SqliteSaver.cursor`, but a write is committed at the end of the loop iteration."""
+        """As `SqliteSaver.cursor`; a writing cursor keeps its statements for the next commit.
+
+        `put` and `put_writes` are the only writers that use it: their rows (serialised
+        already) wait in memory, per thread, for the commit, so a thread deleted before then
+        never reaches the database.
+        """
+        if transaction:
+            yield cast(sqlite3.Cursor, _Deferred(self))
+            self._commit_soon()
+            return
         with self.lock:
             self.setup()
             cur = self.conn.cursor()
@@ -176,8 +221,30 @@ class InlineSqliteSaver(SqliteSaver):
                 yield cur
             finally:
                 cur.close()
-        if transaction:
-            self._commit_soon()
+
+    def _defer(self, sql: str, params: Any, many: bool) -> None:
+        """Keep one statement of a writer for the commit, under its thread."""
+        rows = list(params) if many else params
+        if many and not rows:
+            return
+        thread = str(rows[0][0] if many else rows[0])  # every writer's first column
+        with self.lock:
+            self._pending.setdefault(thread, []).append((sql, rows, many))
+
+    def _flush(self, thread: str | None = None) -> None:
+        """Under the lock: run the kept statements (of one thread, or all) in their order."""
+        threads = list(self._pending) if thread is None else [thread]
+        for name in threads:
+            statements = self._pending.pop(name, None)
+            if not statements:
+                continue
+            self._unwritten.discard(name)
+            self.setup()
+            for sql, params, many in statements:
+                if many:
+                    self.conn.executemany(sql, params)
+                else:
+                    self.conn.execute(sql, params)
 
     def _commit_soon(self) -> None:
         try:
@@ -189,14 +256,76 @@ class InlineSqliteSaver(SqliteSaver):
         # count.
         if self._commit_due is not loop:
             self._commit_due = loop
-            loop.call_later(COMMIT_WINDOW_S, self.commit)
+            loop.call_later(COMMIT_WINDOW_S, self._commit_in_background)
+
+    def _commit_in_background(self) -> None:
+        try:
+            self.commit()
+        except sqlite3.Error:  # the next commit tries again; the runs themselves go on
+            log.exception("could not commit checkpoint writes to %s", self._key)
 
     def commit(self) -> None:
-        """Commit the writes made since the last commit (a no-op when there are none)."""
+        """Write and commit what was written since the last commit (a no-op when nothing was)."""
         with self.lock:
             self._commit_due = None
-            if not self._closed and self.conn.in_transaction:
+            if self._closed:
+                return
+            self._flush()
+            if self.conn.in_transaction:
                 self.conn.commit()
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """As `SqliteSaver.get_tuple`, with the thread's writes not yet committed."""
+        configurable = config["configurable"]
+        thread = str(configurable["thread_id"])
+        with self.lock:
+            self._flush(thread)
+        found = super().get_tuple(config)
+        fresh = not configurable.get("checkpoint_ns") and not get_checkpoint_id(config)
+        if found is None and fresh:
+            with self.lock:  # a thread with nothing in the database (a new run, so far)
+                if len(self._unwritten) >= _MAX_UNWRITTEN:
+                    self._unwritten.clear()  # forgetting only costs a DELETE later
+                self._unwritten.add(thread)
+        return found
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """As `SqliteSaver.list`, with the writes not yet committed."""
+        with self.lock:
+            self._flush()
+        yield from super().list(config, filter=filter, before=before, limit=limit)
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        """As `SqliteSaver.get_delta_channel_history`, with the writes not yet committed."""
+        with self.lock:
+            self._flush(str(config["configurable"]["thread_id"]))
+        return super().get_delta_channel_history(config=config, channels=channels)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread's checkpoints and writes: those kept for the commit, and any stored.
+
+        A thread that has nothing in the database (a run whose writes were all still waiting
+        for the commit) costs no statement at all.
+        """
+        thread = str(thread_id)
+        with self.lock:
+            self._pending.pop(thread, None)
+            if thread in self._unwritten:
+                self._unwritten.discard(thread)
+                return
+            self.setup()
+            self.conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread,))
+            self.conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread,))
+        self._commit_soon()
 
     def close(self) -> None:
         """Commit; then, once every opener has closed it, stop the WAL thread and close.

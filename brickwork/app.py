@@ -40,6 +40,7 @@ from brickwork.store.triage import export_escalations as _export_escalations
 from brickwork.telemetry import RunTracer, resolve_tracer
 
 if TYPE_CHECKING:
+    from langgraph.types import Durability
     from opentelemetry.trace import Tracer, TracerProvider
 
     from brickwork.caching import ResponseCache
@@ -92,6 +93,7 @@ class App:
         budgets: BudgetBook | None = None,
         checkpoints: str | Path | None = "default",
         keep_checkpoints: bool = False,
+        durability: Durability | None = None,
         telemetry: bool | TracerProvider | None = None,
         admission: AdmissionLimits | Literal[False] | None = None,
         cache: ResponseCache | None = None,
@@ -122,6 +124,13 @@ class App:
                 are deleted when the graph ends (the run store keeps the trace), so only
                 interrupted, timed-out or crashed runs keep the state `aresume` needs, and the
                 database does not grow with every run (a growing one also slows its writes).
+            durability: When a run's graph state is checkpointed (LangGraph's `durability`):
+                "exit" once, when the run stops (finished, interrupted for a confirmation,
+                failed, timed out or cancelled); "async" after every step as well, written
+                while the next step runs; "sync" after every step, before the next. None (the
+                default): "exit" for a graph with one node besides its supervisor, "async"
+                for longer ones (`brickwork.graphs.builder.default_durability`). A process
+                that dies mid-run leaves no checkpoint of an "exit" run.
             telemetry: OpenTelemetry spans per run, node and model call: None follows
                 `$BRICKWORK_OTEL` (off when unset), True/False turn them on/off, or give a
                 `TracerProvider` (see `brickwork.telemetry`).
@@ -164,6 +173,9 @@ class App:
             cache_dir() / "checkpoints.sqlite" if checkpoints == "default" else checkpoints
         )
         self.keep_checkpoints = keep_checkpoints
+        self.durability = durability
+        #: What runs pass to LangGraph (None without a checkpointer; set on the first run).
+        self._durability: Durability | None = None
         self._compiled: Any = None
         self._saver_cm: Any = None
         self._start_lock = asyncio.Lock()
@@ -239,6 +251,10 @@ class App:
             if self.checkpoints is not None:
                 checkpointer = await self._open_checkpointer(str(self.checkpoints))
             self._compiled = self.graph.build(checkpointer=checkpointer, **self.graph_options)
+            if checkpointer is not None:
+                from brickwork.graphs.builder import default_durability
+
+                self._durability = self.durability or default_durability(self._compiled)
             if self.store is not None and self.store.records_starts:
                 await _recover(self.store)  # runs left "running" by replicas that died
 
@@ -448,7 +464,9 @@ class App:
         # run's are deleted, and the deletion commits with the next group.
         try:
             async with asyncio.timeout(timeout_s):
-                state = await self._compiled.ainvoke(initial, config, context=ctx)
+                state = await self._compiled.ainvoke(
+                    initial, config, context=ctx, durability=self._durability
+                )
         except TimeoutError:
             self._commit_checkpoints()
             return {}, "timeout", f"run exceeded its {timeout_s:.0f} s timeout"

@@ -35,7 +35,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypedDict, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -64,6 +64,7 @@ __all__ = [
     "at_the_top",
     "bound_model",
     "build_graph",
+    "default_durability",
     "plan_answer",
     "plan_gate",
     "plan_runner",
@@ -354,6 +355,21 @@ def specialists_of(graph: Any) -> dict[str, Specialist]:
         if isinstance(spec, Specialist):
             found[name] = spec
     return found
+
+
+def default_durability(graph: Any) -> Literal["exit", "async"]:
+    """When a run of a compiled graph is checkpointed, unless the App says otherwise.
+
+    "exit" (once, when the run stops: finished, interrupted for a confirmation, failed or
+    timed out) for a graph with one node besides the `supervisor` and `confirm` ones; "async"
+    (after every step too, LangGraph's default) for the others, and for graphs whose nodes
+    cannot be read. In a one-node graph the only step a crash could leave behind is its input,
+    and the node would run again from it anyway; in a longer graph per-step checkpoints keep
+    the finished steps (and their tool calls) from running again on resume.
+    """
+    nodes = set(getattr(getattr(graph, "builder", None), "nodes", None) or ())
+    work = nodes - {SUPERVISOR, CONFIRM}
+    return "exit" if len(work) == 1 else "async"
 
 
 async def _route_decision(

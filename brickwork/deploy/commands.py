@@ -83,6 +83,14 @@ def _front_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--redis", help="Redis URL of the shared response cache")
     parser.add_argument("--api-key-env", help="environment variable holding the API key")
+    parser.add_argument(
+        "--tenant-budget",
+        action="append",
+        default=[],
+        metavar="TENANT=USD",
+        help="a tenant's spending limit, held across every replica when the store is "
+        "PostgreSQL ('*=USD': any other tenant); repeat for more tenants",
+    )
 
 
 def _ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +104,7 @@ def _ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec(args: argparse.Namespace) -> FrontSpec:
     graphs = tuple(g.strip() for g in args.graphs.split(",") if g.strip())
+    budgets = _budgets(args.tenant_budget)
     return FrontSpec(
         graphs=graphs,
         store=args.store,
@@ -103,7 +112,24 @@ def _spec(args: argparse.Namespace) -> FrontSpec:
         url=args.url,
         redis=args.redis,
         api_key_env=args.api_key_env,
+        tenant_budgets_usd={t: usd for t, usd in budgets.items() if t != "*"},
+        default_tenant_budget_usd=budgets.get("*"),
     )
+
+
+def _budgets(values: list[str]) -> dict[str, float]:
+    """`TENANT=USD` arguments as a mapping (`*` for any other tenant)."""
+    budgets = {}
+    for value in values:
+        tenant, _, usd = value.partition("=")
+        try:
+            limit = float(usd)
+        except ValueError:
+            limit = -1.0
+        if not tenant or not limit >= 0:
+            raise ConfigError(f"--tenant-budget wants TENANT=USD (e.g. acme=50), got {value!r}")
+        budgets[tenant] = limit
+    return budgets
 
 
 def _tiers(args: argparse.Namespace) -> tuple[TierProcesses, ...]:

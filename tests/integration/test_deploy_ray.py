@@ -4,7 +4,8 @@ One cluster for the module: `brickwork deploy ray` (a subprocess, as a user runs
 Ray head on loopback and two replicas of the front against the instant model server
 (`benchmarks/instant_server.py`: no model, so the replicas and the store are what is tested),
 run as two supervised slm servers, each inside a Serve replica of its own;
-`brickwork deploy down` stops it. Override the store with BRICKWORK_TEST_POSTGRES_URL.
+`brickwork deploy down` stops it. The last test kills one front replica under load (Serve
+replaces it). Override the store with BRICKWORK_TEST_POSTGRES_URL.
 """
 
 from __future__ import annotations

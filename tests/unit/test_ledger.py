@@ -535,3 +535,62 @@ def test_prices_file_takes_a_self_hosted_top_tier() -> None:
     assert estimate_cost(book.top_tier_price, 50, 50) == pytest.approx(100 / (20 * 3600) * 0.2)
     busy = SelfHostedPrice(0.36, "busy_time")
     assert estimate_cost(busy, 5, 5) == pytest.approx(1.0 * 0.36 / 3600)
+
+
+class _MemoryBackend:
+    """A `BudgetBackend` in a dict, for the book's plumbing (the real one: PostgreSQL tests)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self.holds: dict[str, tuple[str, float]] = {}
+
+    def _held(self, key: str) -> float:
+        return sum(amount for k, amount in self.holds.values() if k == key)
+
+    def hold(
+        self, key: str, limit_usd: float, amount_usd: float
+    ) -> tuple[str | None, float, float]:
+        spent, held = self.spent.get(key, 0.0), self._held(key)
+        if amount_usd > limit_usd - spent - held + 1e-9:
+            return None, spent, held
+        hold = f"h{len(self.holds)}"
+        self.holds[hold] = (key, amount_usd)
+        return hold, spent, held + amount_usd
+
+    def settle(self, key: str, hold: str, actual_usd: float) -> None:
+        self.spent[key] = self.spent.get(key, 0.0) + actual_usd
+        del self.holds[hold]
+
+    def charge(self, key: str, amount_usd: float) -> None:
+        self.spent[key] = self.spent.get(key, 0.0) + amount_usd
+
+    def state(self, key: str) -> tuple[float, float]:
+        return self.spent.get(key, 0.0), self._held(key)
+
+
+async def test_a_shared_book_reserves_on_the_backend_and_the_run_both_or_neither() -> None:
+    from brickwork.cost import SharedBudget
+
+    backend = _MemoryBackend()
+    book = BudgetBook({"acme": 1.0}, run_limit_usd=0.5, shared=backend)
+    other = BudgetBook({"acme": 1.0}, shared=backend)  # another replica's book
+    tenant = book.tenant("acme")
+    assert isinstance(tenant, SharedBudget) and tenant.key == "tenant:acme"
+    held_elsewhere = await other.reserve("acme", None, 0.7)
+    run = book.run_budget()
+    with pytest.raises(BudgetExceeded, match="^tenant 'acme' budget cannot cover"):
+        await book.reserve("acme", run, 0.4)
+    assert run is not None and run.reserved_usd == 0.0  # the run's part was given back
+    assert tenant.reserved_usd == pytest.approx(0.7)  # what the backend said
+    reservation = await book.reserve("acme", run, 0.3)
+    reservation.commit(0.1)
+    held_elsewhere.release()
+    assert backend.state("tenant:acme") == (pytest.approx(0.1), 0.0)
+    assert run.spent_usd == pytest.approx(0.1) and run.reserved_usd == 0.0
+    book.charge("acme", run, 0.05)
+    assert backend.spent["tenant:acme"] == pytest.approx(0.15)
+    tenant.refresh()
+    assert tenant.left_usd == pytest.approx(0.85)
+    unshared = BudgetBook({"acme": 1.0}, shared=False)
+    unshared_tenant = unshared.tenant("acme")
+    assert unshared_tenant is not None and not isinstance(unshared_tenant, SharedBudget)

@@ -223,7 +223,8 @@ class PostgresBudgets:
     def _write(self, batch: list[tuple[str, str, str | None, float]]) -> None:
         t = self.table
         with self._transaction() as conn:
-            for kind, key, hold, amount in batch:
+            # Rows in one order in every process: two batches cannot deadlock on them.
+            for kind, key, hold, amount in sorted(batch, key=lambda write: write[1]):
                 # The spending is added before the hold goes, in the same transaction.
                 conn.execute(
                     f"INSERT INTO {t} (key, limit_usd, spent_usd) VALUES (%s, NULL, %s)"

@@ -57,3 +57,17 @@ def test_other_requests_take_no_lock(front) -> None:
         assert front.get("/v1/runs/any").status_code == 404
         assert front.get("/health").status_code == 200
         other_replica.execute(UNLOCK, ("any",))
+
+
+def test_a_run_being_resumed_elsewhere_is_refused_with_run_in_progress(front) -> None:
+    run_id = "deploy-lock-test-resume"
+    with psycopg.connect(PG_URL, autocommit=True) as other_replica:
+        assert _try_lock(other_replica, run_id)  # another replica is resuming this run
+        busy = front.post(f"/v1/runs/{run_id}/resume")
+        assert busy.status_code == 409
+        assert busy.json()["error"]["code"] == "run_in_progress"
+        assert "being resumed on another replica" in busy.json()["error"]["message"]
+        other_replica.execute(UNLOCK, (run_id,))
+        assert front.post(f"/v1/runs/{run_id}/resume").status_code == 404  # unknown run
+        assert _try_lock(other_replica, run_id)  # given back
+        other_replica.execute(UNLOCK, (run_id,))

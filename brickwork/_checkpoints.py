@@ -12,8 +12,8 @@ WAL checkpoints (copying the log back into the database, with its fsyncs) are th
 thing left: SQLite runs them inside whichever commit crosses `wal_autocheckpoint`, which put a
 5-10 ms stall on the event loop every few hundred runs (the one-node run's p99 in
 `benchmarks/overhead.py`: 9.7 ms with them, 2.7 ms without). So the writing connection has
-automatic checkpoints off, and a daemon thread with its own connection runs a PASSIVE
-checkpoint (which never blocks the writer) whenever the log has grown past
+automatic checkpoints off, and a daemon thread (`brickwork.store._wal`) with its own connection
+runs a PASSIVE checkpoint (which never blocks the writer) whenever the log has grown past
 `WAL_CHECKPOINT_BYTES`, and a final one when the saver closes.
 
 Commits are grouped. `SqliteSaver` commits after every statement: five or six commits for a
@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -67,73 +66,14 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from brickwork.store._wal import WAL_CHECKPOINT_BYTES, WalCheckpointer
+
 __all__ = ["COMMIT_WINDOW_S", "WAL_CHECKPOINT_BYTES", "InlineSqliteSaver", "WalCheckpointer"]
 
 log = logging.getLogger(__name__)
 
-#: The write-ahead log size past which the background thread checkpoints it (SQLite's own
-#: default is 1,000 pages, about 4 MB).
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 #: Longest a checkpoint write made on an event loop waits for its commit.
 COMMIT_WINDOW_S = 0.01
-
-
-class WalCheckpointer:
-    """A daemon thread that checkpoints a WAL database's log off the writers' threads.
-
-    It polls the `-wal` file's size every `interval_s` seconds (a `stat`, nothing more) and
-    runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection once the log is larger than
-    `threshold_bytes`. PASSIVE copies what it can without waiting for, or blocking, a writer;
-    SQLite then restarts the log from its start, so its size stays bounded.
-    """
-
-    def __init__(
-        self, path: Path, *, threshold_bytes: int = WAL_CHECKPOINT_BYTES, interval_s: float = 0.5
-    ) -> None:
-        self.path = Path(path)
-        self.threshold_bytes = threshold_bytes
-        self.interval_s = interval_s
-        self.checkpoints = 0
-        self._wal = Path(f"{self.path}-wal")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"wal-checkpoint:{self.path.name}", daemon=True
-        )
-
-    def start(self) -> WalCheckpointer:
-        """Start the thread (returns self)."""
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        conn = sqlite3.connect(str(self.path), check_same_thread=False)
-        try:
-            while not self._stop.wait(self.interval_s):
-                if self._wal_size() > self.threshold_bytes:
-                    self._checkpoint(conn, "PASSIVE")
-        finally:
-            conn.close()
-
-    def _wal_size(self) -> int:
-        try:
-            return os.stat(self._wal).st_size
-        except OSError:
-            return 0
-
-    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> None:
-        try:
-            conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-            self.checkpoints += 1
-        except sqlite3.Error as exc:  # busy or locked: the next round tries again
-            log.debug("WAL checkpoint of %s deferred: %s", self.path, exc)
-
-    def stop(self, final: sqlite3.Connection | None = None) -> None:
-        """Stop the thread; with `final`, checkpoint and truncate the log on that connection."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if final is not None:
-            self._checkpoint(final, "TRUNCATE")
 
 
 #: Most threads remembered as having nothing in the database (past it, the memory is reset).

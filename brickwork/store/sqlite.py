@@ -8,6 +8,12 @@ and deletes it (copies and an fsync), about 2 ms of a one-node run's 3 ms save. 
 connection is re-opened when the file at the path is no longer the one it opened (moved,
 deleted, replaced), so a write never goes to a file that has left its path; and after any
 error. Reads open their own connection each time.
+
+The writers' connection never checkpoints the log itself (`wal_autocheckpoint=0`): SQLite
+would do it inside whichever save made the log cross 1,000 pages, about one save in a hundred
+here, and that save took 5-6 ms instead of 0.2 (the p99 of a durable one-node run). A
+`brickwork.store._wal.WalCheckpointer` thread checkpoints it once it has grown past 4 MB instead;
+the last connection to close checkpoints and removes it, as before.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 from brickwork._settings import cache_dir
+from brickwork.store._wal import WalCheckpointer
 from brickwork.store.base import SCHEMA_VERSION, Connection, JsonKind, RunStore
 
 __all__ = ["SQLiteRunStore"]
@@ -98,6 +106,8 @@ class SQLiteRunStore(RunStore, file_backend=True):
         # The writers' connection and the (device, inode) of the file it opened.
         self._writer: sqlite3.Connection | None = None
         self._writer_file: tuple[int, int] | None = None
+        #: Checkpoints the log for the writers' connection (started with it).
+        self._wal: WalCheckpointer | None = None
         self._start(
             where=str(path),
             max_buffered_runs=max_buffered_runs,
@@ -148,7 +158,11 @@ class SQLiteRunStore(RunStore, file_backend=True):
             self._close_writer()
         if self._writer is None:
             self._writer = self._open()
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
             self._writer_file = self._identity()
+            if self._wal is None:
+                self._wal = WalCheckpointer(self._file).start()
+                weakref.finalize(self, self._wal.cancel)  # a store dropped unclosed
         return self._writer
 
     def _close_writer(self) -> None:
@@ -163,6 +177,9 @@ class SQLiteRunStore(RunStore, file_backend=True):
         flushed = super().close(timeout_s)
         with self._lock:
             self._close_writer()
+            wal, self._wal = self._wal, None
+        if wal is not None:
+            wal.stop()
         return flushed
 
     def _migrate(self, conn: Connection) -> None:

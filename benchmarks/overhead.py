@@ -19,7 +19,8 @@ graph's `ExtractAgent`) to the same server. The legs, and the client each one us
 - langgraph_httpx: the same graph, its node making the raw_httpx call (httpx2 directly);
 - brickwork: `App` over a graph with one `ExtractAgent` node (schema-checked JSON, ledger,
   events, escalation decision), mode slm, with the App's defaults: the durable SQLite
-  checkpointer and a SQLite run store (both in a temporary directory) (httpx2 directly);
+  checkpointer (durability "exit" for a one-node graph, or `--durability`) and a SQLite run
+  store (both in a temporary directory) (httpx2 directly);
 - brickwork_memory: the same with `checkpoints=None, store=None` (httpx2 directly);
 - smart_home (only with `--graphs smart_home`): the full example graph, no run store.
 
@@ -320,11 +321,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with instant_pool(base_url, model) as pool, _clients(base_url, model) as send:
             store = RunStore(tmp / "runs.sqlite")
             stack.callback(store.close)
-            apps: list[App] = []
+            apps: dict[str, App] = {}
 
-            def app(graph: GraphModule, **options: Any) -> Call:
-                apps.append(App(graph, pool=pool, **options))
-                return _app_call(apps[-1])
+            def app(leg: str, graph: GraphModule, **options: Any) -> Call:
+                apps[leg] = App(graph, pool=pool, **options)
+                return _app_call(apps[leg])
 
             makers: dict[str, Callable[[], Call]] = {
                 "raw_openai": lambda: _sent_call(send["openai"]),
@@ -332,16 +333,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "langgraph_openai": lambda: _graph_call(bare_langgraph(send["openai"])),
                 "langgraph_httpx": lambda: _graph_call(bare_langgraph(send["httpx"])),
                 "brickwork": lambda: app(
-                    one_node_graph(), checkpoints=tmp / "checkpoints.sqlite", store=store
+                    "brickwork",
+                    one_node_graph(),
+                    checkpoints=tmp / "checkpoints.sqlite",
+                    store=store,
+                    durability=args.durability,
                 ),
-                "brickwork_memory": lambda: app(one_node_graph(), checkpoints=None, store=None),
-                "smart_home": lambda: app(load_graph("graphs.smart_home"), store=None),
+                "brickwork_memory": lambda: app(
+                    "brickwork_memory", one_node_graph(), checkpoints=None, store=None
+                ),
+                "smart_home": lambda: app(
+                    "smart_home",
+                    load_graph("graphs.smart_home"),
+                    store=None,
+                    durability=args.durability,
+                ),
             }
             calls = {leg: makers[leg]() for leg in legs}
             for level in levels:
                 total = max(args.requests, 4 * level)
                 results["levels"][str(level)] = await _level(calls, total, level)
-            for made in apps:
+            # What each App's runs passed to LangGraph (None: no checkpointer).
+            results["durability"] = {leg: made._durability for leg, made in apps.items()}
+            for made in apps.values():
                 await made.aclose()
     results["load_after"] = os.getloadavg()
     results["verdicts"] = verdicts(results)
@@ -444,6 +458,9 @@ def verdict_text(results: dict[str, Any]) -> str:
             f"(target {sign} {row['limit']:g})  {verdict}"
         )
     before, after = results["load_before"], results["load_after"]
+    durability = ", ".join(f"{leg} {d}" for leg, d in results.get("durability", {}).items() if d)
+    if durability:
+        lines.append(f"checkpoint durability: {durability}")
     lines.append(
         f"load average (1/5/15 min) before {before[0]:.2f}/{before[1]:.2f}/{before[2]:.2f}, "
         f"after {after[0]:.2f}/{after[1]:.2f}/{after[2]:.2f} on {results['cpus']} CPUs; "
@@ -463,6 +480,11 @@ def main() -> None:
         default=None,
         help=f"comma-separated, from {', '.join(CLIENTS)} (default {DEFAULT_LEGS}; "
         "vllm: raw_httpx,langgraph_httpx,brickwork)",
+    )
+    parser.add_argument(
+        "--durability",
+        choices=("exit", "async", "sync"),
+        help="the durable legs' App(durability=...) (default: the App's, per graph)",
     )
     parser.add_argument("--out", help="the JSON results file (default under benchmarks/results)")
     args = parser.parse_args()

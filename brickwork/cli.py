@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -352,13 +353,20 @@ def _start_merged(
     ready_timeout: float,
     on_event: Callable[[str], None] | None = None,
 ) -> VLLMServer:
-    """Serve registered adapter `name` merged into its own weights (merged once, then reused)."""
-    from brickwork.serving.launcher import ServerSpec, VLLMServer
-    from brickwork.tune.adapters import get_adapter, merged_dir
-    from brickwork.tune.train import check_base, merge_adapter
+    """Serve adapter `name` (registered or shipped) merged into its own weights.
 
-    info = get_adapter(name)
+    The merge is done once and reused.
+    """
+    from brickwork.serving.launcher import ServerSpec, VLLMServer
+    from brickwork.tune.adapters import find_adapter, merged_dir
+    from brickwork.tune.train import check_base, merge_adapter, merged_is_current
+
+    info = find_adapter(name)
     folder = merged_dir(name)
+    if folder.exists() and not merged_is_current(info.path, folder):
+        if on_event is not None:
+            on_event(f"adapter {name} changed since it was merged: merging it again")
+        shutil.rmtree(folder)
     if not (folder / "config.json").is_file():
         check_base(info.path, base.model)
         merge_adapter(info.path, folder, base_model_dir=base.model)

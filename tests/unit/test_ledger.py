@@ -13,6 +13,7 @@ from brickwork.cost import (
     FRONTIER_REFERENCE,
     H100_SELF_HOSTED,
     LARGE_CPU_SELF_HOSTED,
+    LORA_CPU_SELF_HOSTED,
     Budget,
     BudgetBook,
     BudgetExceeded,
@@ -66,8 +67,8 @@ def test_token_price_per_million_tokens() -> None:
 
 
 def test_self_hosted_tokens_mode_spreads_hourly_price_over_capacity() -> None:
-    # CPU: $0.05/h over 2600 tok/s * 3600 s = 9.36M tok/h -> $5.342e-9 per token; 420 tokens
-    assert CPU_SELF_HOSTED.cost(400, 20, latency_s=99.0) == pytest.approx(2.243590e-6, rel=1e-6)
+    # CPU: $0.05/h over 1470 tok/s * 3600 s = 5.292M tok/h -> $9.448e-9 per token; 420 tokens
+    assert CPU_SELF_HOSTED.cost(400, 20, latency_s=99.0) == pytest.approx(3.968254e-6, rel=1e-6)
     # H100: $2.50/h over 5000 tok/s = 18M tok/h; 1000 tokens -> $1.38889e-4 (latency ignored)
     assert H100_SELF_HOSTED.cost(800, 200, latency_s=3.0) == pytest.approx(1.388889e-4, rel=1e-6)
 
@@ -128,7 +129,13 @@ def test_default_book_prices_own_hardware_as_self_hosted_and_apis_at_reference()
     assert book.price("frontier-stand-in") == CPU_SELF_HOSTED
     assert book.price("large-vllm") == LARGE_CPU_SELF_HOSTED
     assert book.top_tier is None and book.top_tier_price == FRONTIER_REFERENCE
-    assert SelfHostedPrice(0.05, "tokens", 2600) == CPU_SELF_HOSTED
+    assert SelfHostedPrice(0.05, "tokens", 1470) == CPU_SELF_HOSTED
+    # A specialist served as a runtime LoRA on the embedded instance is priced at that path's
+    # measured speed (2.4x slower), not at the base model's.
+    lora = PriceBook.default("local-vllm:smart_home-specialist", "merged:smart_home-specialist")
+    assert lora.price("local-vllm:smart_home-specialist") == LORA_CPU_SELF_HOSTED
+    assert lora.price("merged:smart_home-specialist") == CPU_SELF_HOSTED
+    assert SelfHostedPrice(0.05, "tokens", 610) == LORA_CPU_SELF_HOSTED
     assert SelfHostedPrice(2.50, "tokens", 5000) == H100_SELF_HOSTED
     configs = [
         EndpointConfig(name="h100-a", base_url="http://gpu:8000/v1", model="qwen"),

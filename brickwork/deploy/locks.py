@@ -10,15 +10,22 @@ process running the run for as long as it runs: `brickwork.store.postgres`.)
 length of such a request; a second replica asked meanwhile answers 409
 `not_waiting_for_confirmation` at once. The lock belongs to the request's own connection, so
 a replica that dies mid-request releases it with its connection.
+
+The front takes the same lock itself for a chat completion with an `Idempotency-Key`
+(`hold_run`, given to `create_api(run_lock=...)`): the key names a run, so the request that
+starts, replays or resumes it excludes a resume of that run, and a retry of it, on any replica.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
-__all__ = ["RESUME_PATH", "TRY_LOCK", "UNLOCK", "RunLock"]
+__all__ = ["RESUME_PATH", "TRY_LOCK", "UNLOCK", "RunLock", "hold_run", "run_lock"]
 
 #: The requests that advance an existing run's thread (answer its question, or resume it).
 RESUME_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/(?P<action>confirm|resume)/?$")
@@ -27,6 +34,30 @@ RESUME_PATH = re.compile(r"^/v1/runs/(?P<run_id>[^/]+)/(?P<action>confirm|resume
 #: Take / release a run's lock (a bigint key hashed from the run id, given as %s).
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('brickwork:run:' || %s, 0))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('brickwork:run:' || %s, 0))"
+
+
+@asynccontextmanager
+async def hold_run(url: str, run_id: str) -> AsyncIterator[bool]:
+    """Try to take run `run_id`'s lock in the PostgreSQL at `url`; yields whether it did.
+
+    The lock is held on a connection of its own until the block ends (or the process dies).
+    """
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(TRY_LOCK, (run_id,))
+        row = await cursor.fetchone()
+        held = bool(row and row[0])
+        try:
+            yield held
+        finally:
+            if held and not conn.closed:
+                await conn.execute(UNLOCK, (run_id,))
+
+
+def run_lock(url: str) -> Callable[[str], AbstractAsyncContextManager[bool]]:
+    """`hold_run` bound to `url`: what `create_api(run_lock=...)` takes."""
+    return partial(hold_run, url)
 
 
 class RunLock:
@@ -42,19 +73,12 @@ class RunLock:
         if match is None or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        import psycopg
-
         run_id = match["run_id"]
-        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-            cursor = await conn.execute(TRY_LOCK, (run_id,))
-            row = await cursor.fetchone()
-            if not (row and row[0]):
+        async with hold_run(self.url, run_id) as held:
+            if not held:
                 await _busy(send, run_id, match["action"])
                 return
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                await conn.execute(UNLOCK, (run_id,))
+            await self.app(scope, receive, send)
 
 
 async def _busy(send: Any, run_id: str, action: str) -> None:

@@ -131,7 +131,20 @@ def build_front(spec: FrontSpec) -> FastAPI:
     api_key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
     if spec.api_key_env and not api_key:
         raise ConfigError(f"api_key_env names ${spec.api_key_env}, which is not set")
-    api = create_api(apps, store=store, api_key=api_key, timeout_s=spec.timeout_s, close_apps=True)
+    lock = None
+    if spec.shared_store:
+        assert spec.store is not None
+        from brickwork.deploy.locks import run_lock
+
+        lock = run_lock(spec.store)  # requests with an Idempotency-Key, across replicas
+    api = create_api(
+        apps,
+        store=store,
+        api_key=api_key,
+        timeout_s=spec.timeout_s,
+        close_apps=True,
+        run_lock=lock,
+    )
     if spec.shared_store:
         assert spec.store is not None
         from brickwork.deploy.locks import RunLock

@@ -391,38 +391,48 @@ class RunOutcome:
     cause: Cause | None = None
 
     @classmethod
-    def from_events(cls, events: Sequence[Event]) -> RunOutcome:
-        """Summarise a run from its events; the last one must be `RunFinished`."""
+    def from_events(cls, events: Sequence[Event] | Sequence[Mapping[str, Any]]) -> RunOutcome:
+        """Summarise a run from its events; the last one must be `RunFinished`.
+
+        The events may be `Event`s or their stored form (`Event.to_dict()`, as `RunStore.run`
+        gives them back), so a stored run answers as it did when it ran.
+        """
+
+        def get(event: Event | Mapping[str, Any], name: str) -> Any:
+            return event[name] if isinstance(event, Mapping) else getattr(event, name)
+
         finished = events[-1]
-        if finished.kind != "run_finished":
-            raise ValueError(f"the last event is {finished.kind!r}, not 'run_finished'")
+        if get(finished, "kind") != "run_finished":
+            raise ValueError(f"the last event is {get(finished, 'kind')!r}, not 'run_finished'")
         prompt = completion = 0
         escalations: list[dict[str, Any]] = []
         error = None
         signals: tuple[tuple[str, str], ...] = ()
         for event in events:
-            if event.kind == "model_call":
-                prompt += event.prompt_tokens
-                completion += event.completion_tokens
-            elif event.kind == "escalation":
-                signals = event.signals
-                if event.action == "escalate":
-                    escalations.append({"node": event.node, "reason": event.reason})
-            elif event.kind == "node_finished" and not event.ok and event.error:
-                error = event.error
-        final_error = None if finished.status == "ok" else (finished.error or error)
+            kind = get(event, "kind")
+            if kind == "model_call":
+                prompt += get(event, "prompt_tokens")
+                completion += get(event, "completion_tokens")
+            elif kind == "escalation":
+                signals = tuple((str(k), str(d)) for k, d in get(event, "signals"))
+                if get(event, "action") == "escalate":
+                    escalations.append({"node": get(event, "node"), "reason": get(event, "reason")})
+            elif kind == "node_finished" and not get(event, "ok") and get(event, "error"):
+                error = get(event, "error")
+        status: RunStatus = get(finished, "status")
+        final_error = None if status == "ok" else (get(finished, "error") or error)
         return cls(
-            finished.run_id,
-            finished.status,
-            finished.answer,
+            get(finished, "run_id"),
+            status,
+            get(finished, "answer"),
             final_error,
             prompt,
             completion,
-            finished.cost_usd,
-            finished.frontier_only_usd,
+            get(finished, "cost_usd"),
+            get(finished, "frontier_only_usd"),
             tuple(escalations),
-            finished.flags,
-            None if finished.status == "ok" else failure_cause(final_error or "", signals),
+            tuple(get(finished, "flags")),
+            None if status == "ok" else failure_cause(final_error or "", signals),
         )
 
     @property

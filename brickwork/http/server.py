@@ -21,6 +21,13 @@ A run whose server died under it (a store that records starts, PostgreSQL: see
 the chat completion's outcome mapping; a run that was not interrupted is 409
 `not_interrupted`, one running on another replica 409 `run_in_progress`.
 
+Retries: a client that sends `Idempotency-Key: <key>` with a chat completion, and the same key
+again when it retries (after a 5xx, a dropped connection, a replica killed under it), never
+starts a second run: the key names one run of its tenant, and a retry gets that run's stored
+outcome, or resumes it if it was interrupted, or 409 `run_in_progress` with `Retry-After`
+while it still runs (see `brickwork.http.idempotency`). `create_api(run_lock=...)` makes
+that hold across replicas (`brickwork.deploy.locks.run_lock`).
+
 A run that stopped before a sensitive action (409 `needs_confirmation`) is answered with
 `POST /v1/runs/{run_id}/confirm` and `{"confirm": true}` (run it and go on) or `false`
 (decline: the run ends failed, nothing is done). The run is found in the run store and
@@ -64,7 +71,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -81,6 +88,7 @@ import brickwork.app as _app_module
 from brickwork.admission import Admission, AdmissionLimits
 from brickwork.app import App
 from brickwork.events import Event
+from brickwork.http import idempotency
 from brickwork.http.metrics import CONTENT_TYPE, ApiMetrics
 from brickwork.http.models import (
     ApiError,
@@ -99,7 +107,7 @@ from brickwork.http.models import (
 )
 from brickwork.http.outcomes import NO_RETRY, exception_error, outcome_error
 from brickwork.store import RunStore, RunSummary
-from brickwork.store.base import INTERRUPTED, RUNNING
+from brickwork.store.base import INTERRUPTED, RUNNING, storable
 
 __all__ = ["ApiServer", "create_api", "serve_api"]
 
@@ -107,6 +115,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds between SSE keep-alive comments while a streamed run has nothing to say.
 _KEEPALIVE_S = 10.0
+
+#: Seconds a client is asked to wait before retrying a request whose run is running now.
+_KEYED_RETRY_AFTER_S = 1
+
+#: Takes a run's cross-replica lock for a block; yields whether it got it.
+RunLocker = Callable[[str], AbstractAsyncContextManager[bool]]
 
 
 @dataclass
@@ -122,6 +136,10 @@ class _Front:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Runs whose confirmation is being answered now (a second answer is refused, not run).
     confirming: set[str] = field(default_factory=set)
+    #: Runs named by an idempotency key whose request (or streamed run) is under way here.
+    keyed: set[str] = field(default_factory=set)
+    #: The cross-replica lock a keyed request holds (None: this process's `keyed` only).
+    run_lock: RunLocker | None = None
 
     def app(self, model: str) -> App:
         """The app serving a graph name, or a 404 naming the known ones."""
@@ -147,6 +165,7 @@ def create_api(
     close_apps: bool = False,
     public_metrics: bool = False,
     admission: AdmissionLimits | None = None,
+    run_lock: RunLocker | None = None,
 ) -> FastAPI:
     """The FastAPI application serving `apps` (graph name -> App).
 
@@ -161,6 +180,9 @@ def create_api(
             send one); by default it needs the key whenever `api_key` is set.
         admission: One admission gate shared by every served graph, replacing the apps' own
             (default: each App keeps its own, sized from its pool).
+        run_lock: Takes a run's lock across replicas for a request with an `Idempotency-Key`
+            (`brickwork.deploy.locks.run_lock(url)`, the lock `POST /v1/runs/{id}/resume`
+            takes there); default: requests are kept apart within this process only.
     """
     if not apps:
         raise ConfigError("no graphs to serve; pass at least one App, e.g. {'smart_home': app}")
@@ -168,7 +190,7 @@ def create_api(
     for candidate in apps.values():
         if candidate.store is not None and all(candidate.store is not s for s in stores):
             stores.append(candidate.store)
-    front = _Front(dict(apps), stores, max_body_bytes, timeout_s)
+    front = _Front(dict(apps), stores, max_body_bytes, timeout_s, run_lock=run_lock)
     if admission is not None:
         shared = Admission(admission)
         for served in front.apps.values():
@@ -253,32 +275,19 @@ def _add_routes(router: APIRouter, front: _Front) -> None:
         responses=_CHAT_ERRORS,
     )
     async def chat_completions(request: Request) -> Response:
+        key = idempotency.parse_key(request.headers.getlist(idempotency.HEADER))
         body = parse_request(await read_body(request, front.max_body_bytes))
         app = front.app(body.model)
         text = request_text(body, _app_module.MAX_TEXT_CHARS)
         options = _run_options(body, front.timeout_s)
-        created = int(time.time())
-        if body.stream:
-            queue: asyncio.Queue[Event | None] = asyncio.Queue()
-            # The run is its own task: it finishes and is recorded even if the client goes away.
-            task = asyncio.create_task(_run(front, app, text, options, queue))
-            front.tasks.add(task)
-            task.add_done_callback(front.tasks.discard)
-            # Until the run has started, its failures (admission refused, no model) can still
-            # be a plain error response with its own status code.
-            if await queue.get() is None:
-                await task  # raises the ApiError
-            return StreamingResponse(
-                _stream(front, task, queue, options["run_id"], body, created),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        events = await _run(front, app, text, options, None)
-        outcome = RunOutcome.from_events(events)
-        failure = outcome_error(outcome, front.timeout_s)
-        if failure is not None:
-            raise failure
-        return SafeJSONResponse(completion_body(outcome, body.model, created))
+        if key is None:
+            return await _chat(front, app, body, text, options)
+        run_id = options["run_id"] = idempotency.run_id_for(body.tenant, key)
+        async with _keyed(front, run_id) as keep_until:
+            found = await _lookup(front, run_id) if front.stores else None
+            if found is not None:
+                return await _answer_stored(front, app, body, text, *found)
+            return await _chat(front, app, body, text, options, keep_until)
 
     @router.get("/models")
     async def models() -> dict[str, Any]:
@@ -486,6 +495,16 @@ async def _find_run(front: _Front, run_id: str) -> tuple[RunSummary, list[dict[s
     A run still "running" whose process is gone (a replica killed mid-run) is marked
     interrupted first (`RunStore.recover`), so it is never shown running forever.
     """
+    found = await _lookup(front, run_id)
+    if found is None:
+        raise ApiError(
+            404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found"
+        )
+    return found
+
+
+async def _lookup(front: _Front, run_id: str) -> tuple[RunSummary, list[dict[str, Any]]] | None:
+    """`_find_run`, with None for a run no store has."""
     for store in _stores(front):
         found = await asyncio.to_thread(store.run, run_id)
         if found is not None:
@@ -494,7 +513,7 @@ async def _find_run(front: _Front, run_id: str) -> tuple[RunSummary, list[dict[s
                 if recovered:
                     found = await asyncio.to_thread(store.run, run_id) or found
             return found
-    raise ApiError(404, f"no run {run_id!r} in the run store", param="run_id", code="run_not_found")
+    return None
 
 
 def _graph_app(front: _Front, summary: RunSummary) -> tuple[str, App]:
@@ -524,7 +543,11 @@ def _not_waiting(run_id: str, why: str) -> ApiError:
 
 
 async def _resume(
-    front: _Front, app: App, summary: RunSummary, confirm: bool | None
+    front: _Front,
+    app: App,
+    summary: RunSummary,
+    confirm: bool | None,
+    budget_usd: float | None = None,
 ) -> list[Event]:
     """Resume a run (with the user's answer, if any: `App.aresume`), counted like any run."""
     graph = app.graph.name
@@ -536,6 +559,7 @@ async def _resume(
             confirm=confirm,
             mode=summary.mode,
             tenant=summary.tenant,
+            budget_usd=budget_usd,
             timeout_s=front.timeout_s,
         )
     except Exception as exc:  # refused, or the resume could not run
@@ -550,6 +574,184 @@ async def _resume(
     for event in result.events:
         front.metrics.observe(graph, event)
     return list(result.events)
+
+
+async def _chat(
+    front: _Front,
+    app: App,
+    body: ChatCompletionRequest,
+    text: str,
+    options: dict[str, Any],
+    keep_until: Callable[[asyncio.Task[Any]], None] | None = None,
+) -> Response:
+    """Run a chat completion and answer it (a stream, or one response once the run ends).
+
+    `keep_until(task)`, for a keyed request: its run stays marked as under way in this process
+    until the streamed run's task ends, not only while the request is answered.
+    """
+    created = int(time.time())
+    if body.stream:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        # The run is its own task: it finishes and is recorded even if the client goes away.
+        task = asyncio.create_task(_run(front, app, text, options, queue))
+        front.tasks.add(task)
+        task.add_done_callback(front.tasks.discard)
+        if keep_until is not None:
+            keep_until(task)
+        # Until the run has started, its failures (admission refused, no model) can still
+        # be a plain error response with its own status code. (Once it has, a store that
+        # records starts holds its row and its process's claim on it.)
+        if await queue.get() is None:
+            await task  # raises the ApiError
+        return StreamingResponse(
+            _stream(front, task, queue, options["run_id"], body, created),
+            media_type="text/event-stream",
+            headers=_STREAM_HEADERS,
+        )
+    events = await _run(front, app, text, options, None)
+    outcome = RunOutcome.from_events(events)
+    failure = outcome_error(outcome, front.timeout_s)
+    if failure is not None:
+        raise failure
+    return SafeJSONResponse(completion_body(outcome, body.model, created))
+
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@asynccontextmanager
+async def _keyed(front: _Front, run_id: str) -> AsyncIterator[Callable[[asyncio.Task[Any]], None]]:
+    """Hold run `run_id` for a keyed request: in this process, and across replicas if set up.
+
+    Yields `keep_until(task)`: keep the run marked here until `task` ends (a streamed run
+    outlives its request). Raises the 409 `run_in_progress` when another request holds it.
+    """
+    if run_id in front.keyed:
+        raise _key_in_use(run_id)
+    front.keyed.add(run_id)
+    kept: list[asyncio.Task[Any]] = []
+
+    def keep_until(task: asyncio.Task[Any]) -> None:
+        kept.append(task)
+        task.add_done_callback(lambda _: front.keyed.discard(run_id))
+
+    try:
+        if front.run_lock is None:
+            yield keep_until
+            return
+        async with front.run_lock(run_id) as held:
+            if not held:
+                raise _key_in_use(run_id)
+            yield keep_until
+    finally:
+        if not kept:
+            front.keyed.discard(run_id)
+
+
+async def _answer_stored(
+    front: _Front,
+    app: App,
+    body: ChatCompletionRequest,
+    text: str,
+    summary: RunSummary,
+    events: list[dict[str, Any]],
+) -> Response:
+    """Answer a keyed request whose run is in the store: replay it, resume it, or 409."""
+    run_id = summary.run_id
+    same = (
+        summary.graph == app.graph.name
+        and summary.tenant == body.tenant
+        and summary.mode == body.mode
+        and summary.text in (text, storable(text).replace("\x00", "\ufffd"))
+    )
+    if not same:
+        raise ApiError(
+            422,
+            f"this {idempotency.HEADER} was already used for another request (run {run_id}: "
+            "another graph, mode or text); nothing was run. Send a new key for a new request",
+            param=idempotency.HEADER,
+            code="idempotency_key_reused",
+            headers=NO_RETRY,
+        )
+    if summary.status == RUNNING:  # its process is alive: recovery left it running
+        raise _key_in_use(run_id)
+    created = int(time.time())
+    if summary.status == INTERRUPTED:  # its replica died: go on from its last checkpoint
+        resumed = await _resume(front, app, summary, None, body.budget_usd)
+        outcome, headers = RunOutcome.from_events(resumed), {}
+    else:
+        outcome = _stored_outcome(summary, events)
+        headers = {idempotency.REPLAYED_HEADER: "true"}
+    failure = outcome_error(outcome, front.timeout_s)
+    if body.stream:
+        return StreamingResponse(
+            _replay(front, outcome, body, created),
+            media_type="text/event-stream",
+            headers={**_STREAM_HEADERS, **headers},
+        )
+    if failure is not None:
+        failure.headers.update(headers)
+        raise failure
+    return SafeJSONResponse(completion_body(outcome, body.model, created), headers=headers)
+
+
+def _stored_outcome(summary: RunSummary, events: list[dict[str, Any]]) -> RunOutcome:
+    """A finished run's outcome, from its stored trace (from its row if it has none)."""
+    if events and events[-1].get("kind") == "run_finished":
+        return RunOutcome.from_events(events)
+    return RunOutcome(
+        summary.run_id,
+        summary.status,  # type: ignore[arg-type]  # a stored status
+        summary.answer,
+        summary.error,
+        0,
+        0,
+        summary.cost_usd,
+        summary.frontier_only_usd,
+        (),
+        summary.flags,
+    )
+
+
+async def _replay(
+    front: _Front, outcome: RunOutcome, body: ChatCompletionRequest, created: int
+) -> AsyncIterator[str]:
+    """A finished run as the stream it would have been (its end only, no progress)."""
+    chunk_id = f"chatcmpl-{outcome.run_id}"
+    yield chunk(chunk_id, body.model, created, delta={"role": "assistant", "content": ""})
+    for line in _stream_end(front, outcome, body, created, chunk_id):
+        yield line
+
+
+def _stream_end(
+    front: _Front, outcome: RunOutcome, body: ChatCompletionRequest, created: int, chunk_id: str
+) -> list[str]:
+    """The last SSE lines of a streamed run: its answer and `[DONE]`, or its error event."""
+    failure = outcome_error(outcome, front.timeout_s)
+    if failure is not None:
+        return [f"data: {json.dumps(failure.body())}\n\n"]
+    lines = [
+        chunk(chunk_id, body.model, created, delta={"content": outcome.content}),
+        chunk(chunk_id, body.model, created, finish_reason="stop", brickwork=outcome.extras()),
+    ]
+    if body.stream_options is not None and body.stream_options.include_usage:
+        lines.append(chunk(chunk_id, body.model, created, choices=(), usage=outcome.usage()))
+    lines.append("data: [DONE]\n\n")
+    return lines
+
+
+def _key_in_use(run_id: str) -> ApiError:
+    """409 for a keyed request whose run is being run or answered now: retry shortly."""
+    return ApiError(
+        409,
+        f"run {run_id}, named by this {idempotency.HEADER}, is running right now (a request "
+        f"with the same key is under way); nothing was run. Retry with the same key in "
+        f"{_KEYED_RETRY_AFTER_S} s to get its outcome; its status: GET /v1/runs/{run_id}",
+        param=idempotency.HEADER,
+        code="run_in_progress",
+        headers={"retry-after": str(_KEYED_RETRY_AFTER_S), "x-should-retry": "true"},
+        extra={"brickwork": {"run_id": run_id, "status": RUNNING}},
+    )
 
 
 def _run_options(body: ChatCompletionRequest, timeout_s: float) -> dict[str, Any]:
@@ -625,15 +827,8 @@ async def _stream(
         except ApiError as exc:
             yield f"data: {json.dumps(exc.body())}\n\n"
             return
-        failure = outcome_error(outcome, front.timeout_s)
-        if failure is not None:
-            yield f"data: {json.dumps(failure.body())}\n\n"
-            return
-        yield chunk(chunk_id, body.model, created, delta={"content": outcome.content})
-        yield chunk(chunk_id, body.model, created, finish_reason="stop", brickwork=outcome.extras())
-        if body.stream_options is not None and body.stream_options.include_usage:
-            yield chunk(chunk_id, body.model, created, choices=(), usage=outcome.usage())
-        yield "data: [DONE]\n\n"
+        for line in _stream_end(front, outcome, body, created, chunk_id):
+            yield line
     finally:
         if getter is not None:
             getter.cancel()

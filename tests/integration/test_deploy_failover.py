@@ -30,8 +30,10 @@ import pytest
 from benchmarks.instant_server import InstantServer
 from brickwork.app import App
 from brickwork.deploy import FrontSpec, build_front
+from brickwork.deploy.locks import hold_run
 from brickwork.errors import RunInProgress
 from brickwork.events import ModelCallEvent
+from brickwork.http.idempotency import run_id_for
 from brickwork.store import RunStore
 from brickwork.testing import FunctionModel
 
@@ -199,3 +201,66 @@ async def test_a_cancelled_run_is_interrupted_and_resumes_in_another_app(monkeyp
     finally:
         store_a.close()
         store_b.close()
+
+
+async def test_a_keyed_retry_on_another_replica_waits_for_a_live_run_then_resumes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a client retrying with its Idempotency-Key meets on another replica's front."""
+    monkeypatch.setenv("BRICKWORK_TEST_HANG", "1")
+    key = f"key-{uuid.uuid4()}"
+    run_id = run_id_for("default", key)
+    text = f"seven (hang) {run_id}"
+    body = {"model": "hang_step", "messages": [{"role": "user", "content": text}]}
+    headers = {"Idempotency-Key": key}
+    store_a = RunStore(PG_URL)
+    try:
+        with InstantServer() as server:
+            front = build_front(FrontSpec(graphs=(GRAPH,), store=PG_URL, url=server.base_url))
+            async with front.router.lifespan_context(front):
+                transport = httpx.ASGITransport(app=front)
+                async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+                    # Replica A runs the keyed run (its request went to A), hanging mid-run.
+                    async with FunctionModel(lambda body: '{"n": 7}').pool() as pool:
+                        a = App.from_graph(GRAPH, pool=pool, store=store_a, checkpoints=PG_URL)
+                        task = asyncio.create_task(a.ainvoke(text, run_id=run_id))
+                        config = {"configurable": {"thread_id": run_id}}
+                        while a._compiled is None or (
+                            await a._compiled.aget_state(config)
+                        ).next != ("finish",):
+                            await asyncio.sleep(0.05)
+                        busy = await client.post("/v1/chat/completions", json=body, headers=headers)
+                        assert busy.status_code == 409, busy.text
+                        assert busy.json()["error"]["code"] == "run_in_progress"
+                        assert busy.headers["retry-after"] == "1"
+                        assert busy.headers["x-should-retry"] == "true"
+                        task.cancel()  # A goes away mid-run
+                        with pytest.raises(asyncio.CancelledError):
+                            await task
+                        while store_a.run(run_id)[0].status == "running":  # type: ignore[index]
+                            await asyncio.sleep(0.05)
+                        await a.aclose()
+                    monkeypatch.delenv("BRICKWORK_TEST_HANG")
+
+                    # A resume of the run under way elsewhere holds its lock: the retry waits.
+                    async with hold_run(PG_URL, run_id) as held:
+                        assert held
+                        busy = await client.post("/v1/chat/completions", json=body, headers=headers)
+                        assert busy.status_code == 409, busy.text
+
+                    # The retry resumes the interrupted run from its checkpoint, once.
+                    resumed = await client.post("/v1/chat/completions", json=body, headers=headers)
+                    assert resumed.status_code == 200, resumed.text
+                    assert resumed.json()["brickwork"]["run_id"] == run_id
+                    assert resumed.json()["choices"][0]["message"]["content"] == "n=7"
+                    assert "idempotent-replayed" not in resumed.headers
+                    trace = (await client.get(f"/v1/runs/{run_id}")).json()
+                    assert trace["status"] == "ok"
+                    assert "model_call" not in {e["kind"] for e in trace["events"]}
+                    replay = await client.post("/v1/chat/completions", json=body, headers=headers)
+                    assert replay.status_code == 200
+                    assert replay.headers["idempotent-replayed"] == "true"
+                    assert replay.json()["choices"] == resumed.json()["choices"]
+        assert [s.run_id for s in store_a.runs(search=run_id)] == [run_id]
+    finally:
+        store_a.close()

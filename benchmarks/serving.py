@@ -93,7 +93,7 @@ def main() -> None:
         rows = asyncio.run(run(args.url, EMBEDDED_MODEL.served_name, args.requests, models))
     else:
         started = time.perf_counter()
-        with LocalServing(large=False) as local:
+        with LocalServing(large=False, merge_specialists=False) as local:
             if local.server is not None:
                 startup = time.perf_counter() - started
                 print(f"private server ready in {startup:.1f} s")

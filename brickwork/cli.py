@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -353,24 +352,11 @@ def _start_merged(
     ready_timeout: float,
     on_event: Callable[[str], None] | None = None,
 ) -> VLLMServer:
-    """Serve adapter `name` (registered or shipped) merged into its own weights.
+    """Serve adapter `name` (registered or shipped) merged into its own weights."""
+    from brickwork.serving.launcher import VLLMServer
+    from brickwork.serving.local import merged_spec
 
-    The merge is done once and reused.
-    """
-    from brickwork.serving.launcher import ServerSpec, VLLMServer
-    from brickwork.tune.adapters import find_adapter, merged_dir
-    from brickwork.tune.train import check_base, merge_adapter, merged_is_current
-
-    info = find_adapter(name)
-    folder = merged_dir(name)
-    if folder.exists() and not merged_is_current(info.path, folder):
-        if on_event is not None:
-            on_event(f"adapter {name} changed since it was merged: merging it again")
-        shutil.rmtree(folder)
-    if not (folder / "config.json").is_file():
-        check_base(info.path, base.model)
-        merge_adapter(info.path, folder, base_model_dir=base.model)
-    spec = ServerSpec(model=folder, served_name=name, host=base.host, port=port, cores=base.cores)
+    spec = merged_spec(name, base, port=port, on_event=on_event)
     return VLLMServer(spec, ready_timeout_s=ready_timeout, on_event=on_event).start()
 
 

@@ -109,6 +109,9 @@ class ServerSpec:
             which is most of a start (and of a restart); on one core they also compete while
             serving. Measured on a busy 2-core machine: ready in 30 and 40 s instead of 57
             and 45 s, same throughput at 32 in flight within the noise. Ignored on a GPU.
+        shares_cores_with: Served names of instances that may run on the same cores as this
+            one, on purpose: instances of one tier that are rarely busy at once (the small
+            model and a specialist merged from it). Any other overlap is refused.
     """
 
     model: Path
@@ -130,6 +133,7 @@ class ServerSpec:
     cores: tuple[int, ...] | None = None
     device: Device = "cpu"
     worker_in_engine: bool = True
+    shares_cores_with: tuple[str, ...] = ()
 
     def command(self, port: int) -> list[str]:
         """The full command line for this spec on `port`."""
@@ -576,7 +580,10 @@ class VLLMServer:
                 taken = {
                     f"{other.spec.served_name} (port {other.port})": other.spec.cores
                     for other in _LIVE_SERVERS
-                    if other.spec.cores is not None and other.spec.device == spec.device
+                    if other.spec.cores is not None
+                    and other.spec.device == spec.device
+                    and other.spec.served_name not in spec.shares_cores_with
+                    and spec.served_name not in other.spec.shares_cores_with
                 }
             if spec.device == "cpu":
                 plan_placement({spec.served_name: spec.cores}, taken=taken)

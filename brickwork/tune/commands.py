@@ -555,8 +555,11 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         from brickwork.store import RunStore
 
         store = RunStore(args.store)
-    # The large tier only teaches (--synthetic); evaluating base vs adapter needs the small one.
-    local = LocalServing(progress=True, large=None if args.synthetic else False)
+    # The large tier only teaches (--synthetic); evaluating base vs adapter needs the small one,
+    # with adapters on its LoRA path (they are swapped and compared there, not merged).
+    local = LocalServing(
+        progress=True, large=None if args.synthetic else False, merge_specialists=False
+    )
     try:
         dataset = build_dataset(
             skill, files=[Path(f) for f in args.data], store=store,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,32 @@ def test_models_screen_notes_show_each_adapters_eval_and_binding() -> None:
         notes["tuned"] == "skill smart_home · val 72.4% vs base 24.1% (n=29) · bound to smart_home"
     )
     assert notes["fresh"] == "skill banking_intent · not evaluated yet · not bound"
+
+
+def test_a_merge_is_current_only_for_the_adapters_weights_it_was_made_from(
+    tmp_path: Path,
+) -> None:
+    from brickwork.serving.models import MANIFEST_NAME, Manifest
+    from brickwork.tune.train import merged_is_current
+
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    adapter.mkdir()
+    merged.mkdir()
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(b"first weights")
+    assert not merged_is_current(adapter, merged)  # no manifest: redo it
+    manifest = Manifest(
+        name="base+a",
+        source_package="brickwork-adapter:a",
+        source_version="0",
+        source_sha256=hashlib.sha256(b"first weights").hexdigest(),
+        dtype="float32",
+        files={},
+        created_at="2026-12-03T00:00:00+00:00",
+    )
+    (merged / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    assert merged_is_current(adapter, merged)
+    weights.write_bytes(b"retrained weights")
+    assert not merged_is_current(adapter, merged)
+    (merged / MANIFEST_NAME).write_text("{not json", encoding="utf-8")
+    assert not merged_is_current(adapter, merged)

@@ -148,3 +148,20 @@ def test_a_missing_core_is_refused_before_start(tmp_path: Path) -> None:
     spec = ServerSpec(model=_model(tmp_path), served_name="s", cores=(4096,))
     with pytest.raises(PlacementError, match=r"wants cores \[4096\]"):
         VLLMServer(spec, progress=False).start()
+
+
+def test_only_a_declared_partner_may_share_a_live_instances_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brickwork.serving import launcher
+
+    model = _model(tmp_path)
+    running = VLLMServer(ServerSpec(model=model, served_name="base", cores=(0,)), progress=False)
+    monkeypatch.setattr(launcher, "_LIVE_SERVERS", {running})
+    stranger = VLLMServer(ServerSpec(model=model, served_name="other", cores=(0,)))
+    with pytest.raises(PlacementError, match="core 0 would serve both 'base"):
+        stranger._preflight()
+    partner = ServerSpec(model=model, served_name="spec", cores=(0,), shares_cores_with=("base",))
+    VLLMServer(partner)._preflight()  # the same tier, declared: allowed
+    running.spec = dataclasses.replace(running.spec, shares_cores_with=("other",))
+    VLLMServer(stranger.spec)._preflight()  # declared by the running one: allowed too

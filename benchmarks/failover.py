@@ -1,6 +1,7 @@
 """Ray Serve front replicas under failure: kill -9 of one under load, and one budget for all.
 
     .venv/bin/python -m benchmarks.failover [--requests 300] [--concurrency 16] [--kill-after 50]
+        [--attempts 5]
 
 Against the instant server (`benchmarks.instant_server`: no model), over the real PostgreSQL
 store, on a local Ray cluster started for the run (`brickwork deploy ray` with 2 replicas and
@@ -10,10 +11,15 @@ store, on a local Ray cluster started for the run (`brickwork deploy ray` with 2
    escalation) for one tenant whose limit covers a few escalations, spread over both
    replicas; how many answered 200 and 402, and what the tenant spent against its limit, read
    from the shared budgets table;
-2. failover: `--requests` runs at `--concurrency` in flight; once `--kill-after` have been
-   answered, SIGKILL of the replica that answered the first; then the HTTP statuses, every
-   run the store recorded since the start (each must end ok or interrupted, never stay
-   running), and `POST /v1/runs/{id}/resume` of each interrupted run.
+2. failover: `--requests` runs at `--concurrency` in flight, each request with an
+   `Idempotency-Key` of its own, by clients that retry it with the same key the way the openai
+   SDK does (`keyed_post`: a 5xx without `x-should-retry: false`, a 409 with
+   `x-should-retry: true`, a dropped connection; up to `--attempts` tries, waiting
+   `Retry-After` or 0.5 s doubling); once `--kill-after` have been answered, SIGKILL of the
+   replica that answered the first; then the final HTTP statuses, how many requests needed a
+   retry and what their first try got, every run the store recorded since the start (there
+   must be exactly one per key: no duplicate, none missing; each ends ok or interrupted,
+   never stays running), and `POST /v1/runs/{id}/resume` of any run still interrupted.
 
 Writes benchmarks/results/failover.json.
 """
@@ -35,6 +41,41 @@ import httpx
 
 from benchmarks.deploy import BODY, BRICKWORK, PG_URL, RESULTS
 from benchmarks.instant_server import InstantServer, free_port
+from brickwork.http.idempotency import run_id_for
+
+
+async def keyed_post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    key: str,
+    *,
+    attempts: int = 5,
+) -> tuple[httpx.Response | None, list[int]]:
+    """POST a chat completion with an `Idempotency-Key`, retrying as the openai SDK does.
+
+    Retried with the same key: a 5xx unless `x-should-retry: false`, anything with
+    `x-should-retry: true` (409 `run_in_progress`), and a dropped connection; the wait is
+    `Retry-After` when given, else 0.5 s doubling. Returns the last response (None if every
+    try lost its connection) and every try's status (0 for a dropped connection).
+    """
+    tried: list[int] = []
+    reply: httpx.Response | None = None
+    for attempt in range(attempts):
+        try:
+            reply = await client.post(url, json=body, headers={"Idempotency-Key": key})
+        except httpx.TransportError:
+            reply = None
+            tried.append(0)
+        else:
+            tried.append(reply.status_code)
+            should = reply.headers.get("x-should-retry")
+            if not (should == "true" or (reply.status_code >= 500 and should != "false")):
+                return reply, tried
+        if attempt + 1 < attempts:
+            after = reply.headers.get("retry-after") if reply is not None else None
+            await asyncio.sleep(float(after) if after else 0.5 * 2**attempt)
+    return reply, tried
 
 
 def _estimate(model_url: str) -> float:
@@ -84,11 +125,16 @@ async def _budgets(url: str, tenant: str, limit: float) -> dict[str, Any]:
     }
 
 
-async def _failover(url: str, requests: int, concurrency: int, kill_after: int) -> dict[str, Any]:
+async def _failover(
+    url: str, requests: int, concurrency: int, kill_after: int, attempts: int
+) -> dict[str, Any]:
     from brickwork.store import RunStore
 
     gate = asyncio.Semaphore(concurrency)
     answered: list[httpx.Response] = []
+    keys = [f"bench-{uuid.uuid4()}" for _ in range(requests)]
+    tenant = str(BODY.get("tenant", "default"))
+    expected = {run_id_for(tenant, key) for key in keys}
     enough = asyncio.Event()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
@@ -97,25 +143,29 @@ async def _failover(url: str, requests: int, concurrency: int, kill_after: int) 
         )  # warm-up: both replicas have loaded the graph and the encoder
         t0 = time.time()
 
-        async def one() -> httpx.Response:
+        async def one(key: str) -> tuple[httpx.Response | None, list[int]]:
             async with gate:
-                reply = await client.post(f"{url}/v1/chat/completions", json=BODY)
-            answered.append(reply)
+                reply, tried = await keyed_post(
+                    client, f"{url}/v1/chat/completions", BODY, key, attempts=attempts
+                )
+            if reply is not None:
+                answered.append(reply)
             if len(answered) >= kill_after:
                 enough.set()
-            return reply
+            return reply, tried
 
-        tasks = [asyncio.create_task(one()) for _ in range(requests)]
+        tasks = [asyncio.create_task(one(key)) for key in keys]
         await enough.wait()
         victim = int(answered[0].headers["x-brickwork-replica"].rsplit(":", 1)[1])
         os.kill(victim, signal.SIGKILL)
         killed_at = time.time() - t0
-        replies = await asyncio.gather(*tasks)
+        outcomes = await asyncio.gather(*tasks)
         store = RunStore(PG_URL)
         try:
-            started = {s.run_id: s.status for s in store.runs(since=t0, source="api", limit=10_000)}
+            rows = store.runs(since=t0, source="api", limit=10_000)
         finally:
             store.close()
+        started = {s.run_id: s.status for s in rows}
         settle_start = time.perf_counter()
         for run_id, status in list(started.items()):
             deadline = time.monotonic() + 60
@@ -127,19 +177,41 @@ async def _failover(url: str, requests: int, concurrency: int, kill_after: int) 
         settled_s = time.perf_counter() - settle_start
         interrupted = [r for r, s in started.items() if s == "interrupted"]
         resumed = [await client.post(f"{url}/v1/runs/{r}/resume") for r in interrupted]
-    codes = [r.status_code for r in replies]
+    codes = [r.status_code if r is not None else 0 for r, _ in outcomes]
+    # Answered: a final reply that names its run (200, or an error body with the run id).
+    named = [_run_of(r) for r, _ in outcomes]
+    retried = [tried for _, tried in outcomes if len(tried) > 1]
+    first_tries = [tried[0] for tried in retried]
     ended = list(started.values())
     return {
         "requests": requests,
         "concurrency": concurrency,
+        "attempts_per_request": attempts,
         "killed_after_s": round(killed_at, 2),
-        "statuses": {str(c): codes.count(c) for c in sorted(set(codes))},
-        "runs_started": len(started),
+        "final_statuses": {str(c): codes.count(c) for c in sorted(set(codes))},
+        "answered_with_their_run": sum(
+            1 for n, k in zip(named, keys, strict=True) if n == run_id_for(tenant, k)
+        ),
+        "retried": len(retried),
+        "retried_first_try": {str(c): first_tries.count(c) for c in sorted(set(first_tries))},
+        "retried_tries": sorted(retried),
+        "runs_in_store": len(rows),
+        "runs_in_store_distinct": len(started),
+        "runs_in_store_are_the_keys_runs": set(started) == expected,
         "runs_ended": {s: ended.count(s) for s in sorted(set(ended))},
-        "requests_without_a_run": len(codes) - len(started),
         "interrupted_visible_after_s": round(settled_s, 2),
         "resumed_statuses": [r.status_code for r in resumed],
     }
+
+
+def _run_of(reply: httpx.Response | None) -> str | None:
+    """The run id a reply names in its `brickwork` object, if it has one."""
+    if reply is None:
+        return None
+    try:
+        return str(reply.json()["brickwork"]["run_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -158,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             subprocess.run(command, env=env, check=True, timeout=600)
             budgets = asyncio.run(_budgets(proxy, tenant, limit))
             failover = asyncio.run(
-                _failover(proxy, args.requests, args.concurrency, args.kill_after)
+                _failover(proxy, args.requests, args.concurrency, args.kill_after, args.attempts)
             )
         finally:
             down = [BRICKWORK, "deploy", "down", "--ray-port", str(ray_port)]
@@ -178,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--kill-after", type=int, default=50)
+    parser.add_argument("--attempts", type=int, default=5, help="tries per request, with its key")
     result = run(parser.parse_args(argv))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "failover.json").write_text(json.dumps(result, indent=2) + "\n")

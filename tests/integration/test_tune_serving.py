@@ -262,3 +262,36 @@ def test_brickwork_serve_loads_a_newly_registered_adapter_without_a_restart(
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=120)
         log.close()
+
+
+def test_a_private_small_tier_serves_the_shipped_specialist_merged(cache: Path) -> None:
+    import httpx
+
+    from brickwork.cost import CPU_SELF_HOSTED, PriceBook
+    from brickwork.serving.local import LocalServing
+
+    name = "smart_home-specialist"
+    with LocalServing(reuse=False, progress=False, large=False) as local:
+        assert local.server is not None and set(local.merged_servers) == {name}
+        merged = local.merged_servers[name]
+        assert merged.spec.cores == local.server.spec.cores  # the same tier shares its core
+        assert name not in local.server.spec.lora_modules  # not also a LoRA on the base
+        assert not merged.spec.lora_enabled
+        assert (adapters.merged_dir(name) / "config.json").is_file()
+        endpoint = local.pool_config().models[f"slm:{name}"][0]
+        assert endpoint.base_url == merged.base_url and endpoint.model == name
+        assert PriceBook.default(endpoint).price(endpoint.name) == CPU_SELF_HOSTED
+        assert f"{name} merged" in local.origin
+        response = httpx.post(
+            f"{merged.base_url}/chat/completions",
+            json={
+                "model": name,
+                "messages": [{"role": "user", "content": "Lock the front door"}],
+                "max_tokens": 8,
+                "temperature": 0,
+            },
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == name
+    assert local.merged_servers == {} and merged.status == "stopped"

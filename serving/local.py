@@ -192,6 +192,9 @@ def merged_spec(
         port=port,
         cores=base.cores,
         shares_cores_with=(base.served_name,),
+        # 1 GiB holds ~23k tokens of SmolLM2's float32 KV cache, ~50 calls in flight: a
+        # specialist's calls are short, and every GiB here is a GiB more the machine needs.
+        kv_cache_gib=min(base.kv_cache_gib, 1),
     )
 
 

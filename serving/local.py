@@ -198,19 +198,16 @@ def merged_spec(
     )
 
 
-def shipped_specialists(model: Path, served_name: str) -> tuple[str, ...]:
-    """Shipped specialists of this base model that no registered adapter replaces."""
-    from brickwork.tune.adapters import list_adapters, shipped_adapters
+def shipped_specialists(modules: Mapping[str, Path]) -> tuple[str, ...]:
+    """The adapters among `modules` (an instance's LoRA modules) that are shipped specialists.
 
-    modules = registered_lora_modules(model, served_name)
-    registered = {info.name for info in list_adapters(strict=False)}
-    return tuple(
-        sorted(
-            info.name
-            for info in shipped_adapters()
-            if info.name in modules and info.name not in registered
-        )
-    )
+    `registered_lora_modules` already lets a registered adapter replace a shipped one of the
+    same name; such a name points at the registered folder and is not listed.
+    """
+    from brickwork.tune.adapters import shipped_adapters
+
+    shipped = {Path(info.path) for info in shipped_adapters()}
+    return tuple(sorted(name for name, path in modules.items() if Path(path) in shipped))
 
 
 def sync_adapters(server: VLLMServer) -> tuple[str, ...]:
@@ -571,7 +568,7 @@ class LocalServing:
         if "slm" in wants:
             base = dataclasses.replace(embedded_spec(), cores=cores.get("slm"))
             merged: dict[str, ServerSpec] = {}
-            names = shipped_specialists(base.model, base.served_name)
+            names = shipped_specialists(base.lora_modules)
             for name in names if self.merge_specialists else ():
                 try:
                     merged[name] = merged_spec(name, base)

@@ -549,7 +549,7 @@ class App:
             self.source,
         )  # fmt: skip
         try:
-            await asyncio.to_thread(self.store.save, summary, bodies)
+            await self.store.asave(summary, bodies)
         except Exception:  # a store outage never fails a run
             import logging
 

@@ -116,22 +116,40 @@ class WriteBehind(Generic[T]):
             keep: False for an item worth writing only now (a run's start row, which its end
                 row supersedes): during an outage it is dropped, not queued.
         """
-        entry = _Entry(item, key, size)
+        self.submit_many([(item, key, size)], keep=keep)
+
+    def submit_many(self, items: Sequence[tuple[T, str, int]], *, keep: bool = True) -> None:
+        """Write `(item, key, size)` triples in one go (one `write`), as `submit` does one.
+
+        A batch the database rejects is written again one item at a time, so only the item
+        it cannot take is dropped. Never raises.
+        """
+        entries = [_Entry(item, key, size) for item, key, size in items]
+        if not entries:
+            return
         with self._cond:
             closed = self._closed
             # During an outage new runs queue behind the old ones, without waiting on it.
             if self._queue and not closed:
                 if keep:
-                    self._enqueue(entry)
+                    for entry in entries:
+                        self._enqueue(entry)
                 return
         try:
-            self._write((item,))
+            self._write([e.item for e in entries])
         except Exception as exc:  # a store failure must never reach the run
             if not keep:
-                log.debug("run store %s: not written now, so not kept: %s", self.name, key)
+                log.debug(
+                    "run store %s: not written now, so not kept: %s",
+                    self.name, ", ".join(e.key for e in entries),
+                )  # fmt: skip
+                return
+            if (self._permanent(exc) or closed) and len(entries) > 1:
+                for entry in entries:  # find the one it cannot take
+                    self.submit(entry.item, key=entry.key, size=entry.size)
                 return
             if self._permanent(exc) or closed:
-                self._drop_rejected(entry, exc)
+                self._drop_rejected(entries[0], exc)
                 return
             with self._cond:
                 if not self._queue and not self._held:
@@ -140,7 +158,8 @@ class WriteBehind(Generic[T]):
                         "retrying",
                         self.name, type(exc).__name__, exc,
                     )  # fmt: skip
-                self._enqueue(entry)
+                for entry in entries:
+                    self._enqueue(entry)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Retry now and wait until every queued item is written; False if time ran out."""

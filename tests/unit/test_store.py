@@ -6,12 +6,15 @@ tests/integration/test_store_conformance.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,6 +205,113 @@ def test_close_reports_what_it_could_not_write(caplog: pytest.LogCaptureFixture)
     flaky.down = False
     buffer.submit("d", key="d", size=1)
     assert flaky.written == ["d"]
+
+
+def test_a_batch_is_one_write_and_a_refused_item_costs_only_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    flaky = Flaky()
+    buffer = _buffer(flaky)
+    buffer.submit_many([(key, key, 1) for key in "abc"])
+    assert flaky.written == list("abc") and flaky.calls == 1
+    flaky.reject = {"bad"}
+    with caplog.at_level(logging.ERROR, logger="brickwork.store"):
+        buffer.submit_many([(key, key, 1) for key in ("d", "bad", "e")])
+    # The batch failed as a whole, then went again item by item: only "bad" is lost.
+    assert flaky.written == list("abcde") and buffer.dropped == 1 and buffer.pending == 0
+    assert [r.getMessage() for r in caplog.records if "could not take run bad" in r.getMessage()]
+    flaky.down = True
+    buffer.submit_many([(key, key, 1) for key in "fg"])  # an outage: the whole batch waits
+    assert buffer.pending == 2
+    flaky.down = False
+    assert buffer.flush(5.0) and flaky.written[-2:] == ["f", "g"]
+
+
+def _summary(run_id: str) -> RunSummary:
+    return RunSummary(run_id, "g", "t", "slm", "x", "ok", "a", None, 0.0, 0.0, 0.1, 0, (), 1.0)
+
+
+def _event(seq: int, **extra: object) -> dict[str, object]:
+    return {"kind": "node_finished", "node": "n", "at": 1.0 + seq, **extra}
+
+
+async def test_concurrent_asaves_are_committed_together_before_any_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteRunStore(tmp_path / "runs.sqlite")
+    transactions: list[int] = []
+    write_rows = store._write_rows
+
+    def counting(conn: Any, rows: Sequence[Any]) -> None:
+        transactions.append(len(rows))
+        write_rows(conn, rows)
+
+    monkeypatch.setattr(store, "_write_rows", counting)
+
+    async def save(i: int) -> int:
+        await store.asave(_summary(f"r{i:02d}"), [_event(0), _event(1)])
+        # Returned: the run is committed, readable from another connection.
+        stored = store.run(f"r{i:02d}")
+        assert stored is not None
+        return len(stored[1])
+
+    assert await asyncio.gather(*(save(i) for i in range(32))) == [2] * 32
+    assert sum(transactions) == 32 and len(transactions) < 32  # grouped, none lost
+    assert store.close()
+
+
+async def test_an_asave_of_unserialisable_events_fails_alone(tmp_path: Path) -> None:
+    store = SQLiteRunStore(tmp_path / "runs.sqlite")
+    results = await asyncio.gather(
+        store.asave(_summary("good"), [_event(0)]),
+        store.asave(_summary("bad"), [_event(0, data=object())]),
+        store.asave(_summary("also-good"), [_event(0)]),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], TypeError)
+    assert sorted(r.run_id for r in store.runs()) == ["also-good", "good"]
+    assert store.close()
+
+
+async def test_a_cancelled_caller_does_not_cancel_its_save(tmp_path: Path) -> None:
+    store = SQLiteRunStore(tmp_path / "runs.sqlite")
+    first = asyncio.ensure_future(store.asave(_summary("first"), [_event(0)]))
+    second = asyncio.ensure_future(store.asave(_summary("second"), [_event(0)]))
+    await asyncio.sleep(0)
+    second.cancel()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert sorted(r.run_id for r in store.runs()) == ["first", "second"]
+    assert store.close()
+
+
+async def test_asave_never_blocks_the_loop_on_another_writers_lock(tmp_path: Path) -> None:
+    """The event-loop write gives up at once on a locked file; the thread waits for it."""
+    store = SQLiteRunStore(tmp_path / "runs.sqlite", timeout_s=10.0)
+    await store.asave(_summary("before"), [])  # the schema is ready, the loop path warm
+    other = sqlite3.connect(tmp_path / "runs.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write, under way
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.ensure_future(ticker())
+    saving = asyncio.ensure_future(store.asave(_summary("during"), [_event(0)]))
+    await asyncio.sleep(0.5)
+    assert not saving.done()  # waiting for the lock, in the worker thread
+    assert ticks >= 20  # while the loop went on running everything else
+    other.execute("COMMIT")
+    await asyncio.wait_for(saving, 10.0)
+    ticking.cancel()
+    other.close()
+    assert sorted(r.run_id for r in store.runs()) == ["before", "during"]
+    assert store.pending == 0 and store.close()
 
 
 def test_bad_bounds_are_refused() -> None:

@@ -56,7 +56,8 @@ def targets() -> list[dict[str, Any]]:
     instant = _load("overhead.json")
     for verdict in (instant or {}).get("verdicts", []):
         if verdict["leg"] == "brickwork":  # the App's defaults: durable checkpoints and store
-            add(f"App {verdict['target']}", verdict["measured"],
+            client = "openai SDK" if verdict.get("baselines") == "openai_sdk" else "httpx2"
+            add(f"App {verdict['target']} ({client} baselines)", verdict["measured"],
                 verdict["limit"], verdict["at_most"], verdict["unit"])  # fmt: skip
     vllm = _load("overhead_vllm.json")
     at32 = (vllm or {}).get("levels", {}).get("32", {}).get("added", {}).get("brickwork")

@@ -362,13 +362,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+#: The baselines verdicts are read against: brickwork's own client path (httpx2, the strict
+#: reading) and the issue's as written (the raw openai client, bare LangGraph calling it).
+VERDICT_BASELINES = {"same_client": "httpx2 baselines", "openai_sdk": "openai SDK baselines"}
+
+
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets against this run, for each brickwork leg that ran (same client)."""
+    """The issue's targets against this run, per brickwork leg and per client path."""
+    rows: list[dict[str, Any]] = []
+    for path in VERDICT_BASELINES:
+        rows += _verdicts(results, path)
+    return rows
+
+
+def _verdicts(results: dict[str, Any], path: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     levels = results["levels"]
     for leg in ("brickwork", "brickwork_memory"):
-        one = (levels.get("1", {}).get("added", {}).get(leg) or {}).get("same_client") or {}
-        many = (levels.get("32", {}).get("added", {}).get(leg) or {}).get("same_client") or {}
+        one = (levels.get("1", {}).get("added", {}).get(leg) or {}).get(path) or {}
+        many = (levels.get("32", {}).get("added", {}).get(leg) or {}).get(path) or {}
         checks = [
             ("p50 added over bare LangGraph, c=1", one.get("p50_over_langgraph_ms"),
              TARGET_P50_OVER_LANGGRAPH_MS, True, "ms"),
@@ -383,8 +395,9 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             met = (
                 None if measured is None else (measured <= limit if at_most else measured >= limit)
             )
-            rows.append({"leg": leg, "target": what, "measured": measured, "limit": limit,
-                         "at_most": at_most, "unit": unit, "met": met})  # fmt: skip
+            rows.append({"leg": leg, "baselines": path, "target": what, "measured": measured,
+                         "limit": limit, "at_most": at_most, "unit": unit,
+                         "met": met})  # fmt: skip
     return rows
 
 
@@ -449,12 +462,16 @@ def added_table(results: dict[str, Any]) -> Table:
 def verdict_text(results: dict[str, Any]) -> str:
     """One line per target and brickwork leg, with the load average of the run."""
     lines = []
+    path = None
     for row in results["verdicts"]:
+        if row.get("baselines") != path:
+            path = row.get("baselines")
+            lines.append(f"against the {VERDICT_BASELINES.get(path or '', 'httpx2 baselines')}:")
         sign = "<=" if row["at_most"] else ">="
         value = "not measured" if row["measured"] is None else f"{row['measured']:.3g}"
         verdict = {True: "MET", False: "NOT MET", None: "-"}[row["met"]]
         lines.append(
-            f"{row['leg']:<17} {row['target']:<36} {value:>8} {row['unit']:<2} "
+            f"  {row['leg']:<17} {row['target']:<36} {value:>8} {row['unit']:<2} "
             f"(target {sign} {row['limit']:g})  {verdict}"
         )
     before, after = results["load_before"], results["load_after"]

@@ -27,7 +27,10 @@ from brickwork.cost.prices import PriceBook
 if TYPE_CHECKING:
     from brickwork.serving.types import Completion
 
-__all__ = ["Ledger", "LedgerRow", "RunCost"]
+__all__ = ["MAX_RUNS", "Ledger", "LedgerRow", "RunCost"]
+
+#: Most runs whose rows a `Ledger` keeps in memory by default.
+MAX_RUNS = 2_000
 
 #: Float slack when comparing dollar sums (a billionth of a dollar).
 _EPSILON_USD = 1e-9
@@ -127,22 +130,10 @@ class RunCost:
     @classmethod
     def of(cls, rows: Iterable[LedgerRow]) -> RunCost:
         """Sum these rows (see the class docstring for the arithmetic)."""
-        cost = frontier_only = api = 0.0
-        small = frontier = 0
+        sums = _Sums()
         for row in rows:
-            cost += row.cost_usd
-            if row.frontier:
-                frontier += 1
-                frontier_only += row.cost_usd
-                api += row.api_reference_usd
-            else:
-                small += 1
-                if not row.superseded:
-                    frontier_only += row.frontier_cost_usd
-                    api += row.api_reference_usd
-        saving = frontier_only - cost
-        ratio = saving / frontier_only if frontier_only > 0 else 0.0
-        return cls(cost, frontier_only, saving, ratio, small + frontier, small, frontier, api)
+            sums.add(row)
+        return sums.total()
 
 
 class Ledger:
@@ -153,7 +144,11 @@ class Ledger:
     """
 
     def __init__(
-        self, prices: PriceBook, *, frontier_models: Collection[str] = ("frontier",)
+        self,
+        prices: PriceBook,
+        *,
+        frontier_models: Collection[str] = ("frontier",),
+        max_runs: int = MAX_RUNS,
     ) -> None:
         """Create an empty ledger.
 
@@ -161,10 +156,20 @@ class Ledger:
             prices: Price of each endpoint and the frontier reference.
             frontier_models: Logical model names (before any ":adapter") of the top tier; a
                 call on one of these, or by a local stand-in, counts as a top-tier call.
+            max_runs: Most runs whose rows are kept in memory. Past it, the oldest run's rows
+                are dropped (its cost stays in `tenant_cost` and `tenants`; the run store
+                keeps each run's cost): a long-running server's ledger does not grow forever.
         """
+        if max_runs < 1:
+            raise ValueError(f"max_runs must be >= 1, got {max_runs!r}")
         self.prices = prices
         self.frontier_models = frozenset(frontier_models)
+        self.max_runs = max_runs
         self._runs: dict[str, list[LedgerRow]] = {}
+        #: Per tenant, the sums of the runs whose rows were dropped (see `max_runs`).
+        self._dropped: dict[str, _Sums] = {}
+        #: The runs most recently dropped (a late `mark_escalated` of theirs is ignored).
+        self._gone: dict[str, None] = {}
         self._lock = threading.Lock()
 
     def record(
@@ -210,8 +215,22 @@ class Ledger:
             cached=completion.extra.get("cache") == "hit",
         )
         with self._lock:
-            self._runs.setdefault(run_id, []).append(row)
+            rows = self._runs.get(run_id)
+            if rows is None:
+                rows = self._runs[run_id] = []
+                if len(self._runs) > self.max_runs:
+                    self._drop_oldest()
+            rows.append(row)
         return row
+
+    def _drop_oldest(self) -> None:
+        """Under the lock: forget the oldest run's rows, keeping its sums per tenant."""
+        oldest = next(iter(self._runs))
+        for row in self._runs.pop(oldest):
+            self._dropped.setdefault(row.tenant, _Sums()).add(row)
+        self._gone[oldest] = None
+        if len(self._gone) > self.max_runs:
+            del self._gone[next(iter(self._gone))]
 
     def mark_escalated(self, rows: Iterable[LedgerRow]) -> tuple[LedgerRow, ...]:
         """Flag rows recorded before their node escalated (the failed small attempts).
@@ -221,6 +240,8 @@ class Ledger:
         marked: list[LedgerRow] = []
         with self._lock:
             for row in rows:
+                if row.run_id in self._gone:  # its rows were dropped; its sums stand as recorded
+                    continue
                 run = self._runs.get(row.run_id, [])
                 index = next((i for i, kept in enumerate(run) if kept is row), None)
                 if index is None:
@@ -241,12 +262,50 @@ class Ledger:
         return RunCost.of(self.rows(run_id))
 
     def tenant_cost(self, tenant: str) -> RunCost:
-        """Totals over every run of one tenant."""
-        return RunCost.of(row for row in self.rows() if row.tenant == tenant)
+        """Totals over every run of one tenant (those whose rows were dropped included)."""
+        return self.tenants().get(tenant, RunCost())
 
     def tenants(self) -> dict[str, RunCost]:
-        """Totals per tenant, for every tenant with a row."""
-        by_tenant: dict[str, list[LedgerRow]] = {}
-        for row in self.rows():
-            by_tenant.setdefault(row.tenant, []).append(row)
-        return {tenant: RunCost.of(rows) for tenant, rows in by_tenant.items()}
+        """Totals per tenant, for every tenant with a row (dropped runs included)."""
+        with self._lock:
+            sums = {tenant: kept.copy() for tenant, kept in self._dropped.items()}
+            for run in self._runs.values():
+                for row in run:
+                    sums.setdefault(row.tenant, _Sums()).add(row)
+        return {tenant: total.total() for tenant, total in sums.items()}
+
+
+class _Sums:
+    """Running sums of rows, as `RunCost.of` adds them."""
+
+    __slots__ = ("api", "cost", "frontier", "frontier_only", "small")
+
+    def __init__(self) -> None:
+        self.cost = self.frontier_only = self.api = 0.0
+        self.small = self.frontier = 0
+
+    def add(self, row: LedgerRow) -> None:
+        self.cost += row.cost_usd
+        if row.frontier:
+            self.frontier += 1
+            self.frontier_only += row.cost_usd
+            self.api += row.api_reference_usd
+        else:
+            self.small += 1
+            if not row.superseded:
+                self.frontier_only += row.frontier_cost_usd
+                self.api += row.api_reference_usd
+
+    def copy(self) -> _Sums:
+        out = _Sums()
+        out.cost, out.frontier_only, out.api = self.cost, self.frontier_only, self.api
+        out.small, out.frontier = self.small, self.frontier
+        return out
+
+    def total(self) -> RunCost:
+        saving = self.frontier_only - self.cost
+        ratio = saving / self.frontier_only if self.frontier_only > 0 else 0.0
+        return RunCost(
+            self.cost, self.frontier_only, saving, ratio, self.small + self.frontier,
+            self.small, self.frontier, self.api,
+        )  # fmt: skip

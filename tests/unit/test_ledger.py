@@ -601,3 +601,26 @@ async def test_a_shared_book_reserves_on_the_backend_and_the_run_both_or_neither
     unshared = BudgetBook({"acme": 1.0}, shared=False)
     unshared_tenant = unshared.tenant("acme")
     assert unshared_tenant is not None and not isinstance(unshared_tenant, SharedBudget)
+
+
+def test_a_long_running_ledger_keeps_the_last_runs_rows_and_every_tenants_totals() -> None:
+    ledger, unbounded = Ledger(BOOK, max_runs=3), Ledger(BOOK)
+    for i in range(10):
+        for book in (ledger, unbounded):
+            _run_with_one_escalation(book, f"a{i}", tenant="acme")
+            book.record(f"g{i}", "intent", completion("local-vllm", 900, 0), tenant="globex")
+    assert [r.run_id for r in ledger.rows()][::5] == ["g8", "a9"]  # only the newest three runs
+    assert {r.run_id for r in ledger.rows()} == {"g8", "a9", "g9"}
+    assert ledger.rows("a0") == () and len(ledger.rows("g9")) == 1
+    for tenant in ("acme", "globex"):
+        kept, every = ledger.tenant_cost(tenant), unbounded.tenant_cost(tenant)
+        assert kept.calls == every.calls
+        assert kept.cost_usd == pytest.approx(every.cost_usd)
+        assert kept.frontier_only_usd == pytest.approx(every.frontier_only_usd)
+        assert kept.api_reference_usd == pytest.approx(every.api_reference_usd)
+    assert ledger.tenant_cost("nobody") == RunCost()
+    # A run whose rows went meanwhile can still mark its small attempts escalated.
+    old = unbounded.rows("a8")
+    assert ledger.mark_escalated(old) == ()
+    with pytest.raises(ValueError, match="max_runs must be >= 1"):
+        Ledger(BOOK, max_runs=0)

@@ -431,37 +431,27 @@ class RunStore:
 
     def save_many(
         self, runs: Sequence[tuple[RunSummary, Sequence[dict[str, Any]]]]
-    ) -> list[TypeError | None]:
-        """`save` several runs in one transaction; per run, the TypeError `save` would raise.
+    ) -> list[Exception | None]:
+        """`save` several runs in one transaction; per run, the error `save` would raise.
 
-        A run whose events are not JSON-serialisable is left out (its TypeError returned in
-        its place); the others are written.
+        A run whose events cannot be stored (not JSON-serialisable: TypeError) is left out,
+        its error returned in its place; the others are written.
         """
-        errors: list[TypeError | None] = []
-        batch: list[tuple[_Row, str, int]] = []
-        for summary, events in runs:
-            try:
-                row, size = self._row(summary, events)
-            except TypeError as exc:
-                errors.append(exc)
-                continue
-            errors.append(None)
-            batch.append((row, summary.run_id, size))
+        errors, batch = self._rows(runs)
         self._buffer.submit_many(batch)
-        if self.records_starts:
-            for (summary, _), error in zip(runs, errors, strict=True):
-                if error is None:
-                    self._release(summary.run_id)
+        self._release_saved(runs, errors)
         return errors
 
     async def asave(self, summary: RunSummary, events: Sequence[dict[str, Any]]) -> None:
         """`save` from a coroutine: returns once the run is written (or kept, as `save`).
 
         Group commit: the saves that arrive while one is being written wait for it and then go
-        together, one worker-thread hop and one transaction for the lot, instead of one each
-        (at 32 runs in flight the hops and the writers' lock took more CPU than the runs).
-        Nothing returns before its own run is committed, so a returned run is as durable as
-        with `save`. A cancelled caller does not cancel its save.
+        together, one transaction for the lot, instead of one each (at 32 runs in flight the
+        per-run thread hops and the writers' lock took more CPU than the runs). A backend that
+        can write without waiting (SQLite, `_write_now`) writes on the loop; otherwise the
+        batch goes through a worker thread. Nothing returns before its own run is committed,
+        so a returned run is as durable as with `save`. A cancelled caller does not cancel its
+        save.
         """
         loop = asyncio.get_running_loop()
         group = self._groups.get(loop)
@@ -473,9 +463,35 @@ class RunStore:
             group.writer = loop.create_task(self._write_groups(group))
         await asyncio.shield(done)
 
+    def _rows(
+        self, runs: Sequence[tuple[RunSummary, Sequence[dict[str, Any]]]]
+    ) -> tuple[list[Exception | None], list[tuple[_Row, str, int]]]:
+        """Per run, the error that keeps it out (or None); and the rows of the others."""
+        errors: list[Exception | None] = []
+        batch: list[tuple[_Row, str, int]] = []
+        for summary, events in runs:
+            try:
+                row, size = self._row(summary, events)
+            except Exception as exc:  # this run's events only; the others still go
+                errors.append(exc)
+                continue
+            errors.append(None)
+            batch.append((row, summary.run_id, size))
+        return errors, batch
+
+    def _release_saved(
+        self,
+        runs: Sequence[tuple[RunSummary, Sequence[dict[str, Any]]]],
+        errors: Sequence[Exception | None],
+    ) -> None:
+        if self.records_starts:
+            for (summary, _), error in zip(runs, errors, strict=True):
+                if error is None:
+                    self._release(summary.run_id)
+
     def _save_now(
         self, runs: Sequence[tuple[RunSummary, Sequence[dict[str, Any]]]]
-    ) -> list[TypeError | None] | None:
+    ) -> list[Exception | None] | None:
         """`save_many` on this thread, if the backend can write without waiting.
 
         None, nothing written, if it cannot (`_write_now`), or while runs wait in the buffer
@@ -483,17 +499,10 @@ class RunStore:
         """
         if not self._schema_ready or self._buffer.pending:
             return None
-        errors: list[TypeError | None] = []
-        rows: list[_Row] = []
-        for summary, events in runs:
-            try:
-                rows.append(self._row(summary, events)[0])
-            except TypeError as exc:
-                errors.append(exc)
-                continue
-            errors.append(None)
-        if rows and not self._write_now(rows):
+        errors, batch = self._rows(runs)
+        if batch and not self._write_now([row for row, _, _ in batch]):
             return None
+        self._release_saved(runs, errors)
         return errors
 
     async def _write_groups(self, group: _SaveGroup) -> None:
@@ -502,16 +511,17 @@ class RunStore:
             while group.waiting:
                 batch, group.waiting = group.waiting, []
                 runs = [(summary, events) for summary, events, _ in batch]
-                errors: list[TypeError | None] | BaseException | None = self._save_now(runs)
-                if errors is None:
-                    try:
+                errors: list[Exception | None] | Exception | None
+                try:
+                    errors = self._save_now(runs)
+                    if errors is None:
                         errors = await asyncio.to_thread(self.save_many, runs)
-                    except Exception as exc:  # save_many does not raise; if it ever does, say so
-                        errors = exc
+                except Exception as exc:  # neither raises; if one ever does, every caller hears
+                    errors = exc
                 for i, (_, _, done) in enumerate(batch):
                     if done.done():
                         continue
-                    error = errors if isinstance(errors, BaseException) else errors[i]
+                    error = errors if isinstance(errors, Exception) else errors[i]
                     if error is None:
                         done.set_result(None)
                     else:

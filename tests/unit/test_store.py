@@ -266,10 +266,11 @@ async def test_an_asave_of_unserialisable_events_fails_alone(tmp_path: Path) -> 
         store.asave(_summary("good"), [_event(0)]),
         store.asave(_summary("bad"), [_event(0, data=object())]),
         store.asave(_summary("also-good"), [_event(0)]),
+        store.asave(_summary("no-kind"), [{"at": 1.0}]),
         return_exceptions=True,
     )
     assert results[0] is None and results[2] is None
-    assert isinstance(results[1], TypeError)
+    assert isinstance(results[1], TypeError) and isinstance(results[3], KeyError)
     assert sorted(r.run_id for r in store.runs()) == ["also-good", "good"]
     assert store.close()
 

@@ -43,7 +43,9 @@ path. The load average is recorded before and after. Writes benchmarks/results/o
 
 Targets, printed as verdicts (read on an idle machine; a busy one inflates every leg):
 brickwork adds <= 0.25 ms p50 over bare LangGraph and <= 3 ms p99 over raw at concurrency 1,
-and keeps >= 0.9x the raw throughput at concurrency 32.
+and keeps >= 0.9x the raw throughput at concurrency 32. Each is judged twice: against the
+baselines on brickwork's own client path (raw_httpx, langgraph_httpx) and against those the
+issue named (raw_openai, langgraph_openai: the raw openai client, bare LangGraph calling it).
 """
 
 from __future__ import annotations

@@ -268,21 +268,22 @@ class Ledger:
     def tenants(self) -> dict[str, RunCost]:
         """Totals per tenant, for every tenant with a row (dropped runs included)."""
         with self._lock:
-            sums = {tenant: kept.copy() for tenant, kept in self._dropped.items()}
+            sums = {tenant: replace(kept) for tenant, kept in self._dropped.items()}
             for run in self._runs.values():
                 for row in run:
                     sums.setdefault(row.tenant, _Sums()).add(row)
         return {tenant: total.total() for tenant, total in sums.items()}
 
 
+@dataclass(slots=True)
 class _Sums:
     """Running sums of rows, as `RunCost.of` adds them."""
 
-    __slots__ = ("api", "cost", "frontier", "frontier_only", "small")
-
-    def __init__(self) -> None:
-        self.cost = self.frontier_only = self.api = 0.0
-        self.small = self.frontier = 0
+    cost: float = 0.0
+    frontier_only: float = 0.0
+    api: float = 0.0
+    small: int = 0
+    frontier: int = 0
 
     def add(self, row: LedgerRow) -> None:
         self.cost += row.cost_usd
@@ -295,12 +296,6 @@ class _Sums:
             if not row.superseded:
                 self.frontier_only += row.frontier_cost_usd
                 self.api += row.api_reference_usd
-
-    def copy(self) -> _Sums:
-        out = _Sums()
-        out.cost, out.frontier_only, out.api = self.cost, self.frontier_only, self.api
-        out.small, out.frontier = self.small, self.frontier
-        return out
 
     def total(self) -> RunCost:
         saving = self.frontier_only - self.cost

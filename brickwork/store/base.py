@@ -424,10 +424,9 @@ class RunStore:
         written when the store is back (`pending` counts such runs). Raises TypeError only
         for events that are not JSON-serialisable.
         """
-        row, size = self._row(summary, events)
-        self._buffer.submit(row, key=summary.run_id, size=size)
-        if self.records_starts:
-            self._release(summary.run_id)
+        [error] = self.save_many([(summary, events)])
+        if error is not None:
+            raise error
 
     def save_many(
         self, runs: Sequence[tuple[RunSummary, Sequence[dict[str, Any]]]]

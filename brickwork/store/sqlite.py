@@ -195,19 +195,18 @@ class SQLiteRunStore(RunStore, file_backend=True):
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            try:
-                conn = self._writer_connection()
-                self._busy_wait(conn, 0)
-                with conn:
-                    self._write_rows(conn, rows)
-            except sqlite3.OperationalError:  # busy or locked: the thread will wait for it
-                return False
-            except Exception:  # anything else: the thread's write reports or buffers it
-                self._close_writer()
-                return False
-            return True
+            conn = self._writer_connection()
+            self._busy_wait(conn, 0)
+            with conn:
+                self._write_rows(conn, rows)
+        except sqlite3.OperationalError:  # busy or locked: the thread will wait for it
+            return False
+        except Exception:  # anything else: the thread's write reports or buffers it
+            self._close_writer()
+            return False
         finally:
             self._lock.release()
+        return True
 
     def close(self, timeout_s: float = 10.0) -> bool:
         """Flush and stop (see `RunStore.close`), then close the writers' connection."""

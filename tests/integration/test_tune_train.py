@@ -52,6 +52,8 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A real adapter: 4 smart_home turns, 2 held out, 4 optimiser steps."""
+    if not (SHARED_DATA / "smart_home" / "job_description.json").is_file():
+        pytest.skip(f"{SHARED_DATA / 'smart_home'} is not available")
     skill = load_skill(SHARED_DATA / "smart_home")
     full = build_dataset(skill, seed=7)
     dataset = replace(full, train=full.train[:4], val=full.val[:2])

@@ -33,9 +33,12 @@ which hid that much of brickwork's cost.
 Every latency is timed the same way, by the benchmark around one awaited call
 (`App.ainvoke` for brickwork: admission, the graph, events, the checkpoint and the run store's
 write included). Added p50 = brickwork's p50 - the baseline's p50 (likewise p99) at the same
-concurrency. Per concurrency level every leg runs twice with half the requests each, in A-B-B-A
-order (legs 1..n, then n..1), so a load that drifts during the run (these machines are shared)
-does not favour the legs that ran first; the garbage collector runs before each half.
+concurrency. Every leg makes one untimed call first (the Apps start then, and freeze the
+start-up heap after their first run: `brickwork.app.freeze_startup_heap`), so every timed leg
+runs in the same process state. Per concurrency level every leg runs twice with half the
+requests each, in A-B-B-A order (legs 1..n, then n..1), or 2 x `--rounds` times with a share
+each, so a load that drifts during the run (these machines are shared) does not favour the legs
+that ran first; the garbage collector runs before each part.
 CPU ms/run = this process's CPU time over a leg / its runs (the instant server is another
 process). Throughput ratio = brickwork runs/s / the raw leg's requests/s on the same client
 path. The load average is recorded before and after. Writes benchmarks/results/overhead.json
@@ -262,12 +265,16 @@ def added(row: dict[str, Any], leg: str, baselines: dict[str, str]) -> dict[str,
     return out
 
 
-async def _level(calls: dict[str, Call], total: int, level: int) -> dict[str, Any]:
-    """One concurrency level: every leg twice, half the requests each, in A-B-B-A order."""
-    half = max(total // 2, level)
+async def _level(calls: dict[str, Call], total: int, level: int, rounds: int = 1) -> dict[str, Any]:
+    """One concurrency level: every leg 2 x `rounds` times in A-B-B-A order, splitting `total`.
+
+    More rounds interleave the legs more finely, so a slow spell of a noisy machine falls on
+    every leg alike.
+    """
+    part = max(total // (2 * rounds), level)
     halves: dict[str, list[dict[str, Any]]] = {name: [] for name in calls}
-    for name in [*calls, *reversed(calls)]:
-        halves[name].append(await _leg(calls[name], half, level))
+    for name in [*calls, *reversed(calls)] * rounds:
+        halves[name].append(await _leg(calls[name], part, level))
     row: dict[str, Any] = {name: _summary(h) for name, h in halves.items()}
     row["added"] = {
         leg: {
@@ -309,7 +316,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown legs {unknown}; known: {', '.join(CLIENTS)}")
     results: dict[str, Any] = {
-        "server": args.server, "requests": args.requests, "legs": legs,
+        "server": args.server, "requests": args.requests, "rounds": args.rounds, "legs": legs,
         "clients": {leg: CLIENTS[leg] for leg in legs}, "levels": {},
         "load_before": os.getloadavg(), "cpus": os.cpu_count(),
     }  # fmt: skip
@@ -352,9 +359,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             }
             calls = {leg: makers[leg]() for leg in legs}
+            # Every leg once before anything is timed: the Apps start (and, after their first
+            # run, freeze the start-up heap: `brickwork.app.freeze_startup_heap`), so every
+            # timed leg runs in the same process state.
+            for call in calls.values():
+                await call()
+            await asyncio.sleep(0)
             for level in levels:
                 total = max(args.requests, 4 * level)
-                results["levels"][str(level)] = await _level(calls, total, level)
+                results["levels"][str(level)] = await _level(calls, total, level, args.rounds)
             # What each App's runs passed to LangGraph (None: no checkpointer).
             results["durability"] = {leg: made._durability for leg, made in apps.items()}
             for made in apps.values():
@@ -494,6 +507,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per leg and level")
     parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="A-B-B-A passes over the legs per level, the requests split among them",
+    )
     parser.add_argument("--server", choices=("instant", "vllm"), default="instant")
     parser.add_argument("--url", help="with --server vllm: a running vLLM's /v1 URL")
     parser.add_argument(

@@ -116,7 +116,37 @@ async def test_a_finished_one_node_run_writes_nothing_to_the_checkpoint_file(
     assert all(r.ok and r.outputs["number"] == {"n": 7} for r in results)
     # The runs' state was serialised on exit and dropped with the run, never written.
     assert written == []
+    # Nor read: the App made up the runs' ids, so there was nothing to look for.
+    assert [s for s in statements if s.lstrip().upper().startswith("SELECT")] == []
     assert _threads(path) == set()
+
+
+async def test_a_run_id_the_caller_gave_is_looked_up(tmp_path: Path) -> None:
+    # Only ids the App mints skip the read of the thread's last checkpoint: a given id may
+    # have one (here: a run that timed out, run again under the same id, resumes it).
+    path = tmp_path / "state.sqlite"
+    statements: list[str] = []
+    async with FunctionModel(lambda body: '{"n": 7}').pool() as pool:
+        app = App(_one_node(), pool=pool, checkpoints=path, store=None)
+        await app.astart()
+        app._compiled.checkpointer.conn.set_trace_callback(statements.append)
+        given = await app.ainvoke("seven", run_id="given-id")
+        await app.aclose()
+    assert given.ok
+    assert any(s.lstrip().upper().startswith("SELECT") for s in statements)
+
+
+def test_langgraph_reads_the_savers_put_writes_signature_without_inspecting_it() -> None:
+    from langgraph.pregel._checkpoint import put_writes_accepts_task_path
+
+    from brickwork._checkpoints import InlineSqliteSaver
+
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    saver = InlineSqliteSaver(conn)
+    assert put_writes_accepts_task_path(saver.aput_writes)
+    assert put_writes_accepts_task_path(saver.put_writes)
+    assert "__signature__" in vars(InlineSqliteSaver.aput_writes)
+    conn.close()
 
 
 async def test_a_one_node_run_that_times_out_keeps_its_checkpoint_and_resumes(

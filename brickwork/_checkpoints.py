@@ -80,6 +80,18 @@ COMMIT_WINDOW_S = 0.01
 #: Most threads remembered as having nothing in the database (past it, the memory is reset).
 _MAX_UNWRITTEN = 10_000
 
+#: Marks a kept `put` among a thread's pending statements (see `InlineSqliteSaver.put`).
+_PUT: Any = object()
+
+
+def _on_a_loop() -> bool:
+    """True when called from a running event loop (where commits are grouped)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
 
 class _Deferred:
     """What `InlineSqliteSaver.cursor` gives a writer: it keeps the statements for the commit."""
@@ -112,6 +124,10 @@ class InlineSqliteSaver(SqliteSaver):
         self._unwritten: set[str] = set()
         #: Threads their caller has just made up (see `expect_new`): nothing to read yet.
         self._new: set[str] = set()
+        #: Threads whose checkpoints are serialised at the commit, not at `put` (`expect_new`).
+        self._lazy: set[str] = set()
+        #: The thread running `_flush`'s kept puts (its cursor writes at once, under the lock).
+        self._flushing: int | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> InlineSqliteSaver:
@@ -153,6 +169,13 @@ class InlineSqliteSaver(SqliteSaver):
         already) wait in memory, per thread, for the commit, so a thread deleted before then
         never reaches the database.
         """
+        if transaction and self._flushing == threading.get_ident():
+            cur = self.conn.cursor()  # `_flush` running a kept put: it holds the lock
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
         if transaction:
             yield cast(sqlite3.Cursor, _Deferred(self))
             self._commit_soon()
@@ -182,9 +205,16 @@ class InlineSqliteSaver(SqliteSaver):
             if not statements:
                 continue
             self._unwritten.discard(name)
+            self._lazy.discard(name)
             self.setup()
             for sql, params, many in statements:
-                if many:
+                if sql is _PUT:  # a checkpoint kept as it was put: serialised and written now
+                    self._flushing = threading.get_ident()
+                    try:
+                        SqliteSaver.put(self, *params)
+                    finally:
+                        self._flushing = None
+                elif many:
                     self.conn.executemany(sql, params)
                 else:
                     self.conn.execute(sql, params)
@@ -217,18 +247,50 @@ class InlineSqliteSaver(SqliteSaver):
             if self.conn.in_transaction:
                 self.conn.commit()
 
-    def expect_new(self, thread_id: str) -> None:
+    def expect_new(self, thread_id: str, *, once: bool = False) -> None:
         """Say that `thread_id` is new (a run id just made up): its first read needs no SELECT.
 
         `App` calls it for the ids it mints, never for one a caller passed in. LangGraph reads
         a thread's latest checkpoint as every run starts; for a new thread that read finds
         nothing, and skipping it saves a statement a run.
+
+        `once`: the thread's run checkpoints only as it stops (LangGraph's durability "exit"),
+        and nothing changes its state after that. Its checkpoint is then kept as it was put
+        and serialised only if it is committed: a finished run's is deleted first and never
+        serialised at all. (`App` commits at once a run that keeps its checkpoint.)
         """
         thread = str(thread_id)
         with self.lock:
             if len(self._new) >= _MAX_UNWRITTEN:
                 self._new.clear()  # forgetting only costs the SELECT
+                self._lazy.clear()  # and serialising at `put`
             self._new.add(thread)
+            if once:
+                self._lazy.add(thread)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """As `SqliteSaver.put`; a thread's checkpoint taken `once` is serialised at the commit."""
+        configurable = config["configurable"]
+        thread = str(configurable["thread_id"])
+        if thread not in self._lazy or not _on_a_loop():
+            return super().put(config, checkpoint, metadata, new_versions)
+        with self.lock:
+            kept = (config, checkpoint, metadata, new_versions)
+            self._pending.setdefault(thread, []).append((_PUT, kept, False))
+        self._commit_soon()
+        return {
+            "configurable": {
+                "thread_id": configurable["thread_id"],
+                "checkpoint_ns": configurable["checkpoint_ns"],
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """As `SqliteSaver.get_tuple`, with the thread's writes not yet committed."""
@@ -285,6 +347,7 @@ class InlineSqliteSaver(SqliteSaver):
         with self.lock:
             self._pending.pop(thread, None)
             self._new.discard(thread)
+            self._lazy.discard(thread)
             if thread in self._unwritten:
                 self._unwritten.discard(thread)
                 return

@@ -434,7 +434,7 @@ class App:
         if minted and not resume:  # a thread that cannot have checkpoints yet
             expect_new = getattr(self._compiled.checkpointer, "expect_new", None)
             if expect_new is not None:
-                expect_new(run_id)
+                expect_new(run_id, once=self._durability == "exit")
         if queue is None:
             state, status, error = await self._execute(ctx, initial, timeout_s)
         else:

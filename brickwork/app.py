@@ -12,6 +12,7 @@ can be resumed with `aresume(run_id)`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import os
@@ -900,10 +901,10 @@ Runner = Callable[..., Any]
 # (`freeze_gc_heap`, after start-up and warm-up) and Ray Serve (its proxy and every replica,
 # after initialisation) do the same. brickwork does it once per process, after the first run of
 # the first App (by then the lazily imported modules are loaded too), right after a full
-# collection so that nothing already garbage is frozen. The cost: objects alive then that later
-# become garbage in a reference cycle are never freed (start-up objects rarely do), and one
-# collection of about 0.05-0.1 s on the event loop. `App(gc_freeze=False)` or
-# `BRICKWORK_GC_FREEZE=0` turns it off.
+# collection so that nothing already garbage is frozen, and unfreezes at exit. The cost: objects
+# alive then that later become garbage in a reference cycle are not freed before the process
+# exits (start-up objects rarely do), and one collection of about 0.05-0.1 s on the event loop.
+# `App(gc_freeze=False)` or `BRICKWORK_GC_FREEZE=0` turns it off.
 
 #: True once `freeze_startup_heap` has decided, in this process (whether it froze or not).
 _heap_frozen = False
@@ -925,4 +926,8 @@ def freeze_startup_heap() -> bool:
         return False
     gc.collect()
     gc.freeze()
+    # At exit the frozen objects go back to the collector, so that the interpreter's last
+    # collections free them as they would have (extensions such as nanobind's report what is
+    # still alive at shutdown as leaks).
+    atexit.register(gc.unfreeze)
     return True

@@ -261,7 +261,7 @@ class InlineSqliteSaver(SqliteSaver):
         """
         thread = str(thread_id)
         with self.lock:
-            if len(self._new) >= _MAX_UNWRITTEN:
+            if len(self._new) >= _MAX_UNWRITTEN or len(self._lazy) >= _MAX_UNWRITTEN:
                 self._new.clear()  # forgetting only costs the SELECT
                 self._lazy.clear()  # and serialising at `put`
             self._new.add(thread)

@@ -15,6 +15,7 @@ __all__ = [
     "FrontierSettings",
     "cache_dir",
     "frontier_settings",
+    "gc_freeze_setting",
     "large_tier_setting",
     "state_dir",
 ]
@@ -85,3 +86,13 @@ def large_tier_setting() -> bool | None:
     if value in ("off", "0", "false", "no"):
         return False
     raise ValueError(f"BRICKWORK_LARGE={value!r}: use 'on', 'off' or 'auto'")
+
+
+def gc_freeze_setting() -> bool:
+    """Whether an App may freeze the start-up heap (`brickwork.app.freeze_startup_heap`).
+
+    `BRICKWORK_GC_FREEZE` set to 0, false, no or off turns it off; unset or anything else
+    leaves it on.
+    """
+    value = os.environ.get("BRICKWORK_GC_FREEZE", "").strip().lower()
+    return value not in ("0", "false", "no", "off")

@@ -15,7 +15,6 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import os
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from brickwork._instances import Instance, Serve, instances_of, registered_serves
-from brickwork._settings import cache_dir
+from brickwork._settings import cache_dir, gc_freeze_setting
 from brickwork.admission import Admission, AdmissionLimits, default_limits
 from brickwork.cost import BudgetBook, Ledger, RunCost
 from brickwork.cost.prices import PriceBook
@@ -910,19 +909,13 @@ Runner = Callable[..., Any]
 _heap_frozen = False
 
 
-def gc_freeze_allowed() -> bool:
-    """False when `$BRICKWORK_GC_FREEZE` turns the start-up freeze off (0, false, no, off)."""
-    value = os.environ.get("BRICKWORK_GC_FREEZE", "").strip().lower()
-    return value not in ("0", "false", "no", "off")
-
-
 def freeze_startup_heap() -> bool:
     """Collect, then freeze every object alive; once per process. True when it froze now."""
     global _heap_frozen
     if _heap_frozen:
         return False
     _heap_frozen = True  # decided, either way
-    if not gc_freeze_allowed():
+    if not gc_freeze_setting():
         return False
     gc.collect()
     gc.freeze()

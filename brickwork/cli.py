@@ -247,7 +247,13 @@ def _serve(args: argparse.Namespace) -> int:
     from brickwork.serving.launcher import ServerSpec, VLLMServer, plan_placement
     from brickwork.serving.local import embedded_spec, large_spec, sync_adapters
     from brickwork.serving.models import EMBEDDED_MODEL, ensure_embedded_model
-    from brickwork.serving.registry import ServeLease, ServeRecord, held_cores, running_servers
+    from brickwork.serving.registry import (
+        ServeLease,
+        ServeRecord,
+        held_cores,
+        placement_lock,
+        running_servers,
+    )
 
     console = Console(stderr=True)
     lease = ServeLease(args.port)
@@ -281,26 +287,13 @@ def _serve(args: argparse.Namespace) -> int:
         if args.enable_lora:
             spec = dataclasses.replace(spec, enable_lora=True)
         wants = {spec.served_name: args.cores or 1, **dict.fromkeys(args.merged, 1)}
-        plan = plan_placement(wants, taken=held_cores(running_servers()))
-        spec = dataclasses.replace(spec, cores=plan[spec.served_name])
-        console.print(f"placement: {', '.join(f'{n} on cores {list(c)}' for n, c in plan.items())}")
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        merged: dict[str, str] = {}
 
         def said(line: str) -> None:  # restarts: when and why
             console.print(f"[yellow]{datetime.now():%H:%M:%S}[/] {line}")
 
-        server = VLLMServer(spec, ready_timeout_s=args.ready_timeout, on_event=said).start()
-        servers.append(server)
-        merged = {}
-        for offset, name in enumerate(args.merged, 1):
-            merged_spec = dataclasses.replace(spec, cores=plan[name])
-            merged_server = _start_merged(
-                name, merged_spec, args.port + offset, args.ready_timeout, said
-            )
-            servers.append(merged_server)
-            merged[name] = merged_server.base_url
-        started_at = datetime.now(UTC).isoformat(timespec="seconds")
-
-        def record(adapters: tuple[str, ...]) -> ServeRecord:
+        def record(adapters: tuple[str, ...], *, ready: bool = True) -> ServeRecord:
             return ServeRecord(
                 pid=os.getpid(),
                 host=spec.host,
@@ -312,9 +305,27 @@ def _serve(args: argparse.Namespace) -> int:
                 started_at=started_at,
                 merged=merged,
                 cores={name: list(cores) for name, cores in plan.items()},
+                ready=ready,
             )
 
         adapters = tuple(sorted(spec.lora_modules))
+        # Choose the cores and record them before the (long) start, under a lock, so that a
+        # second serve started meanwhile places its instances elsewhere.
+        with placement_lock():
+            plan = plan_placement(wants, taken=held_cores(running_servers(starting=True)))
+            spec = dataclasses.replace(spec, cores=plan[spec.served_name])
+            server = VLLMServer(spec, ready_timeout_s=args.ready_timeout, on_event=said)
+            lease.publish(record(adapters, ready=False))
+        console.print(f"placement: {', '.join(f'{n} on cores {list(c)}' for n, c in plan.items())}")
+        servers.append(server)  # stopped in `finally` even when interrupted while starting
+        server.start()
+        for offset, name in enumerate(args.merged, 1):
+            merged_spec = dataclasses.replace(spec, cores=plan[name])
+            merged_server = _start_merged(
+                name, merged_spec, args.port + offset, args.ready_timeout, said
+            )
+            servers.append(merged_server)
+            merged[name] = merged_server.base_url
         lease.publish(record(adapters))
         names = [*spec.model_names, *(f"{n} (merged)" for n in merged)]
         console.print(

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from brickwork._settings import state_dir
 from brickwork.errors import PortInUseError
 
-__all__ = ["ServeLease", "ServeRecord", "held_cores", "running_servers"]
+__all__ = ["ServeLease", "ServeRecord", "held_cores", "placement_lock", "running_servers"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class ServeRecord:
     `adapters` are the LoRA adapters the server answers to by name; `merged` maps each
     merged adapter served by its own instance (`brickwork serve --merged NAME`) to that
     instance's base URL; `cores` maps each instance to the CPU cores it holds, so another
-    `brickwork serve` places its instances elsewhere.
+    `brickwork serve` places its instances elsewhere. `ready` is False from the moment the
+    cores are chosen until the instance answers: a serve that is still starting already holds
+    its cores, but nothing is sent to it yet.
     """
 
     pid: int
@@ -41,6 +43,7 @@ class ServeRecord:
     started_at: str
     merged: dict[str, str] = field(default_factory=dict)
     cores: dict[str, list[int]] = field(default_factory=dict)
+    ready: bool = True
 
     @property
     def base_url(self) -> str:
@@ -108,10 +111,15 @@ class ServeLease:
             self._lock.release()
 
 
-def running_servers(root: Path | None = None) -> list[ServeRecord]:
-    """Records of `brickwork serve` processes that are alive, newest first.
+def running_servers(root: Path | None = None, *, starting: bool = False) -> list[ServeRecord]:
+    """Records of `brickwork serve` processes that are alive and ready, newest first.
 
     Records left by processes that died (their lock is free) are deleted on the way.
+
+    Args:
+        root: The state folder (default: `state_dir()`).
+        starting: Include serves that are still starting (`ready` False): they hold their
+            cores already, which placement must see.
     """
     root = root or state_dir()
     if not root.is_dir():
@@ -123,13 +131,26 @@ def running_servers(root: Path | None = None) -> list[ServeRecord]:
             lock.acquire(timeout=0)
         except Timeout:
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                records.append(ServeRecord.from_json(path.read_text()))
+                record = ServeRecord.from_json(path.read_text())
+                if record.ready or starting:
+                    records.append(record)
             continue
         try:
             path.unlink(missing_ok=True)
         finally:
             lock.release()
     return sorted(records, key=lambda r: r.started_at, reverse=True)
+
+
+def placement_lock(root: Path | None = None) -> FileLock:
+    """The lock a `brickwork serve` holds while it chooses its cores and records them.
+
+    Two serves started at the same moment would otherwise both read "no cores held" and
+    both take core 0.
+    """
+    root = root or state_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(root / "placement.lock"))
 
 
 def held_cores(records: list[ServeRecord]) -> dict[str, list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ BRICKWORK = [sys.executable, "-m", "brickwork.cli"]
 def test_serve_is_reused_and_a_second_copy_is_refused(embedded_model: Path, tmp_path: Path) -> None:
     env = {**os.environ, "BRICKWORK_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
     port = free_port()
+    checked_placement = False
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen(
         [*BRICKWORK, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -29,10 +31,17 @@ def test_serve_is_reused_and_a_second_copy_is_refused(embedded_model: Path, tmp_
     try:
         record = tmp_path / "state" / f"serve-{port}.json"
         deadline = time.monotonic() + 600
-        while not record.exists():
+        while not _ready(record):
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "brickwork serve was not ready in 600 s"
+            if record.exists() and not _ready(record):
+                starting = json.loads(record.read_text())
+                if not checked_placement:
+                    # A second serve started meanwhile sees the cores the first one holds.
+                    _second_serve_places_elsewhere(env, starting["cores"])
+                    checked_placement = True
             time.sleep(0.5)
+        assert checked_placement, "the record was not published before the server was ready"
 
         second = subprocess.run(
             [*BRICKWORK, "serve", "--port", str(port)],
@@ -60,3 +69,32 @@ def test_serve_is_reused_and_a_second_copy_is_refused(embedded_model: Path, tmp_
     # still fail for a while: the connections it closed sit in TIME_WAIT).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _ready(record: Path) -> bool:
+    try:
+        return bool(json.loads(record.read_text())["ready"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _second_serve_places_elsewhere(env: dict[str, str], held: dict[str, list[int]]) -> None:
+    """Start another serve while the first is starting; it must take another core."""
+    first_cores = {core for cores in held.values() for core in cores}
+    other = subprocess.Popen(
+        [*BRICKWORK, "serve", "--port", str(free_port())],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 120
+        while "placement:" not in line and other.poll() is None:
+            assert time.monotonic() < deadline, "the second serve printed no placement"
+            line = other.stdout.readline()
+        assert "placement:" in line, line
+        placed = {int(c) for c in line.split("[", 1)[1].split("]", 1)[0].split(",")}
+        assert not placed & first_cores, (line, held)
+    finally:
+        other.send_signal(signal.SIGINT)
+        other.wait(timeout=120)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
+from filelock import Timeout
 
 from brickwork.errors import PortInUseError
-from brickwork.serving.registry import ServeLease, ServeRecord, running_servers
+from brickwork.serving.registry import (
+    ServeLease,
+    ServeRecord,
+    held_cores,
+    placement_lock,
+    running_servers,
+)
 
 
 def _record(port: int) -> ServeRecord:
@@ -49,3 +57,23 @@ def test_stale_records_are_removed(tmp_path: Path) -> None:
 
 def test_no_state_dir_means_no_servers(tmp_path: Path) -> None:
     assert running_servers(tmp_path / "absent") == []
+
+
+def test_a_starting_serve_holds_its_cores_but_is_not_used_yet(tmp_path: Path) -> None:
+    lease = ServeLease(9300, root=tmp_path)
+    lease.acquire()
+    starting = dataclasses.replace(_record(9300), cores={"slm": [0]}, ready=False)
+    lease.publish(starting)
+    assert running_servers(tmp_path) == []  # nothing is sent to it yet
+    assert running_servers(tmp_path, starting=True) == [starting]
+    assert list(held_cores(running_servers(tmp_path, starting=True)).values()) == [[0]]
+    lease.publish(dataclasses.replace(starting, ready=True))
+    assert [r.port for r in running_servers(tmp_path)] == [9300]
+    lease.release()
+
+
+def test_the_placement_lock_is_one_per_state_folder(tmp_path: Path) -> None:
+    with placement_lock(tmp_path), pytest.raises(Timeout):
+        placement_lock(tmp_path).acquire(timeout=0)
+    with placement_lock(tmp_path):  # released
+        pass

@@ -247,7 +247,9 @@ def test_models_screen_notes_show_each_adapters_eval_and_binding() -> None:
     assert (
         notes["tuned"] == "skill smart_home · val 72.4% vs base 24.1% (n=29) · bound to smart_home"
     )
-    assert notes["fresh"] == "skill banking_intent · not evaluated yet · not bound"
+    assert (
+        notes["fresh"] == "skill banking_intent · val loss 1.500 (no accuracy measured) · not bound"
+    )
 
 
 def test_a_merge_is_current_only_for_the_adapters_weights_it_was_made_from(
@@ -277,3 +279,14 @@ def test_a_merge_is_current_only_for_the_adapters_weights_it_was_made_from(
     assert not merged_is_current(adapter, merged)
     (merged / MANIFEST_NAME).write_text("{not json", encoding="utf-8")
     assert not merged_is_current(adapter, merged)
+
+
+def test_models_screen_notes_name_the_shipped_specialists() -> None:
+    from brickwork.tui.screens.models import adapter_notes
+
+    notes = adapter_notes()
+    shipped = adapters.shipped_adapters()
+    assert shipped, "brickwork ships at least one specialist"
+    for info in shipped:
+        assert notes[info.name].startswith(f"shipped with brickwork · skill {info.skill}")
+    assert notes["smart_home-specialist"].endswith("bound to smart_home")

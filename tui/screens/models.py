@@ -244,7 +244,7 @@ class ModelsScreen(TUIScreen):
             text.append("\n* stand-in: a local model plays the frontier role", style="yellow")
         for adapter in item.adapters or ():
             text.append(f"\n{adapter}: ", style="bold")
-            text.append(self._adapter_notes.get(adapter, "not in this machine's registry"))
+            text.append(self._adapter_notes.get(adapter, "not registered on this machine"))
         if item.error and item.kind == "vllm":
             text.append(f"\n{clip(item.error, 150)}", style="red")
         serve = self._serve_at(item.base_url)
@@ -296,24 +296,43 @@ class ModelsScreen(TUIScreen):
 
 
 def adapter_notes() -> dict[str, str]:
-    """One line per registered adapter: its skill, eval result and whether a skill is bound."""
-    from brickwork.tune.adapters import list_adapters, load_bindings
+    """One line per known adapter: its skill, eval result and whether a skill is bound.
+
+    Registered adapters (`brickwork tune`) and the specialists brickwork ships; a registered
+    adapter of the same name replaces a shipped one, as it does when served.
+    """
+    from brickwork.tune.adapters import (
+        binding_for,
+        list_adapters,
+        load_bindings,
+        shipped_adapters,
+    )
 
     try:
-        found = list_adapters(strict=False)
+        registered = list_adapters(strict=False)
+        shipped = [s for s in shipped_adapters() if s.name not in {r.name for r in registered}]
         bound = {b.adapter: skill for skill, b in load_bindings().items() if b.adapter}
+        for info in shipped:  # a skill with no binding of its own runs on its shipped one
+            if info.skill and binding_for(info.skill) == info.name:
+                bound.setdefault(info.name, info.skill)
     except Exception as exc:  # a broken registry must not take the screen down
         return {"*": f"adapter registry unreadable: {exc}"}
     notes = {}
-    for info in found:
+    for info in [*registered, *shipped]:
         metrics = info.metrics
-        line = f"skill {info.skill or '?'}"
+        line = "shipped with brickwork · " if info in shipped else ""
+        line += f"skill {info.skill or '?'}"
         if "val_adapter_accuracy" in metrics:
             line += (
                 f" · val {float(metrics['val_adapter_accuracy']):.1%}"
                 f" vs base {float(metrics.get('val_base_accuracy', float('nan'))):.1%}"
                 f" (n={int(metrics.get('val_adapter_n', 0))})"
             )
+        elif "val_loss" in metrics:
+            line += f" · val loss {float(metrics['val_loss']):.3f}"
+            if "val_loss_base" in metrics:
+                line += f" vs base {float(metrics['val_loss_base']):.3f}"
+            line += " (no accuracy measured)"
         else:
             line += " · not evaluated yet"
         line += f" · bound to {bound[info.name]}" if info.name in bound else " · not bound"

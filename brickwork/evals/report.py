@@ -355,8 +355,7 @@ def mode_table(report: ModeReport, title: str, counterfactual: str = "top-tier o
             node.node,
             _acc(node.accuracy, node.ci95, node.scored),
             str(node.runs),
-            "-" if math.isnan(node.escalation_rate) else f"{node.escalation_rate:.0%}",
-            _esc(node.escalation_outcomes),
+            *_esc_cells(report.mode, node.escalation_rate, node.escalation_outcomes),
             f"{node.cost_per_1m_usd:,.2f}",
             _ms(node.p50_latency_ms),
             _ms(node.p95_latency_ms),
@@ -366,14 +365,25 @@ def mode_table(report: ModeReport, title: str, counterfactual: str = "top-tier o
         "[b]overall[/b]",
         _acc(report.accuracy, report.ci95, report.n) + failed,
         str(report.n),
-        "-" if math.isnan(report.escalation_rate) else f"{report.escalation_rate:.0%}",
-        _esc(report.escalation_outcomes),
+        *_esc_cells(report.mode, report.escalation_rate, report.escalation_outcomes),
         f"{report.cost_per_1m_usd:,.2f}",
         _ms(report.p50_latency_ms),
         _ms(report.p95_latency_ms),
         end_section=True,
     )
     return table
+
+
+def _esc_cells(mode: str, rate: float, outcomes: dict[str, int]) -> tuple[str, str]:
+    """The escalation rate and outcomes cells; "-" in `frontier` mode.
+
+    Top-tier-only mode sends every node to the top tier from the start. Its trace records
+    that as an escalation of each node, but nothing was tried below and failed, so a rate of
+    100 % and "unscored" outcomes would only mislead.
+    """
+    if mode == "frontier" or math.isnan(rate):
+        return "-", "-" if mode == "frontier" else _esc(outcomes)
+    return f"{rate:.0%}", _esc(outcomes)
 
 
 def compare_table(report: EvalReport) -> Table:
@@ -416,8 +426,7 @@ def compare_table(report: EvalReport) -> Table:
             "[b]all[/b]",
             _acc(mode.accuracy, mode.ci95, mode.n),
             str(mode.failed),
-            f"{mode.escalation_rate:.0%}" if mode.n else "-",
-            _esc(mode.escalation_outcomes),
+            *_esc_cells(mode.mode, mode.escalation_rate, mode.escalation_outcomes),
             f"{mode.cost_per_1m_usd:,.2f}",
             f"{mode.frontier_only_per_1m_usd:,.2f}",
             _ms(mode.p50_latency_ms),
@@ -430,8 +439,7 @@ def compare_table(report: EvalReport) -> Table:
                 node.node,
                 _acc(node.accuracy, node.ci95, node.scored),
                 "",
-                "-" if math.isnan(node.escalation_rate) else f"{node.escalation_rate:.0%}",
-                _esc(node.escalation_outcomes),
+                *_esc_cells(mode.mode, node.escalation_rate, node.escalation_outcomes),
                 f"{node.cost_per_1m_usd:,.2f}",
                 "",
                 _ms(node.p50_latency_ms),

@@ -176,6 +176,10 @@ async def test_compare_modes_side_by_side(numbers: Path) -> None:
     assert modes == ["slm", "slm", "hybrid", "hybrid", "frontier", "frontier"]  # on every row
     assert "75.0%" in rows[0] and "100.0%" in rows[2]
     assert "top-tier only $ /1M" in text
+    # Top-tier-only mode tried nothing below: no escalation rate, no outcomes to show.
+    cells = [[c.strip() for c in line.split("│")] for line in rows]
+    assert [c[5:7] for c in cells if c[1] == "frontier"] == [["-", "-"], ["-", "-"]]
+    assert cells[0][5] == "0%"
 
 
 async def test_the_counterfactual_is_one_figure_for_the_same_rows_in_every_mode(

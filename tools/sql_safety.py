@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import SqlglotError
+from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from brickwork.errors import UnsafeSQLError
@@ -113,7 +113,11 @@ def check_sql(
     for scope in scopes:  # inner scopes come first, so each column is checked where it lives
         _check_columns(scope, schema, target, seen)
     try:
-        normalised = statement.sql(dialect=target, comments=False)
+        # A construct the target cannot express is refused (with sqlglot's reason, which the
+        # repair turn shows the model), not logged to stderr and run half-translated.
+        normalised = statement.sql(
+            dialect=target, comments=False, unsupported_level=ErrorLevel.RAISE
+        )
     except SqlglotError as error:
         raise UnsafeSQLError(f"cannot write the query as {target} SQL: {error}") from error
     return CheckedSQL(sql=normalised, tables=tuple(sorted(tables - {""})), dialect=target)

@@ -439,3 +439,12 @@ def test_results_match_normalises_floats_and_dates() -> None:
     assert results_match(gold, result([(0.3, date(2024, 1, 5))]), ordered=True)
     assert not results_match(gold, result([(0.31, date(2024, 1, 5))]), ordered=True)
     assert results_match(result([]), result([], ("x",)), ordered=False)
+
+
+def test_a_construct_the_dialect_cannot_express_is_refused_with_the_reason(
+    shop: SchemaInfo,
+) -> None:
+    # sqlglot used to log "DATEDIFF unsupported for '100'." to stderr and write SQLite SQL
+    # that dropped the argument; the model gets the reason in its repair turn instead.
+    why = rejected("SELECT DATEDIFF(order_date, order_date, 100) FROM orders", shop)
+    assert "cannot write the query as sqlite SQL" in why and "DATEDIFF unsupported" in why

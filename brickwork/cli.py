@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
 from brickwork.errors import BrickworkError, ConfigError
+from brickwork.serving.profiles import LORA_RANKS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "on its own instance (port P+1, P+2, ...); the pool routes slm:NAME there",
     )
     serve.add_argument("--ready-timeout", type=float, default=600.0, metavar="SECONDS")
+    serve.add_argument(
+        "--max-lora-rank",
+        type=int,
+        choices=LORA_RANKS,
+        metavar="R",
+        help="largest LoRA rank loaded at runtime (default: 16, or the largest registered "
+        "adapter's); `brickwork tune --rank 32` and `--search 3` need 32",
+    )
     serve.add_argument(
         "--cores",
         type=_cores,
@@ -261,10 +270,16 @@ def _serve(args: argparse.Namespace) -> int:
     servers: list[VLLMServer] = []
     try:
         if args.large:
-            if args.model is not None or args.lora or args.merged or args.enable_lora:
+            if (
+                args.model is not None
+                or args.lora
+                or args.merged
+                or args.enable_lora
+                or args.max_lora_rank is not None
+            ):
                 raise ConfigError(
                     "--large serves the bundled large model alone: drop "
-                    "--model, --lora, --merged and --enable-lora"
+                    "--model, --lora, --merged, --enable-lora and --max-lora-rank"
                 )
             spec = large_spec()
             if args.served_name:
@@ -286,6 +301,9 @@ def _serve(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, host=args.host, port=args.port)
         if args.enable_lora:
             spec = dataclasses.replace(spec, enable_lora=True)
+        if args.max_lora_rank is not None:
+            rank = max(args.max_lora_rank, spec.max_lora_rank)
+            spec = dataclasses.replace(spec, max_lora_rank=rank, enable_lora=True)
         wants = {spec.served_name: args.cores or 1, **dict.fromkeys(args.merged, 1)}
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         merged: dict[str, str] = {}
@@ -306,6 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
                 merged=merged,
                 cores={name: list(cores) for name, cores in plan.items()},
                 ready=ready,
+                max_lora_rank=spec.max_lora_rank if spec.lora_enabled else None,
             )
 
         adapters = tuple(sorted(spec.lora_modules))

@@ -39,6 +39,7 @@ from brickwork.serving.models import (
     ensure_large_model,
 )
 from brickwork.serving.pool import ModelPool, PoolConfig
+from brickwork.serving.profiles import LORA_RANKS
 from brickwork.serving.registry import ServeRecord, running_servers
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "pool_config_for",
     "pool_config_for_url",
     "registered_lora_modules",
+    "serve_rank_problem",
     "shipped_specialists",
     "sync_adapters",
 ]
@@ -118,6 +120,32 @@ def _max_rank(modules: Mapping[str, Path]) -> int:
 
     ranks = [AdapterInfo.read(Path(path)).rank for path in modules.values()]
     return max([MIN_LORA_RANK, *ranks])
+
+
+def serve_rank_problem(rank: int) -> str | None:
+    """Why the serve `LocalServing` would reuse cannot load an adapter of rank `rank`.
+
+    None when it can, when its limit is unknown, or when none is running. `brickwork tune`
+    asks before it trains, so a search over ranks does not fail after an hour of training.
+    """
+    for record in running_servers():
+        if record.served_name != EMBEDDED_MODEL.served_name or _unhealthy_because(record):
+            continue
+        return _rank_problem(record, rank)
+    return None
+
+
+def _rank_problem(record: ServeRecord, rank: int) -> str | None:
+    limit = record.max_lora_rank
+    if limit is None or rank <= limit:
+        return None
+    fits = min((r for r in LORA_RANKS if r >= rank), default=rank)
+    return (
+        f"brickwork serve (pid {record.pid}, port {record.port}) loads LoRA adapters of "
+        f"rank {limit} at most, and this needs rank {rank}: restart it with "
+        f"`brickwork serve --max-lora-rank {fits}`, or stop it (then a private server with "
+        "room for the rank is started)"
+    )
 
 
 def embedded_spec(
@@ -512,6 +540,8 @@ class LocalServing:
         if name in self.adapters:
             return "served"
         if self.record is not None:
+            if (problem := _rank_problem(self.record, _max_rank({name: path}))) is not None:
+                raise ServingError(problem)
             if not load_lora_adapter(self.record.base_url, name, path):
                 raise ServingError(
                     f"brickwork serve (pid {self.record.pid}) cannot load adapter {name!r} "

@@ -26,6 +26,7 @@ from brickwork.errors import ConfigError
 __all__ = [
     "GPU",
     "H100_80GB",
+    "LORA_RANKS",
     "BaseModelProfile",
     "Dtype",
     "InstanceOptions",
@@ -41,7 +42,7 @@ Dtype = Literal["bfloat16", "float16", "float32"]
 _API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 _BYTES_PER_PARAM: dict[str, int] = {"bfloat16": 2, "float16": 2, "float32": 4, "fp8": 1}
 _TP_SIZES = (1, 2, 4, 8)
-_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 _GIB = 2**30
 _EPS = 1e-9
 
@@ -156,8 +157,8 @@ class InstancePlan:
             return f"gpu_memory_utilization {util!r} must be in (0, 1]"
         if not 0 < self.port < 65536:
             return f"port {self.port!r} must be in 1-65535"
-        if self.max_lora_rank not in _LORA_RANKS:
-            return f"max_lora_rank {self.max_lora_rank!r} must be one of {_LORA_RANKS}"
+        if self.max_lora_rank not in LORA_RANKS:
+            return f"max_lora_rank {self.max_lora_rank!r} must be one of {LORA_RANKS}"
         if min(self.max_loras, self.max_num_seqs, self.max_model_len or 1) < 1:
             return "max_loras, max_num_seqs and max_model_len must be at least 1"
         return None

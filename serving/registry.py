@@ -44,6 +44,7 @@ class ServeRecord:
     merged: dict[str, str] = field(default_factory=dict)
     cores: dict[str, list[int]] = field(default_factory=dict)
     ready: bool = True
+    max_lora_rank: int | None = None
 
     @property
     def base_url(self) -> str:

@@ -541,6 +541,13 @@ async def _tune(args: argparse.Namespace, console: Console) -> int:
         names = [name] if len(configs) == 1 else [f"{name}-c{i + 1}" for i in range(len(configs))]
         candidates = [_Candidate(n, c) for n, c in zip(names, configs, strict=True)]
     refit = args.promote and args.refit and not args.adapter
+    ranks = [c.config.rank for c in candidates if c.config is not None]
+    if ranks:  # a running serve that cannot load the adapters: say so before training
+        from brickwork.serving.local import serve_rank_problem
+
+        problem = await asyncio.to_thread(serve_rank_problem, max(ranks))
+        if problem is not None:
+            raise ConfigError(problem)
     for candidate in candidates if not args.adapter else ():
         _check_new(candidate.name)
     if refit:

@@ -123,6 +123,9 @@ async def test_the_counterfactual_is_called_top_tier_when_the_top_is_local() -> 
 def test_serve_large_refuses_options_of_the_small_model(capsys: pytest.CaptureFixture[str]) -> None:
     from brickwork.cli import main
 
-    for extra in (["--merged", "x"], ["--lora", "a=/tmp"], ["--model", "/tmp"], ["--enable-lora"]):
+    for extra in (
+        ["--merged", "x"], ["--lora", "a=/tmp"], ["--model", "/tmp"], ["--enable-lora"],
+        ["--max-lora-rank", "32"],
+    ):  # fmt: skip
         assert main(["serve", "--large", "--port", "18999", *extra]) == 2
         assert "--large serves the bundled large model alone" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,48 @@ async def test_teacher_tool_calls_with_values_nobody_said_are_rejected() -> None
     async with FunctionModel(lambda body: json.dumps(batch)).pool() as pool:
         accepted, rejected, _ = await synthesize(smart_home_skill(), pool, 1, batch=2)
     assert accepted == [Example("Set the thermostat to 70 please", said)] and rejected == 1
+
+
+def test_tune_says_before_training_that_the_running_serve_cannot_load_its_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seen: `--rank 32` with a `brickwork serve` of max rank 16 failed after 21 minutes of
+    training, when the serve refused to load the adapter."""
+    import os
+
+    from brickwork.serving import local, registry
+    from brickwork.serving.models import EMBEDDED_MODEL
+
+    monkeypatch.setenv("BRICKWORK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(local, "_unhealthy_because", lambda record: None)
+    monkeypatch.setattr("brickwork.tune.train.train_adapter", _no_training)
+    lease = registry.ServeLease(9400)
+    lease.acquire()
+    try:
+        record = registry.ServeRecord(
+            pid=os.getpid(), host="127.0.0.1", port=9400, served_name=EMBEDDED_MODEL.served_name,
+            adapters=(), model="/m", log="/l", started_at="2026-12-04T17:00:00+00:00",
+            max_lora_rank=16,
+        )  # fmt: skip
+        lease.publish(record)
+        assert main(["tune", "smart_home", "--name", "wide", "--rank", "32"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "loads LoRA adapters of rank 16 at most, and this needs rank 32" in err
+        assert "brickwork serve --max-lora-rank 32" in err
+        assert local.serve_rank_problem(16) is None
+        lease.publish(dataclasses.replace(record, max_lora_rank=None))  # an older record
+        assert local.serve_rank_problem(32) is None
+    finally:
+        lease.release()
+    assert local.serve_rank_problem(32) is None  # nothing running: a private server fits
+
+
+def _no_training(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("tune trained although the serve could not load the adapter")
+
+
+def test_serve_max_lora_rank_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--large", "--port", "18998", "--max-lora-rank", "32"]) == 2
+    assert "--enable-lora and --max-lora-rank" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--max-lora-rank", "24"])  # not a rank vLLM accepts

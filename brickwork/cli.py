@@ -265,6 +265,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     console = Console(stderr=True)
+    # Ctrl-C or SIGTERM while the instances start stops them too. A handler of our own, not
+    # Python's default: a process started in the background by a non-interactive shell (CI,
+    # nohup) inherits SIGINT ignored, and the start went on through Ctrl-C (seen in CI).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
     lease = ServeLease(args.port)
     lease.acquire()
     servers: list[VLLMServer] = []
@@ -373,6 +378,10 @@ def _serve(args: argparse.Namespace) -> int:
             each.stop()
         lease.release()
     return 0
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _start_merged(

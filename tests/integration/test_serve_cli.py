@@ -81,9 +81,12 @@ def _ready(record: Path) -> bool:
 def _second_serve_places_elsewhere(env: dict[str, str], held: dict[str, list[int]]) -> None:
     """Start another serve while the first is starting; it must take another core."""
     first_cores = {core for cores in held.values() for core in cores}
+    # Started as a non-interactive shell starts a background job (CI, nohup): SIGINT ignored.
+    # Ctrl-C while it starts must still stop it and its vLLM child.
     other = subprocess.Popen(
         [*BRICKWORK, "serve", "--port", str(free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     try:
         assert other.stdout is not None
@@ -97,4 +100,9 @@ def _second_serve_places_elsewhere(env: dict[str, str], held: dict[str, list[int
         assert not placed & first_cores, (line, held)
     finally:
         other.send_signal(signal.SIGINT)
-        other.wait(timeout=120)
+        try:
+            code = other.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            other.kill()  # its vLLM child dies with it (PDEATHSIG)
+            raise AssertionError("Ctrl-C did not stop a starting serve within 60 s") from None
+    assert code == 130, code

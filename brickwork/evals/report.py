@@ -381,9 +381,9 @@ def _esc_cells(mode: str, rate: float, outcomes: dict[str, int]) -> tuple[str, s
     that as an escalation of each node, but nothing was tried below and failed, so a rate of
     100 % and "unscored" outcomes would only mislead.
     """
-    if mode == "frontier" or math.isnan(rate):
-        return "-", "-" if mode == "frontier" else _esc(outcomes)
-    return f"{rate:.0%}", _esc(outcomes)
+    if mode == "frontier":
+        return "-", "-"
+    return ("-" if math.isnan(rate) else f"{rate:.0%}"), _esc(outcomes)
 
 
 def compare_table(report: EvalReport) -> Table:

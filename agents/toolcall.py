@@ -12,6 +12,12 @@ Calls are checked against the user's own words (`brickwork.agents.injection`): w
 the request does not plainly ask for is not executed: `extra["needs_confirmation"]` says why,
 and the graph stops to ask the user (see `graphs.builder`).
 
+With an `EmbeddingKNN` over the examples' answered turns (`choice_examples`), the examples vote
+on the tool first, on the small tier only: a clear vote narrows the call schema to that one
+tool (and a tool without parameters is called without any model call); an unclear vote narrows
+it to the few tools the vote found plausible. Tiers above the small one choose freely, so an
+escalation can undo a wrong vote.
+
 ```python
 agent = ToolCallAgent(smart_home_skill(hub))
 result = await agent.run("Turn on the kitchen lights", pool=pool)
@@ -25,11 +31,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from brickwork.agents.base import AgentResult, Signal, SignalKind, call_with, repair_loop, shots_for
+from brickwork.agents.base import (
+    AgentResult,
+    Attempt,
+    Signal,
+    SignalKind,
+    call_with,
+    repair_loop,
+    shots_for,
+)
 from brickwork.agents.grounding import is_grounded
 from brickwork.agents.injection import injected_call, not_plainly_asked, own_text
 from brickwork.errors import (
@@ -44,10 +59,15 @@ from brickwork.serving.types import Completion, Message
 from brickwork.skills.skill import Example, Skill, ToolContract
 from brickwork.tools.registry import Tool, ToolRegistry, ToolResult
 
+if TYPE_CHECKING:
+    from brickwork.agents.embeddings import EmbeddingKNN, KNNVote
+
 __all__ = [
     "DEFAULT_FEW_SHOT",
+    "DEFAULT_TOOL_KNN_THRESHOLD",
     "ToolCall",
     "ToolCallAgent",
+    "choice_examples",
     "normalise_messages",
     "parse_conversation",
     "tool_signature",
@@ -56,6 +76,9 @@ __all__ = [
 
 DEFAULT_FEW_SHOT = 6
 """Examples shown to the model when the agent is not told how many."""
+
+DEFAULT_TOOL_KNN_THRESHOLD = 0.6
+"""A kNN vote share from which the small tier may call only the voted tool."""
 
 _ANSWER_FORMAT = (
     'Answer with one JSON object {"name": <tool name>, "parameters": {<argument>: <value>}} '
@@ -96,9 +119,14 @@ class ToolCallAgent:
         max_tokens: Upper bound on the generated call.
         grounded: Every argument value must appear in the user's own words (text embedded
             in the request, such as "ignore previous instructions and ...", does not count).
+        knn: A kNN over (user turn -> tool name) examples (see `choice_examples`); on the
+            small tier its vote narrows the tools the model may call.
+        knn_threshold: A vote share from which only the voted tool may be called.
+        max_candidates: Tools left to the model when the vote is unclear.
 
     Raises:
-        SkillError: The skill's contract is not a `ToolContract`.
+        SkillError: The skill's contract is not a `ToolContract`, or a kNN setting is out of
+            range.
     """
 
     def __init__(
@@ -109,6 +137,9 @@ class ToolCallAgent:
         few_shot: int | None = None,
         max_tokens: int = 256,
         grounded: bool = False,
+        knn: EmbeddingKNN | None = None,
+        knn_threshold: float = DEFAULT_TOOL_KNN_THRESHOLD,
+        max_candidates: int = 3,
     ) -> None:
         if not isinstance(skill.contract, ToolContract):
             raise SkillError(
@@ -124,7 +155,15 @@ class ToolCallAgent:
         self.execute = execute
         self.few_shot = DEFAULT_FEW_SHOT if few_shot is None else few_shot
         self.max_tokens = max_tokens
+        if not 0.0 < knn_threshold <= 1.0 or max_candidates < 1:
+            raise SkillError(
+                f"knn_threshold={knn_threshold!r} must be in (0, 1] and "
+                f"max_candidates={max_candidates!r} 1 or more"
+            )
         self.grounded = grounded
+        self.knn = knn
+        self.knn_threshold = knn_threshold
+        self.max_candidates = max_candidates
         self._schema = self.registry.call_schema()
 
     def system_prompt(self) -> str:
@@ -177,7 +216,11 @@ class ToolCallAgent:
             UnknownModelError: No endpoint serves the model (a configuration error).
         """
         logical = model or self.skill.binding.logical_name
-        send = call_with(pool, logical, json_schema=self._schema, max_tokens=self.max_tokens)
+        turns = parse_conversation(input) if isinstance(input, str) else normalise_messages(input)
+        extra: dict[str, Any] = {"model": logical, "tool_result": None, "needs_confirmation": None}
+        tools = await self._vote(turns, pool, logical, extra)
+        schema = self.registry.call_schema(only=tools) if tools else self._schema
+        send = call_with(pool, logical, json_schema=schema, max_tokens=self.max_tokens)
         finish_reasons: list[str | None] = []
 
         async def call(messages: Sequence[Message]) -> Completion:
@@ -185,7 +228,6 @@ class ToolCallAgent:
             finish_reasons.append(completion.finish_reason)
             return completion
 
-        turns = parse_conversation(input) if isinstance(input, str) else normalise_messages(input)
         said = _user_text(turns)
         own = own_text(said)
 
@@ -198,17 +240,28 @@ class ToolCallAgent:
                 errors += [planted] if planted else []
                 if errors:
                     value, kind = None, "invalid_arguments"
-            if errors and finish_reasons[-1] == "length":
+            if errors and finish_reasons and finish_reasons[-1] == "length":
                 errors.insert(0, _CUT_OFF.format(limit=self.max_tokens))
             return value, errors, kind
 
-        value, attempts, signals = await repair_loop(
-            self.messages(input, few_shot=shots_for(logical, self.few_shot)),
-            call,
-            validate,
-            max_repairs=self.skill.thresholds.max_repairs,
-        )
-        extra: dict[str, Any] = {"model": logical, "tool_result": None, "needs_confirmation": None}
+        value: Any = None
+        attempts: list[Attempt] = []
+        signals: list[Signal] = []
+        if (
+            tools
+            and len(tools) == 1
+            and not self.registry.get(tools[0]).parameters.get("properties")
+        ):
+            # The vote is clear and the tool takes nothing: no model call can add anything.
+            value, _, _ = await validate(json.dumps({"name": tools[0], "parameters": {}}))
+            extra["knn"]["decided"] = value is not None
+        if value is None:
+            value, attempts, signals = await repair_loop(
+                self.messages(input, few_shot=shots_for(logical, self.few_shot)),
+                call,
+                validate,
+                max_repairs=self.skill.thresholds.max_repairs,
+            )
         if isinstance(value, ToolCall):
             extra["needs_confirmation"] = self.confirmation_needed(value, said)
         if isinstance(value, ToolCall) and self.execute and extra["needs_confirmation"] is None:
@@ -221,9 +274,34 @@ class ToolCallAgent:
             value=value if isinstance(value, ToolCall) else None,
             signals=tuple(signals),
             attempts=tuple(attempts),
-            method=logical.partition(":")[0],
+            method="knn" if extra.get("knn", {}).get("decided") else logical.partition(":")[0],
             extra=extra,
         )
+
+    async def _vote(
+        self, turns: Sequence[Message], pool: ModelPool, logical: str, extra: dict[str, Any]
+    ) -> tuple[str, ...]:
+        """The tools the small tier may call after the kNN vote (empty: every tool).
+
+        Tiers above the small one are not narrowed: an escalation chooses freely.
+        """
+        if self.knn is None or not _bottom_tier(pool, logical):
+            return ()
+        from brickwork.agents.embeddings import query_text
+
+        started = time.perf_counter()
+        try:
+            vote = await self.knn.aclassify(query_text(turns))
+        except SkillError:
+            return ()  # no user text to vote on: the model sees every tool
+        known = {tool.name for tool in self.registry}
+        if vote.share >= self.knn_threshold:
+            tools: tuple[str, ...] = (vote.label,)
+        else:
+            tools = vote.candidates(self.max_candidates)
+        tools = tuple(name for name in tools if name in known)
+        extra["knn"] = _vote_record(vote, tools, time.perf_counter() - started)
+        return tools
 
     def _validate(self, text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
         try:
@@ -269,6 +347,59 @@ class ToolCallAgent:
         if found.timeout_s is not None:
             limit = min(limit, found.timeout_s)
         return await self.registry.execute(value.name, value.parameters, timeout_s=limit)
+
+
+def choice_examples(examples: Iterable[Example]) -> list[Example]:
+    """(user turn -> tool name) examples for a tool-choice kNN, from a tool skill's examples.
+
+    Every answered turn counts: the final user turn of an example with its output's name, and
+    each earlier user turn answered by exactly one tool call in the history with that call's
+    name. Turns without text or a tool name are skipped.
+    """
+    found: list[Example] = []
+    for example in examples:
+        history = example.messages()
+        said: str | None = None
+        for message in history:
+            if message.get("role") == "user":
+                said = _text(message.get("content")) or None
+                continue
+            calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+            if said and isinstance(calls, list) and len(calls) == 1:
+                name = _call_name(calls[0])
+                if name:
+                    found.append(Example(said, name))
+            said = None
+        name = _call_name(example.output)
+        if said and name:
+            found.append(Example(said, name))
+    return found
+
+
+def _call_name(call: Any) -> str | None:
+    if not isinstance(call, Mapping):
+        return None
+    spec = call.get("function", call)
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _bottom_tier(pool: ModelPool, logical: str) -> bool:
+    """Whether `logical` runs on the ladder's first rung (or the pool has no ladder)."""
+    ladder = pool.tiers
+    if not ladder:
+        return logical.partition(":")[0] != "frontier"
+    return pool.tier_of(logical) == ladder[0]
+
+
+def _vote_record(vote: KNNVote, tools: Sequence[str], latency_s: float) -> dict[str, Any]:
+    return {
+        "label": vote.label,
+        "share": round(vote.share, 4),
+        "tools": list(tools),
+        "decided": False,
+        "latency_s": latency_s,
+    }
 
 
 def ungrounded_arguments(parameters: Mapping[str, Any], said: str) -> list[str]:

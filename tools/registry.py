@@ -344,14 +344,24 @@ class ToolRegistry:
             for t in self
         ]
 
-    def call_schema(self) -> dict[str, Any]:
+    def call_schema(self, only: Iterable[str] | None = None) -> dict[str, Any]:
         """JSON schema of one call `{"name": ..., "parameters": {...}}`, for constrained decoding.
 
+        Args:
+            only: Allow only these tools (default: every tool of the registry).
+
         Raises:
-            ConfigError: The registry is empty.
+            ConfigError: The registry is empty, or `only` names no tool of it.
         """
         if not self._tools:
             raise ConfigError("the tool registry is empty; add at least one tool")
+        allowed = None if only is None else set(only)
+        tools = [t for t in self if allowed is None or t.name in allowed]
+        if not tools:
+            raise ConfigError(
+                f"none of {sorted(allowed or ())} is a tool of this registry; "
+                f"known: {sorted(self._tools)}"
+            )
         return {
             "anyOf": [
                 {
@@ -363,7 +373,7 @@ class ToolRegistry:
                     "required": ["name", "parameters"],
                     "additionalProperties": False,
                 }
-                for t in self
+                for t in tools
             ]
         }
 

@@ -354,7 +354,7 @@ class _RowAgents:
         from brickwork.agents.extract import ExtractAgent
         from brickwork.agents.intent import IntentAgent
         from brickwork.agents.sql import SQLAgent
-        from brickwork.agents.toolcall import ToolCallAgent
+        from brickwork.agents.toolcall import ToolCallAgent, choice_examples
 
         if key in self._agents:
             return self._agents[key]
@@ -364,7 +364,8 @@ class _RowAgents:
         if kind == "intent":
             agent: Any = IntentAgent(skill, knn=self._knn(kept) if self.knn else None)
         elif kind == "toolcall":
-            agent = ToolCallAgent(skill, execute=False, grounded=self.grounded)
+            knn = self._knn(choice_examples(kept)) if self.knn else None
+            agent = ToolCallAgent(skill, execute=False, grounded=self.grounded, knn=knn)
         elif kind == "extract":
             agent = ExtractAgent(skill)
         else:

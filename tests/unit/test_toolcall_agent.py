@@ -405,3 +405,153 @@ async def test_grounded_agent_repairs_made_up_values_then_signals() -> None:
     repair = model.requests[1]["messages"][-1]["content"]
     assert "scene='away' does not appear in the request" in repair
     assert hub.scene != "away"
+
+
+# -- the tool-choice kNN ----------------------------------------------------------------------
+
+CHOICE_AXES = ("lights", "door", "bye")
+
+
+def _axis_encoder(texts: list[str]) -> Any:
+    """One axis per keyword, plus a constant axis so no text embeds to zero."""
+    import numpy as np
+
+    return np.array(
+        [[float(t.lower().count(axis)) for axis in CHOICE_AXES] + [0.01] for t in texts]
+    )
+
+
+def _choice_skill() -> Skill:
+    registry = ToolRegistry()
+
+    @registry.add
+    def toggle_lights(room: Literal["kitchen", "office"], state: Literal["on", "off"]) -> str:
+        """Switch lights."""
+        return "done"
+
+    @registry.add
+    def lock_door(door: Literal["front", "back"]) -> str:
+        """Lock a door."""
+        return "locked"
+
+    @registry.add
+    def goodbye() -> str:
+        """The user ends the conversation."""
+        return "bye"
+
+    examples = [
+        Example(
+            [
+                {"role": "user", "content": "lights on in the kitchen"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"function": {"name": "toggle_lights", "arguments": {"room": "kitchen"}}}
+                    ],
+                },
+                {"role": "user", "content": "bye now"},
+            ],
+            {"name": "goodbye", "parameters": {}},
+        ),
+        Example("lock the front door", {"name": "lock_door", "parameters": {"door": "front"}}),
+        Example(
+            "office lights off",
+            {"name": "toggle_lights", "parameters": {"room": "office", "state": "off"}},
+        ),
+    ]
+    return Skill("home", "Call one tool.", ToolContract(registry), examples)
+
+
+def _choice_knn(skill: Skill, **kw: Any) -> Any:
+    from brickwork.agents.embeddings import EmbeddingKNN
+    from brickwork.agents.toolcall import choice_examples
+
+    return EmbeddingKNN.from_examples(choice_examples(skill.examples), encoder=_axis_encoder, **kw)
+
+
+def test_choice_examples_take_every_answered_turn() -> None:
+    from brickwork.agents.toolcall import choice_examples
+
+    found = choice_examples(_choice_skill().examples)
+    assert [(e.input, e.output) for e in found] == [
+        ("lights on in the kitchen", "toggle_lights"),
+        ("bye now", "goodbye"),
+        ("lock the front door", "lock_door"),
+        ("office lights off", "toggle_lights"),
+    ]
+    # A turn answered by two calls, or by text, names no single tool: skipped.
+    two = Example(
+        [
+            {"role": "user", "content": "both"},
+            {"role": "assistant", "tool_calls": [{"name": "a"}, {"name": "b"}]},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "bye"},
+        ],
+        {"name": "goodbye", "parameters": {}},
+    )
+    assert [(e.input, e.output) for e in choice_examples([two])] == [("bye", "goodbye")]
+
+
+def test_call_schema_can_allow_only_some_tools() -> None:
+    registry = _choice_skill().contract.registry  # type: ignore[attr-defined]
+    schema = registry.call_schema(only=["lock_door"])
+    assert [b["properties"]["name"] for b in schema["anyOf"]] == [{"const": "lock_door"}]
+    with pytest.raises(Exception, match="none of \\['nope'\\]"):
+        registry.call_schema(only=["nope"])
+
+
+async def test_a_clear_vote_for_a_tool_without_parameters_needs_no_model_call() -> None:
+    skill = _choice_skill()
+    agent = ToolCallAgent(skill, execute=False, knn=_choice_knn(skill))
+    result, model = await _run(agent, [], text="ok bye")
+    assert model.requests == []
+    assert result.value == ToolCall("goodbye", {}) and result.method == "knn"
+    assert result.extra["knn"]["decided"] is True and result.extra["knn"]["tools"] == ["goodbye"]
+
+
+async def test_a_clear_vote_narrows_the_schema_to_the_voted_tool() -> None:
+    skill = _choice_skill()
+    agent = ToolCallAgent(skill, execute=False, knn=_choice_knn(skill))
+    call = '{"name": "lock_door", "parameters": {"door": "back"}}'
+    result, model = await _run(agent, [call], text="the back door please")
+    schema = _body(model)["response_format"]["json_schema"]["schema"]
+    assert [b["properties"]["name"] for b in schema["anyOf"]] == [{"const": "lock_door"}]
+    assert result.value == ToolCall("lock_door", {"door": "back"}) and result.method == "slm"
+    # The prompt still lists every tool: only the schema is narrowed.
+    assert "goodbye()" in _body(model)["messages"][0]["content"]
+
+
+async def test_an_unclear_vote_leaves_its_candidates_and_the_top_tier_chooses_freely() -> None:
+    skill = _choice_skill()
+    knn = _choice_knn(skill, k=4)
+    agent = ToolCallAgent(skill, execute=False, knn=knn, knn_threshold=0.9, max_candidates=2)
+    model = ScriptedModel(
+        [
+            '{"name": "lock_door", "parameters": {"door": "front"}}',
+            '{"name": "goodbye", "parameters": {}}',
+        ]
+    )
+    async with model.pool(tiers=("slm", "large")) as pool:
+        small = await agent.run("lights door", pool=pool, model="slm")
+        large = await agent.run("lights door", pool=pool, model="large")
+    slm_schema = _body(model, 0)["response_format"]["json_schema"]["schema"]
+    assert [b["properties"]["name"]["const"] for b in slm_schema["anyOf"]] == [
+        "toggle_lights",
+        "lock_door",
+    ]
+    assert small.extra["knn"]["share"] < 0.9 and small.value == ToolCall(
+        "lock_door", {"door": "front"}
+    )
+    assert _body(model, 1)["response_format"]["json_schema"]["schema"] == (
+        skill.contract.registry.call_schema()  # type: ignore[attr-defined]
+    )
+    assert "knn" not in large.extra and large.value == ToolCall("goodbye", {})
+
+
+def test_knn_settings_out_of_range_are_refused() -> None:
+    with pytest.raises(SkillError, match="knn_threshold"):
+        ToolCallAgent(_choice_skill(), knn_threshold=0.0)
+    with pytest.raises(SkillError, match="max_candidates"):
+        ToolCallAgent(_choice_skill(), max_candidates=0)

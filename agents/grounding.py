@@ -23,7 +23,14 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["CURRENCY_WORDS", "is_grounded", "normalise_text", "said_numbers", "ungrounded_values"]
+__all__ = [
+    "CURRENCY_WORDS",
+    "is_grounded",
+    "normalise_text",
+    "overlooked_choices",
+    "said_numbers",
+    "ungrounded_values",
+]
 
 #: How each currency code may be said.
 CURRENCY_WORDS: Mapping[str, tuple[str, ...]] = {
@@ -107,6 +114,39 @@ def ungrounded_values(
         f"{path}={value!r} does not appear in the request; use only values the user gave "
         "(leave an optional field out when the user did not give it)"
     ]
+
+
+def overlooked_choices(
+    parameters: Mapping[str, Any], schema: Mapping[str, Any], turn: str
+) -> list[str]:
+    """A message for every closed-choice argument whose choice the user named but the call missed.
+
+    The converse of grounding: when the user's turn names one of an argument's enum values as
+    a whole word ("on heat mode" for `mode: heat|cool|auto`), the call must set that argument
+    to a value the turn names. Leaving it out ("set_thermostat(temperature=75)") or setting
+    another value ("unlock the front door" -> `state='lock'`) is an error a repair turn can
+    fix. Only string enums of the tool's own parameters are checked, against `turn` alone (the
+    last user turn: earlier turns may name other rooms or doors).
+
+    Args:
+        parameters: The call's arguments.
+        schema: The tool's parameters JSON schema (an object with `properties`).
+        turn: The user's last turn.
+    """
+    text = normalise_text(turn)
+    problems = []
+    properties = schema.get("properties")
+    for name, spec in (properties if isinstance(properties, Mapping) else {}).items():
+        options = spec.get("enum") if isinstance(spec, Mapping) else None
+        if not isinstance(options, list):
+            continue
+        named = [o for o in options if isinstance(o, str) and _contains(text, normalise_text(o))]
+        if not named or parameters.get(name) in named:
+            continue
+        choices = " or ".join(repr(o) for o in named)
+        got = f"{name}={parameters[name]!r}" if name in parameters else f"no {name}"
+        problems.append(f"the user said {choices} (a value of {name}) but the call has {got}")
+    return problems
 
 
 def _contains(text: str, word: str) -> bool:

@@ -8,7 +8,8 @@ the skill's time limit; tool errors and timeouts become signals (the small model
 repair them: the call is kept and reported).
 
 Calls are checked against the user's own words (`brickwork.agents.injection`): with
-`grounded=True` every argument value must appear in them, and a call of a `sensitive` tool that
+`grounded=True` every argument value must appear in them and every closed choice the last turn
+names ("on heat mode") must be in the call, and a call of a `sensitive` tool that
 the request does not plainly ask for is not executed: `extra["needs_confirmation"]` says why,
 and the graph stops to ask the user (see `graphs.builder`).
 
@@ -45,7 +46,7 @@ from brickwork.agents.base import (
     repair_loop,
     shots_for,
 )
-from brickwork.agents.grounding import is_grounded
+from brickwork.agents.grounding import is_grounded, overlooked_choices
 from brickwork.agents.injection import injected_call, not_plainly_asked, own_text
 from brickwork.errors import (
     SkillError,
@@ -118,7 +119,9 @@ class ToolCallAgent:
         few_shot: How many of the skill's examples to show (`DEFAULT_FEW_SHOT` if None).
         max_tokens: Upper bound on the generated call.
         grounded: Every argument value must appear in the user's own words (text embedded
-            in the request, such as "ignore previous instructions and ...", does not count).
+            in the request, such as "ignore previous instructions and ...", does not count),
+            and a closed choice the user's last turn names must be in the call
+            (`agents.grounding.overlooked_choices`).
         knn: A kNN over (user turn -> tool name) examples (see `choice_examples`); on the
             small tier its vote narrows the tools the model may call.
         knn_threshold: A vote share from which only the voted tool may be called.
@@ -230,11 +233,16 @@ class ToolCallAgent:
 
         said = _user_text(turns)
         own = own_text(said)
+        users = [m for m in turns if m.get("role") == "user"]
+        last_turn = own_text(_text(users[-1].get("content"))) if users else ""
 
         async def validate(text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
             value, errors, kind = self._validate(text)
             if value is not None and self.grounded:
                 errors = ungrounded_arguments(value.parameters, own)
+                errors += overlooked_choices(
+                    value.parameters, self.registry.get(value.name).parameters, last_turn
+                )
                 found = self.registry.get(value.name)
                 planted = injected_call(value.name, said, verbs=found.verbs)
                 errors += [planted] if planted else []

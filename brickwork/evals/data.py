@@ -298,8 +298,9 @@ EXPECTATIONS: dict[str, Callable[[dict[str, Any]], Callable[[EvalRow], Expectati
 def load_target(ref: str, *, knn: bool = False) -> EvalTarget:
     """A graph by reference, or a skill folder (or its `job_description.json`) as one node.
 
-    `knn` lets an intent skill folder's examples vote first (the MiniLM kNN the example graphs'
-    intent nodes use; the row itself left out), the small model deciding only when unsure.
+    `knn` lets a skill folder's examples vote first (a MiniLM kNN; the row itself left out):
+    on an intent, the small model decides only when the vote is unsure (as the example graphs'
+    intent nodes do); on a tool call, the vote narrows the tools the small tier may call.
 
     Raises:
         ConfigError: Unknown target, or a graph that has no expectation mapping.

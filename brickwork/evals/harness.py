@@ -139,8 +139,9 @@ async def arun_eval(
         store: Save every run here (tenant "eval", source "eval"), for the TUI, each with
             its verdict events (the labels of `brickwork route train --source eval`).
         console: Where the progress bar goes (None: a rich console on stderr).
-        knn: An intent skill folder's examples vote first (MiniLM kNN, the row left out), as
-            in the example graphs' intent nodes.
+        knn: An intent or tool-call skill folder's examples vote first (MiniLM kNN, the row
+            left out): on the intent, as in the example graphs' intent nodes; on the tool,
+            narrowing what the small tier may call (see `agents.toolcall`).
         margins: The knob values of the routed mode, one routed run of the rows each
             (default: `brickwork.routing.DEFAULT_MARGIN`).
         split: Evaluate only this part of the rows (`Split("train")` / `Split("test")`).
@@ -474,8 +475,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--knn",
         action="store_true",
-        help="intent skill folders: the examples vote first (MiniLM kNN, the row left out) "
-        "and the small model decides only when unsure, as the example graphs' intent nodes do",
+        help="intent and tool-call skill folders: the examples vote first (MiniLM kNN, the "
+        "row left out). Intent: the small model decides only when unsure, as the example "
+        "graphs' intent nodes do. Tool calls: the vote narrows the tools the small tier may "
+        "call (to one when clear; a tool without parameters is then called with no model "
+        "call); tiers above choose freely",
     )
     parser.add_argument(
         "--margin",

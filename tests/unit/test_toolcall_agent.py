@@ -555,3 +555,52 @@ def test_knn_settings_out_of_range_are_refused() -> None:
         ToolCallAgent(_choice_skill(), knn_threshold=0.0)
     with pytest.raises(SkillError, match="max_candidates"):
         ToolCallAgent(_choice_skill(), max_candidates=0)
+
+
+# -- closed choices the user named --------------------------------------------------------------
+
+THERMOSTAT = {
+    "type": "object",
+    "properties": {
+        "temperature": {"type": "integer"},
+        "mode": {"type": "string", "enum": ["heat", "cool", "auto"]},
+        "room": {"type": "string", "enum": ["living_room", "bedroom"]},
+    },
+}
+
+
+def test_a_named_choice_left_out_or_contradicted_is_reported() -> None:
+    from brickwork.agents.grounding import overlooked_choices
+
+    turn = "Bump it up to 75 on heat mode in the living room"
+    assert overlooked_choices({"temperature": 75}, THERMOSTAT, turn) == [
+        "the user said 'heat' (a value of mode) but the call has no mode",
+        "the user said 'living_room' (a value of room) but the call has no room",
+    ]
+    full = {"temperature": 75, "mode": "heat", "room": "living_room"}
+    assert overlooked_choices(full, THERMOSTAT, turn) == []
+    # Another value than the one named; whole words only ("heated" names nothing).
+    assert overlooked_choices({"mode": "cool"}, THERMOSTAT, "set the heat to 70") == [
+        "the user said 'heat' (a value of mode) but the call has mode='cool'"
+    ]
+    assert overlooked_choices({}, THERMOSTAT, "the heated floor") == []
+    # Two values named: either one will do.
+    assert overlooked_choices({"mode": "auto"}, THERMOSTAT, "heat or auto?") == []
+
+
+async def test_grounded_calls_get_a_repair_turn_for_a_named_choice_left_out() -> None:
+    hub = SmartHomeHub()
+    agent = ToolCallAgent(smart_home_skill(hub), grounded=True, execute=False, few_shot=0)
+    history = [
+        {"role": "user", "content": "Turn on the bedroom lights"},
+        {"role": "assistant", "content": KITCHEN_ON},
+        {"role": "user", "content": "Lock the front door"},
+    ]
+    partial = '{"name": "lock_door", "parameters": {"door": "front"}}'
+    full = '{"name": "lock_door", "parameters": {"door": "front", "state": "lock"}}'
+    result, model = await _run(agent, [partial, full], text=history)
+    assert result.value == ToolCall("lock_door", {"door": "front", "state": "lock"})
+    repair = _body(model, 1)["messages"][-1]["content"]
+    assert "the user said 'lock' (a value of state) but the call has no state" in repair
+    # Only the last turn counts: "on" and "bedroom" were said before, for another call.
+    assert "bedroom" not in repair and "'on'" not in repair

@@ -122,11 +122,11 @@ def overlooked_choices(
     """A message for every closed-choice argument whose choice the user named but the call missed.
 
     The converse of grounding: when the user's turn names one of an argument's enum values as
-    a whole word ("on heat mode" for `mode: heat|cool|auto`), the call must set that argument
-    to a value the turn names. Leaving it out ("set_thermostat(temperature=75)") or setting
-    another value ("unlock the front door" -> `state='lock'`) is an error a repair turn can
-    fix. Only string enums of the tool's own parameters are checked, against `turn` alone (the
-    last user turn: earlier turns may name other rooms or doors).
+    whole words or in the plural ("on heat mode" for `mode: heat|cool|auto`), the call must set
+    that argument to a value the turn names. Leaving it out ("set_thermostat(temperature=75)")
+    or setting another value ("unlock the front door" -> `state='lock'`) is an error a repair
+    turn can fix. Only string enums of the tool's own parameters are checked, against `turn`
+    alone (the last user turn: earlier turns may name other rooms or doors).
 
     Args:
         parameters: The call's arguments.
@@ -140,13 +140,18 @@ def overlooked_choices(
         options = spec.get("enum") if isinstance(spec, Mapping) else None
         if not isinstance(options, list):
             continue
-        named = [o for o in options if isinstance(o, str) and _contains(text, normalise_text(o))]
+        named = [o for o in options if isinstance(o, str) and _names(text, normalise_text(o))]
         if not named or parameters.get(name) in named:
             continue
         choices = " or ".join(repr(o) for o in named)
         got = f"{name}={parameters[name]!r}" if name in parameters else f"no {name}"
         problems.append(f"the user said {choices} (a value of {name}) but the call has {got}")
     return problems
+
+
+def _names(text: str, value: str) -> bool:
+    """Whether `text` names `value` as whole words, or its plural ("doors" for "door")."""
+    return bool(value) and any(_contains(text, form) for form in (value, f"{value}s", f"{value}es"))
 
 
 def _contains(text: str, word: str) -> bool:

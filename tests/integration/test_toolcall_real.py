@@ -174,3 +174,20 @@ async def test_cut_off_output_is_repaired_once_then_signalled(slm_pool: ModelPoo
     assert "not JSON" in repair.messages[-1]["content"]
     assert "cut off at the 3-token limit" in repair.messages[-1]["content"]
     assert first.errors[0] in repair.messages[-1]["content"]
+
+
+async def test_a_clear_tool_vote_binds_the_real_models_call(slm_pool: ModelPool) -> None:
+    """The real MiniLM kNN over the skill's answered turns narrows vLLM's constrained decoding."""
+    from brickwork.agents.embeddings import EmbeddingKNN
+    from brickwork.agents.toolcall import choice_examples
+
+    skill = smart_home_skill(SmartHomeHub())
+    knn = EmbeddingKNN.from_examples(choice_examples(skill.examples))
+    agent = ToolCallAgent(skill, execute=False, knn=knn, knn_threshold=0.5)
+    result = await agent.run("Please unlock the side door for the delivery", pool=slm_pool)
+    vote = result.extra["knn"]
+    print("vote:", vote, "call:", result.value, [a.output for a in result.attempts])
+    assert vote["tools"] == [vote["label"]] and vote["share"] >= 0.5
+    for attempt in result.attempts:  # whatever it answers, only the voted tool could be written
+        assert attempt.output is not None and json.loads(attempt.output)["name"] == vote["label"]
+    assert result.value is not None or result.signals

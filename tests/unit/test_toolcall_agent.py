@@ -584,8 +584,10 @@ def test_a_named_choice_left_out_or_contradicted_is_reported() -> None:
         "the user said 'heat' (a value of mode) but the call has mode='cool'"
     ]
     assert overlooked_choices({}, THERMOSTAT, "the heated floor") == []
-    # Two values named: either one will do.
+    # Two values named: either one will do ("doors" names "door": the plural counts).
     assert overlooked_choices({"mode": "auto"}, THERMOSTAT, "heat or auto?") == []
+    status = {"properties": {"device_type": {"enum": ["lights", "door", "all"]}}}
+    assert overlooked_choices({"device_type": "door"}, status, "Are all the doors locked?") == []
 
 
 async def test_grounded_calls_get_a_repair_turn_for_a_named_choice_left_out() -> None:

@@ -213,6 +213,19 @@ class EmbeddingKNN:
         np.fill_diagonal(similarities, -np.inf)
         return [self._vote(row) for row in similarities]
 
+    def clear_vote_precision(self, threshold: float) -> tuple[int, int]:
+        """How often a clear leave-one-out vote (share >= `threshold`) names the right label.
+
+        Returns:
+            (right, clear): clear votes that named the example's own label, and clear votes.
+        """
+        clear = [
+            (vote.label, label)
+            for vote, label in zip(self.leave_one_out(), self._example_labels, strict=True)
+            if vote.share >= threshold
+        ]
+        return sum(voted == label for voted, label in clear), len(clear)
+
     def _vote(self, similarities: NDArray[Any]) -> KNNVote:
         import numpy as np
 

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FEW_SHOT",
     "DEFAULT_TOOL_KNN_THRESHOLD",
+    "MIN_VOTE_PRECISION",
     "ToolCall",
     "ToolCallAgent",
     "choice_examples",
@@ -80,6 +81,10 @@ DEFAULT_FEW_SHOT = 6
 
 DEFAULT_TOOL_KNN_THRESHOLD = 0.6
 """A kNN vote share from which the small tier may call only the voted tool."""
+
+MIN_VOTE_PRECISION = 0.9
+"""The vote is used only when its clear votes on its own examples (each left out) were right
+at least this often: a vote that misleads binds the small tier to a wrong tool."""
 
 _ANSWER_FORMAT = (
     'Answer with one JSON object {"name": <tool name>, "parameters": {<argument>: <value>}} '
@@ -126,6 +131,9 @@ class ToolCallAgent:
             small tier its vote narrows the tools the model may call.
         knn_threshold: A vote share from which only the voted tool may be called.
         max_candidates: Tools left to the model when the vote is unclear.
+        min_vote_precision: The vote is used only if its clear votes on its own examples,
+            each left out, were right at least this often (`vote_precision`); otherwise
+            every tool stays open and `extra["knn"]` says why.
 
     Raises:
         SkillError: The skill's contract is not a `ToolContract`, or a kNN setting is out of
@@ -143,6 +151,7 @@ class ToolCallAgent:
         knn: EmbeddingKNN | None = None,
         knn_threshold: float = DEFAULT_TOOL_KNN_THRESHOLD,
         max_candidates: int = 3,
+        min_vote_precision: float = MIN_VOTE_PRECISION,
     ) -> None:
         if not isinstance(skill.contract, ToolContract):
             raise SkillError(
@@ -167,6 +176,12 @@ class ToolCallAgent:
         self.knn = knn
         self.knn_threshold = knn_threshold
         self.max_candidates = max_candidates
+        self.min_vote_precision = min_vote_precision
+        #: Share of the kNN's clear leave-one-out votes that were right (None: no kNN).
+        self.vote_precision: float | None = None
+        if knn is not None:
+            right, clear = knn.clear_vote_precision(knn_threshold)
+            self.vote_precision = right / clear if clear else 0.0
         self._schema = self.registry.call_schema()
 
     def system_prompt(self) -> str:
@@ -294,6 +309,14 @@ class ToolCallAgent:
         Tiers above the small one are not narrowed: an escalation chooses freely.
         """
         if self.knn is None or not _bottom_tier(pool, logical):
+            return ()
+        if (self.vote_precision or 0.0) < self.min_vote_precision:
+            extra["knn"] = {
+                "unused": f"its clear votes on its own examples were right "
+                f"{self.vote_precision or 0.0:.0%} of the time, below "
+                f"{self.min_vote_precision:.0%}: every tool stays open",
+                "decided": False,
+            }
             return ()
         from brickwork.agents.embeddings import query_text
 

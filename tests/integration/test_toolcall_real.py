@@ -183,7 +183,11 @@ async def test_a_clear_tool_vote_binds_the_real_models_call(slm_pool: ModelPool)
 
     skill = smart_home_skill(SmartHomeHub())
     knn = EmbeddingKNN.from_examples(choice_examples(skill.examples))
-    agent = ToolCallAgent(skill, execute=False, knn=knn, knn_threshold=0.5)
+    # The skill's 15 examples are too few for a vote to trust (measured: half of its clear
+    # leave-one-out votes were wrong), so by default the agent leaves every tool open.
+    guarded = ToolCallAgent(skill, execute=False, knn=knn)
+    assert guarded.vote_precision is not None and guarded.vote_precision < 0.9
+    agent = ToolCallAgent(skill, execute=False, knn=knn, knn_threshold=0.5, min_vote_precision=0)
     result = await agent.run("Please unlock the side door for the delivery", pool=slm_pool)
     vote = result.extra["knn"]
     print("vote:", vote, "call:", result.value, [a.output for a in result.attempts])

@@ -455,6 +455,8 @@ def _choice_skill() -> Skill:
             {"name": "goodbye", "parameters": {}},
         ),
         Example("lock the front door", {"name": "lock_door", "parameters": {"door": "front"}}),
+        Example("lock the back door", {"name": "lock_door", "parameters": {"door": "back"}}),
+        Example("bye bye", {"name": "goodbye", "parameters": {}}),
         Example(
             "office lights off",
             {"name": "toggle_lights", "parameters": {"room": "office", "state": "off"}},
@@ -478,6 +480,8 @@ def test_choice_examples_take_every_answered_turn() -> None:
         ("lights on in the kitchen", "toggle_lights"),
         ("bye now", "goodbye"),
         ("lock the front door", "lock_door"),
+        ("lock the back door", "lock_door"),
+        ("bye bye", "goodbye"),
         ("office lights off", "toggle_lights"),
     ]
     # A turn answered by two calls, or by text, names no single tool: skipped.
@@ -606,3 +610,27 @@ async def test_grounded_calls_get_a_repair_turn_for_a_named_choice_left_out() ->
     assert "the user said 'lock' (a value of state) but the call has no state" in repair
     # Only the last turn counts: "on" and "bedroom" were said before, for another call.
     assert "bedroom" not in repair and "'on'" not in repair
+
+
+async def test_a_vote_that_misleads_on_its_own_examples_is_not_used() -> None:
+    from brickwork.agents.embeddings import EmbeddingKNN
+    from brickwork.agents.toolcall import choice_examples
+
+    skill = _choice_skill()
+    trusted = ToolCallAgent(skill, execute=False, knn=_choice_knn(skill))
+    assert trusted.vote_precision == 1.0
+    # One example per tool but the lights: every clear leave-one-out vote says toggle_lights.
+    few = [
+        e
+        for e in choice_examples(skill.examples)
+        if e.input not in ("bye bye", "lock the back door")
+    ]
+    knn = EmbeddingKNN.from_examples(few, encoder=_axis_encoder)
+    agent = ToolCallAgent(skill, execute=False, knn=knn)
+    assert agent.vote_precision == pytest.approx(0.5)
+    result, model = await _run(agent, ['{"name": "goodbye", "parameters": {}}'], text="ok bye")
+    assert _body(model)["response_format"]["json_schema"]["schema"] == (
+        skill.contract.registry.call_schema()  # type: ignore[attr-defined]
+    )
+    assert "right 50% of the time, below 90%" in result.extra["knn"]["unused"]
+    assert result.method == "slm" and result.value == ToolCall("goodbye", {})

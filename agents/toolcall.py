@@ -8,10 +8,12 @@ the skill's time limit; tool errors and timeouts become signals (the small model
 repair them: the call is kept and reported).
 
 Calls are checked against the user's own words (`brickwork.agents.injection`): with
-`grounded=True` every argument value must appear in them and every closed choice the last turn
-names ("on heat mode") must be in the call, and a call of a `sensitive` tool that
-the request does not plainly ask for is not executed: `extra["needs_confirmation"]` says why,
-and the graph stops to ask the user (see `graphs.builder`).
+`grounded=True` every argument value must appear in them (except a label's, such as
+`intent_unclear.reason`: the examples show which values are judged rather than said) and
+every closed choice the last turn names ("on heat mode") must be in the call (the call schema
+pins such a choice, so constrained decoding cannot leave it out), and a call of a `sensitive`
+tool that the request does not plainly ask for is not executed: `extra["needs_confirmation"]`
+says why, and the graph stops to ask the user (see `graphs.builder`).
 
 With an `EmbeddingKNN` over the examples' answered turns (`choice_examples`), the examples vote
 on the tool first, on the small tier only: a clear vote narrows the call schema to that one
@@ -33,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +48,13 @@ from brickwork.agents.base import (
     repair_loop,
     shots_for,
 )
-from brickwork.agents.grounding import is_grounded, overlooked_choices
+from brickwork.agents.grounding import (
+    is_grounded,
+    label_parameters,
+    named_choices,
+    overlooked_choices,
+    pin_named_choices,
+)
 from brickwork.agents.injection import injected_call, not_plainly_asked, own_text
 from brickwork.errors import (
     SkillError,
@@ -67,8 +75,10 @@ __all__ = [
     "DEFAULT_FEW_SHOT",
     "DEFAULT_TOOL_KNN_THRESHOLD",
     "MIN_VOTE_PRECISION",
+    "AnsweredTurn",
     "ToolCall",
     "ToolCallAgent",
+    "answered_turns",
     "choice_examples",
     "normalise_messages",
     "parse_conversation",
@@ -126,7 +136,9 @@ class ToolCallAgent:
         grounded: Every argument value must appear in the user's own words (text embedded
             in the request, such as "ignore previous instructions and ...", does not count),
             and a closed choice the user's last turn names must be in the call
-            (`agents.grounding.overlooked_choices`).
+            (`agents.grounding.overlooked_choices`; the call schema pins such choices, and
+            `extra["pinned"]` says which). Parameters the skill's examples show
+            to be labels (`intent_unclear.reason`; see `labels`) are not checked.
         knn: A kNN over (user turn -> tool name) examples (see `choice_examples`); on the
             small tier its vote narrows the tools the model may call.
         knn_threshold: A vote share from which only the voted tool may be called.
@@ -182,6 +194,14 @@ class ToolCallAgent:
         if knn is not None:
             right, clear = knn.clear_vote_precision(knn_threshold)
             self.vote_precision = right / clear if clear else 0.0
+        #: (tool, parameter) pairs grounding leaves alone: the examples show their values are
+        #: the model's judgement, not the user's words (`agents.grounding.label_parameters`).
+        self.labels: frozenset[tuple[str, str]] = frozenset()
+        if grounded:
+            self.labels = label_parameters(
+                (turn.name, turn.parameters, own_text(" ".join(turn.said)))
+                for turn in answered_turns(skill.examples)
+            )
         self._schema = self.registry.call_schema()
 
     def system_prompt(self) -> str:
@@ -236,8 +256,15 @@ class ToolCallAgent:
         logical = model or self.skill.binding.logical_name
         turns = parse_conversation(input) if isinstance(input, str) else normalise_messages(input)
         extra: dict[str, Any] = {"model": logical, "tool_result": None, "needs_confirmation": None}
+        said = _user_text(turns)
+        own = own_text(said)
+        users = [m for m in turns if m.get("role") == "user"]
+        last_turn = own_text(_text(users[-1].get("content"))) if users else ""
         tools = await self._vote(turns, pool, logical, extra)
         schema = self.registry.call_schema(only=tools) if tools else self._schema
+        if self.grounded:
+            schema, pinned = _pinned(schema, last_turn)
+            extra["pinned"] = pinned
         send = call_with(pool, logical, json_schema=schema, max_tokens=self.max_tokens)
         finish_reasons: list[str | None] = []
 
@@ -246,15 +273,11 @@ class ToolCallAgent:
             finish_reasons.append(completion.finish_reason)
             return completion
 
-        said = _user_text(turns)
-        own = own_text(said)
-        users = [m for m in turns if m.get("role") == "user"]
-        last_turn = own_text(_text(users[-1].get("content"))) if users else ""
-
         async def validate(text: str) -> tuple[ToolCall | None, list[str], SignalKind]:
             value, errors, kind = self._validate(text)
             if value is not None and self.grounded:
-                errors = ungrounded_arguments(value.parameters, own)
+                labels = {key for tool, key in self.labels if tool == value.name}
+                errors = ungrounded_arguments(value.parameters, own, skip=labels)
                 errors += overlooked_choices(
                     value.parameters, self.registry.get(value.name).parameters, last_turn
                 )
@@ -380,31 +403,64 @@ class ToolCallAgent:
         return await self.registry.execute(value.name, value.parameters, timeout_s=limit)
 
 
+@dataclass(frozen=True)
+class AnsweredTurn:
+    """One user turn of an example and the one tool call that answered it."""
+
+    #: Everything the user said up to and including this turn, in order.
+    said: tuple[str, ...]
+    name: str
+    parameters: Mapping[str, Any]
+
+
+def answered_turns(examples: Iterable[Example]) -> list[AnsweredTurn]:
+    """Every user turn of a tool skill's examples that one tool call answered.
+
+    The final user turn of an example with its output, and each earlier user turn answered
+    by exactly one tool call in the history with that call. Turns without text or a tool name
+    are skipped.
+    """
+    found: list[AnsweredTurn] = []
+    for example in examples:
+        said: list[str] = []
+        fresh = False  # the previous message is a user turn with text
+        for message in example.messages():
+            if message.get("role") == "user":
+                text = _text(message.get("content"))
+                said += [text] if text else []
+                fresh = bool(text)
+                continue
+            calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+            if fresh and isinstance(calls, list) and len(calls) == 1:
+                turn = _answered(said, calls[0])
+                found += [turn] if turn else []
+            fresh = False
+        turn = _answered(said, example.output) if fresh else None
+        found += [turn] if turn else []
+    return found
+
+
 def choice_examples(examples: Iterable[Example]) -> list[Example]:
     """(user turn -> tool name) examples for a tool-choice kNN, from a tool skill's examples.
 
-    Every answered turn counts: the final user turn of an example with its output's name, and
-    each earlier user turn answered by exactly one tool call in the history with that call's
-    name. Turns without text or a tool name are skipped.
+    One per `answered_turns` item: the user's turn, labelled with the name of the tool that
+    answered it.
     """
-    found: list[Example] = []
-    for example in examples:
-        history = example.messages()
-        said: str | None = None
-        for message in history:
-            if message.get("role") == "user":
-                said = _text(message.get("content")) or None
-                continue
-            calls = message.get("tool_calls") if message.get("role") == "assistant" else None
-            if said and isinstance(calls, list) and len(calls) == 1:
-                name = _call_name(calls[0])
-                if name:
-                    found.append(Example(said, name))
-            said = None
-        name = _call_name(example.output)
-        if said and name:
-            found.append(Example(said, name))
-    return found
+    return [Example(turn.said[-1], turn.name) for turn in answered_turns(examples)]
+
+
+def _answered(said: Sequence[str], call: Any) -> AnsweredTurn | None:
+    name = _call_name(call)
+    if not name:
+        return None
+    spec = call.get("function", call)
+    arguments = spec.get("arguments", spec.get("parameters"))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            arguments = None
+    return AnsweredTurn(tuple(said), name, arguments if isinstance(arguments, Mapping) else {})
 
 
 def _call_name(call: Any) -> str | None:
@@ -413,6 +469,28 @@ def _call_name(call: Any) -> str | None:
     spec = call.get("function", call)
     name = spec.get("name") if isinstance(spec, Mapping) else None
     return name if isinstance(name, str) and name else None
+
+
+def _pinned(
+    schema: Mapping[str, Any], turn: str
+) -> tuple[Mapping[str, Any], dict[str, dict[str, list[str]]]]:
+    """The call schema with each tool's closed choices that `turn` names pinned, and which.
+
+    See `agents.grounding.pin_named_choices`: only calls the named-choice check would accept
+    can be written. `schema` itself is left as it is (the agent's full schema is shared).
+    """
+    branches = []
+    pinned: dict[str, dict[str, list[str]]] = {}
+    for branch in schema["anyOf"]:
+        parameters = branch["properties"]["parameters"]
+        named = named_choices(parameters, turn)
+        if not named:
+            branches.append(branch)
+            continue
+        pinned[branch["properties"]["name"]["const"]] = named
+        narrowed = pin_named_choices(parameters, turn)
+        branches.append({**branch, "properties": {**branch["properties"], "parameters": narrowed}})
+    return ({**schema, "anyOf": branches} if pinned else schema), pinned
 
 
 def _bottom_tier(pool: ModelPool, logical: str) -> bool:
@@ -433,16 +511,19 @@ def _vote_record(vote: KNNVote, tools: Sequence[str], latency_s: float) -> dict[
     }
 
 
-def ungrounded_arguments(parameters: Mapping[str, Any], said: str) -> list[str]:
+def ungrounded_arguments(
+    parameters: Mapping[str, Any], said: str, *, skip: Collection[str] = ()
+) -> list[str]:
     """Arguments whose value the user never said: a cheap check against made-up values.
 
     A string argument must appear in what the user said (after `agents.grounding`'s
     normalisation: case, underscores, currency symbols, dates), a number must be one of the
-    numbers the user said. Booleans are not checked.
+    numbers the user said. Booleans and the arguments named in `skip` (labels, see
+    `agents.grounding.label_parameters`) are not checked.
     """
     problems = []
     for name, value in parameters.items():
-        if is_grounded(value, said):
+        if name in skip or is_grounded(value, said):
             continue
         if isinstance(value, int | float):
             problems.append(

@@ -634,3 +634,110 @@ async def test_a_vote_that_misleads_on_its_own_examples_is_not_used() -> None:
     )
     assert "right 50% of the time, below 90%" in result.extra["knn"]["unused"]
     assert result.method == "slm" and result.value == ToolCall("goodbye", {})
+
+
+# -- labels: arguments the examples show are judged, not said ---------------------------------
+
+
+def test_answered_turns_keep_what_was_said_and_the_arguments() -> None:
+    from brickwork.agents.toolcall import AnsweredTurn, answered_turns
+
+    back = {"name": "lock_door", "parameters": {"door": "back", "state": "lock"}}
+    as_text = [
+        {**HISTORY[0]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "lock_door", "arguments": '{"door": "front"}'}}],
+        },
+        HISTORY[2],
+    ]
+    assert answered_turns([Example(HISTORY, back), Example(as_text, back)]) == [
+        AnsweredTurn(("Lock the front door",), "lock_door", {"door": "front", "state": "lock"}),
+        AnsweredTurn(
+            ("Lock the front door", "Do the same for the back door"),
+            "lock_door",
+            back["parameters"],
+        ),
+        AnsweredTurn(("Lock the front door",), "lock_door", {"door": "front"}),
+        AnsweredTurn(
+            ("Lock the front door", "Do the same for the back door"),
+            "lock_door",
+            back["parameters"],
+        ),
+    ]
+
+
+def test_a_parameter_whose_example_values_nobody_said_is_a_label() -> None:
+    from brickwork.agents.grounding import label_parameters
+
+    unclear = [
+        ("intent_unclear", {"reason": "off_topic"}, "Can you order me a pizza?"),
+        ("intent_unclear", {"reason": "unsupported_device"}, "Start the coffee maker"),
+        ("intent_unclear", {"reason": "ambiguous"}, "Do the thing"),
+    ]
+    said = [
+        ("set_thermostat", {"mode": "heat"}, "heat it to 70"),
+        ("set_thermostat", {"mode": "cool"}, "Crank the AC down"),  # once not said: still said
+        ("set_thermostat", {"mode": "cool"}, "cool mode please"),
+    ]
+    assert label_parameters(unclear + said) == {("intent_unclear", "reason")}
+    # One unsaid value is not evidence enough; a quarter said is still a label, half is not.
+    assert label_parameters(unclear[:1]) == frozenset()
+    assert label_parameters(unclear[:1], min_seen=1) == {("intent_unclear", "reason")}
+    quarter = [*unclear, ("intent_unclear", {"reason": "ambiguous"}, "that's ambiguous")]
+    assert label_parameters(quarter) == {("intent_unclear", "reason")}
+    half = [*quarter, ("intent_unclear", {"reason": "off_topic"}, "off topic, but...")]
+    half = [*half, ("intent_unclear", {"reason": "ambiguous"}, "ambiguous again")]
+    assert label_parameters(half) == frozenset()
+    assert label_parameters(half, max_share=0.5) == {("intent_unclear", "reason")}
+
+
+async def test_a_grounded_agent_leaves_a_label_alone_and_still_checks_the_rest() -> None:
+    from brickwork.agents.toolcall import ungrounded_arguments
+
+    hub = SmartHomeHub()
+    agent = ToolCallAgent(smart_home_skill(hub), grounded=True, execute=False, few_shot=0)
+    assert ("intent_unclear", "reason") in agent.labels
+    assert ToolCallAgent(smart_home_skill(hub), execute=False).labels == frozenset()
+    judged = '{"name": "intent_unclear", "parameters": {"reason": "off_topic"}}'
+    result, _ = await _run(agent, [judged], text="Hey can you order me a pizza?")
+    assert result.value == ToolCall("intent_unclear", {"reason": "off_topic"})
+    # A made-up value of any other parameter is still refused.
+    made_up = '{"name": "set_scene", "parameters": {"scene": "away"}}'
+    result, _ = await _run(agent, [made_up, made_up], text="Hey can you order me a pizza?")
+    assert result.value is None and [s.kind for s in result.signals] == ["invalid_arguments"]
+    assert ungrounded_arguments({"reason": "x", "room": "y"}, "hi", skip={"reason"}) == [
+        "room='y' does not appear in the request; use only values the user gave, or another tool"
+    ]
+
+
+async def test_a_named_choice_is_pinned_in_the_call_schema() -> None:
+    from brickwork.agents.grounding import pin_named_choices
+
+    assert pin_named_choices(THERMOSTAT, "Set the heat to 70") == {
+        **THERMOSTAT,
+        "properties": {**THERMOSTAT["properties"], "mode": {"type": "string", "enum": ["heat"]}},
+        "required": ["mode"],
+    }
+    assert pin_named_choices(THERMOSTAT, "make it 70") == THERMOSTAT
+    hub = SmartHomeHub()
+    skill = smart_home_skill(hub)
+    agent = ToolCallAgent(skill, grounded=True, execute=False, few_shot=0)
+    full = json.dumps(agent.registry.call_schema(), sort_keys=True)
+    heat = '{"name": "set_thermostat", "parameters": {"temperature": 70, "mode": "heat"}}'
+    result, model = await _run(agent, [heat], text="Set the heat to 70")
+    assert result.value == ToolCall("set_thermostat", {"temperature": 70, "mode": "heat"})
+    assert result.extra["pinned"] == {"set_thermostat": {"mode": ["heat"]}}
+    sent = _body(model)["response_format"]["json_schema"]["schema"]
+    branch = next(b for b in sent["anyOf"] if b["properties"]["name"]["const"] == "set_thermostat")
+    parameters = branch["properties"]["parameters"]
+    assert parameters["properties"]["mode"]["enum"] == ["heat"]
+    assert "mode" in parameters["required"]
+    # The agent's full schema is shared by every request: left as it was.
+    assert json.dumps(agent.registry.call_schema(), sort_keys=True) == full
+    assert json.dumps(agent._schema, sort_keys=True) == full
+    # Without grounding nothing is pinned.
+    plain = ToolCallAgent(skill, execute=False, few_shot=0)
+    result, model = await _run(plain, [heat], text="Set the heat to 70")
+    assert "pinned" not in result.extra
+    assert _body(model)["response_format"]["json_schema"]["schema"] == agent._schema

@@ -195,3 +195,28 @@ async def test_a_clear_tool_vote_binds_the_real_models_call(slm_pool: ModelPool)
     for attempt in result.attempts:  # whatever it answers, only the voted tool could be written
         assert attempt.output is not None and json.loads(attempt.output)["name"] == vote["label"]
     assert result.value is not None or result.signals
+
+
+async def test_named_choices_are_pinned_in_the_real_models_call(slm_pool: ModelPool) -> None:
+    """vLLM decodes with the pinned schema: a tool whose closed choice the user named can only
+    be written with that choice ("heat" in "Set the heat to 70"), whichever tool the model picks.
+    """
+    agent = ToolCallAgent(smart_home_skill(SmartHomeHub()), execute=False, grounded=True)
+    requests = [
+        "Set the heat to 70",
+        "Bump it up to 75 on heat mode",
+        "Are the bedroom lights still on?",
+        "Fine, just unlock the front door for the guests",
+    ]
+    results = await asyncio.gather(*(agent.run(text, pool=slm_pool) for text in requests))
+    written = 0
+    for text, result in zip(requests, results, strict=True):
+        pinned = result.extra["pinned"]
+        print(text, "| pinned:", pinned, "| calls:", [a.output for a in result.attempts])
+        assert pinned, text  # every request names at least one closed choice of some tool
+        for attempt in result.attempts:
+            call = json.loads(attempt.output or "{}")
+            for key, values in pinned.get(call.get("name"), {}).items():
+                written += 1
+                assert call["parameters"].get(key) in values, (text, call)
+    assert written  # the model picked a pinned tool at least once: the check was exercised

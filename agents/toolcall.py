@@ -10,8 +10,9 @@ repair them: the call is kept and reported).
 Calls are checked against the user's own words (`brickwork.agents.injection`): with
 `grounded=True` every argument value must appear in them (except a label's, such as
 `intent_unclear.reason`: the examples show which values are judged rather than said) and
-every closed choice the last turn names ("on heat mode") must be in the call (the call schema
-pins such a choice, so constrained decoding cannot leave it out), and a call of a `sensitive`
+every closed choice the last turn names ("on heat mode"), or the turn before when the last
+one refers back to it ("Lock it for me"), must be in the call (the call schema pins such a
+choice, so constrained decoding cannot leave it out), and a call of a `sensitive`
 tool that the request does not plainly ask for is not executed: `extra["needs_confirmation"]`
 says why, and the graph stops to ask the user (see `graphs.builder`).
 
@@ -260,10 +261,11 @@ class ToolCallAgent:
         own = own_text(said)
         users = [m for m in turns if m.get("role") == "user"]
         last_turn = own_text(_text(users[-1].get("content"))) if users else ""
+        previous = own_text(_text(users[-2].get("content"))) if len(users) > 1 else None
         tools = await self._vote(turns, pool, logical, extra)
         schema = self.registry.call_schema(only=tools) if tools else self._schema
         if self.grounded:
-            schema, pinned = _pinned(schema, last_turn)
+            schema, pinned = _pinned(schema, last_turn, previous)
             extra["pinned"] = pinned
         send = call_with(pool, logical, json_schema=schema, max_tokens=self.max_tokens)
         finish_reasons: list[str | None] = []
@@ -279,7 +281,7 @@ class ToolCallAgent:
                 labels = {key for tool, key in self.labels if tool == value.name}
                 errors = ungrounded_arguments(value.parameters, own, skip=labels)
                 errors += overlooked_choices(
-                    value.parameters, self.registry.get(value.name).parameters, last_turn
+                    value.parameters, self.registry.get(value.name).parameters, last_turn, previous
                 )
                 found = self.registry.get(value.name)
                 planted = injected_call(value.name, said, verbs=found.verbs)
@@ -472,7 +474,7 @@ def _call_name(call: Any) -> str | None:
 
 
 def _pinned(
-    schema: Mapping[str, Any], turn: str
+    schema: Mapping[str, Any], turn: str, previous: str | None
 ) -> tuple[Mapping[str, Any], dict[str, dict[str, list[str]]]]:
     """The call schema with each tool's closed choices that `turn` names pinned, and which.
 
@@ -483,12 +485,12 @@ def _pinned(
     pinned: dict[str, dict[str, list[str]]] = {}
     for branch in schema["anyOf"]:
         parameters = branch["properties"]["parameters"]
-        named = named_choices(parameters, turn)
+        named = named_choices(parameters, turn, previous)
         if not named:
             branches.append(branch)
             continue
         pinned[branch["properties"]["name"]["const"]] = named
-        narrowed = pin_named_choices(parameters, turn)
+        narrowed = pin_named_choices(parameters, turn, previous)
         branches.append({**branch, "properties": {**branch["properties"], "parameters": narrowed}})
     return ({**schema, "anyOf": branches} if pinned else schema), pinned
 

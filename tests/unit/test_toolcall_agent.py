@@ -741,3 +741,44 @@ async def test_a_named_choice_is_pinned_in_the_call_schema() -> None:
     result, model = await _run(plain, [heat], text="Set the heat to 70")
     assert "pinned" not in result.extra
     assert _body(model)["response_format"]["json_schema"]["schema"] == agent._schema
+
+
+def test_a_turn_that_refers_back_carries_the_choices_named_before() -> None:
+    from brickwork.agents.grounding import named_choices, overlooked_choices, refers_back
+
+    door = {
+        "properties": {"door": {"enum": ["front", "back"]}, "state": {"enum": ["lock", "unlock"]}}
+    }
+    assert refers_back("Lock it for me") and refers_back("The garage too")
+    assert not refers_back("Lock the front door") and not refers_back("Italy")
+    previous = "Is the front door locked?"
+    assert named_choices(door, "Lock it for me", previous) == {
+        "state": ["lock"],
+        "door": ["front"],
+    }
+    # The last turn's own choice wins; without a word referring back nothing is carried.
+    assert named_choices(door, "Lock that back door", previous)["door"] == ["back"]
+    assert named_choices(door, "Lock the door", previous) == {"state": ["lock"]}
+    assert overlooked_choices({"state": "lock"}, door, "Lock it for me", previous) == [
+        "the user referred back to 'front' (a value of door) but the call has no door"
+    ]
+    assert overlooked_choices({"state": "lock"}, door, "Lock it for me") == []
+
+
+async def test_a_grounded_agent_pins_what_a_turn_refers_back_to() -> None:
+    agent = ToolCallAgent(smart_home_skill(SmartHomeHub()), grounded=True, execute=False)
+    history = [
+        {"role": "user", "content": "Is the front door locked?"},
+        {
+            "role": "assistant",
+            "content": '{"name": "get_device_status", "parameters": '
+            '{"device_type": "door", "room": "front"}}',
+        },
+        {"role": "user", "content": "Lock it for me"},
+    ]
+    left_out = '{"name": "lock_door", "parameters": {"state": "lock"}}'
+    full = '{"name": "lock_door", "parameters": {"door": "front", "state": "lock"}}'
+    result, model = await _run(agent, [left_out, full], text=history)
+    assert result.extra["pinned"]["lock_door"] == {"state": ["lock"], "door": ["front"]}
+    assert result.value == ToolCall("lock_door", {"door": "front", "state": "lock"})
+    assert "referred back to 'front'" in _body(model, 1)["messages"][-1]["content"]

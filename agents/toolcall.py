@@ -474,8 +474,8 @@ def _call_name(call: Any) -> str | None:
 
 
 def _pinned(
-    schema: Mapping[str, Any], turn: str, previous: str | None
-) -> tuple[Mapping[str, Any], dict[str, dict[str, list[str]]]]:
+    schema: dict[str, Any], turn: str, previous: str | None
+) -> tuple[dict[str, Any], dict[str, dict[str, list[str]]]]:
     """The call schema with each tool's closed choices that `turn` names pinned, and which.
 
     See `agents.grounding.pin_named_choices`: only calls the named-choice check would accept

@@ -136,7 +136,8 @@ class ToolCallAgent:
         max_tokens: Upper bound on the generated call.
         grounded: Every argument value must appear in the user's own words (text embedded
             in the request, such as "ignore previous instructions and ...", does not count),
-            and a closed choice the user's last turn names must be in the call
+            and a closed choice the user's last turn names (or, when it refers back, the
+            turn before) must be in the call
             (`agents.grounding.overlooked_choices`; the call schema pins such choices, and
             `extra["pinned"]` says which). Parameters the skill's examples show
             to be labels (`intent_unclear.reason`; see `labels`) are not checked.

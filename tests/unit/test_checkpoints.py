@@ -100,8 +100,12 @@ def test_one_node_graphs_checkpoint_on_exit_longer_ones_after_every_step() -> No
 
 
 async def test_a_finished_one_node_run_writes_nothing_to_the_checkpoint_file(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A run's exit checkpoint and its deletion share one commit when the deletion comes within
+    # the commit window (10 ms). On a loaded machine a run's last steps can take longer than
+    # that, and the test then failed now and then; a wider window keeps it about the design.
+    monkeypatch.setattr("brickwork._checkpoints.COMMIT_WINDOW_S", 0.5)
     path = tmp_path / "state.sqlite"
     statements: list[str] = []
     async with FunctionModel(lambda body: '{"n": 7}').pool() as pool:
@@ -114,7 +118,7 @@ async def test_a_finished_one_node_run_writes_nothing_to_the_checkpoint_file(
         saver.serde.dumps_typed = lambda value: serialised.append(value) or dumps(value)
         results = [await app.ainvoke("seven") for _ in range(3)]
         results += await asyncio.gather(*(app.ainvoke("seven") for _ in range(8)))
-        await asyncio.sleep(0.05)  # past the commit window
+        await asyncio.sleep(0.6)  # past the commit window: the commit has run
         written = [s for s in statements if not s.lstrip().upper().startswith("SELECT")]
         await app.aclose()
     assert all(r.ok and r.outputs["number"] == {"n": 7} for r in results)

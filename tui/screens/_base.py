@@ -71,13 +71,19 @@ class TUIScreen(Screen[None]):
         """Start loading the screen's data; returns the worker doing it, if it needs one."""
         return None
 
+    def gone(self) -> bool:
+        """Whether the screen's widgets are gone: the app quit while a worker awaited."""
+        return not self.query(NavBar)
+
     async def read_store(self, read: Callable[[], T]) -> T | None:
         """Run a store read on a thread; if the store is down, say so and return None.
 
-        The screen keeps its last data and tries again on its next reload.
+        The screen keeps its last data and tries again on its next reload. None too when
+        the screen was taken down while the read ran (nothing is left to draw on).
         """
         try:
-            return await asyncio.to_thread(read)
+            found = await asyncio.to_thread(read)
+            return None if self.gone() else found
         except Exception as exc:  # a store outage must not take the TUI down
             log.warning("run store read failed: %s", exc)
             for bar in self.query(SummaryBar):

@@ -119,6 +119,8 @@ class EscalationsScreen(TUIScreen):
                 acked = await asyncio.to_thread(app.acknowledged)
             except (BrickworkError, OSError) as exc:
                 self.notify(f"cannot read acknowledgements: {exc}", severity="warning")
+        if self.gone():  # the app quit while the acknowledgements were read
+            return
         shown = [r for r in records if escalation_key(r) not in acked]
         self.hidden = len(records) - len(shown)
         records = shown

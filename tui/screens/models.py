@@ -112,6 +112,8 @@ class ModelsScreen(TUIScreen):
                 self.serves = tuple(await asyncio.to_thread(any_app.serves))
             except Exception as exc:  # a broken registry must not take the screen down
                 self.notify(f"cannot list brickwork serve: {exc}", severity="warning")
+        if self.gone():  # the app quit while the snapshot was taken
+            return
         note = ""
         if waiting:
             note = f"{', '.join(waiting)}: the model pool starts with the first run (Playground)"
@@ -130,6 +132,8 @@ class ModelsScreen(TUIScreen):
             note=note,
         )
         self._adapter_notes = await asyncio.to_thread(adapter_notes)
+        if self.gone():
+            return
         self.endpoints = tuple(rows)
         self._draw_serves()
 

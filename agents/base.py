@@ -7,7 +7,7 @@ They never decide to escalate: they report `Signal`s, and the escalation policy 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
 from brickwork.errors import ModelTimeoutError, ServingError
@@ -22,8 +22,11 @@ __all__ = [
     "SignalKind",
     "Validator",
     "call_with",
+    "examples_chars",
     "repair_loop",
     "shots_for",
+    "top_tier_priced",
+    "with_top_tier_prompt",
 ]
 
 T = TypeVar("T")
@@ -157,6 +160,47 @@ def shots_for(model: str, few_shot: int) -> int:
     in their weights); showing them examples again would be a prompt they were not trained on.
     """
     return 0 if ":" in model else few_shot
+
+
+def _chars(messages: Sequence[Message]) -> int:
+    return sum(len(str(m.get("content") or "")) for m in messages)
+
+
+def examples_chars(shown: Sequence[Message], top: Sequence[Message]) -> int:
+    """Characters the top tier's prompt `top` has beyond the prompt `shown` (its examples)."""
+    return max(0, _chars(top) - _chars(shown))
+
+
+def top_tier_priced(completion: Completion, sent: Sequence[Message], extra: int) -> Completion:
+    """`completion` carrying the prompt tokens the top tier would have been sent.
+
+    A tuned specialist is prompted without the skill's examples (`shots_for`), the top tier
+    with them: pricing the specialist's own tokens at the top tier's rate would understate the
+    counterfactual "every node on the top tier". `top_tier_prompt_tokens` is the call's prompt
+    tokens plus the `extra` characters of examples at the call's own tokens per character of
+    `sent` (the chat template's few tokens per example turn are left out: the estimate errs
+    low).
+    """
+    prompt, chars = completion.usage.prompt_tokens, _chars(sent)
+    if extra <= 0 or prompt <= 0 or chars <= 0:
+        return completion
+    return replace(completion, top_tier_prompt_tokens=prompt + round(extra * prompt / chars))
+
+
+def with_top_tier_prompt(call: Caller, shown: Sequence[Message], top: Sequence[Message]) -> Caller:
+    """`call`, each completion `top_tier_priced`.
+
+    The step is first prompted with `shown`, the top tier's prompt being `top`; repair turns
+    carry the same extra examples.
+    """
+    extra = examples_chars(shown, top)
+    if extra <= 0:
+        return call
+
+    async def counted(messages: Sequence[Message]) -> Completion:
+        return top_tier_priced(await call(messages), messages, extra)
+
+    return counted
 
 
 def call_with(pool: ModelPool, model: str, **options: Any) -> Caller:

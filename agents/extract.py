@@ -24,7 +24,13 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from brickwork.agents.base import AgentResult, SignalKind, repair_loop, shots_for
+from brickwork.agents.base import (
+    AgentResult,
+    SignalKind,
+    repair_loop,
+    shots_for,
+    with_top_tier_prompt,
+)
 from brickwork.agents.grounding import ungrounded_values
 from brickwork.agents.injection import own_text
 from brickwork.errors import SkillError
@@ -132,9 +138,12 @@ class ExtractAgent:
                     return None, errors, "ungrounded_value"
             return value, errors, "invalid_output"
 
+        shots = shots_for(name, self.few_shot)
+        shown = self.messages(input, few_shot=shots)
+        top = self.messages(input) if shots < self.few_shot else shown
         value, attempts, signals = await repair_loop(
-            self.messages(input, few_shot=shots_for(name, self.few_shot)),
-            call,
+            shown,
+            with_top_tier_prompt(call, shown, top),
             validate,
             max_repairs=self.skill.thresholds.max_repairs,
         )

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from brickwork.agents.base import AgentResult, Attempt, Signal, shots_for
+from brickwork.agents.base import (
+    AgentResult,
+    Attempt,
+    Signal,
+    examples_chars,
+    shots_for,
+    top_tier_priced,
+)
 from brickwork.agents.embeddings import query_text
 from brickwork.errors import ModelTimeoutError, ServingError, SkillError
 from brickwork.serving.pool import ModelPool
@@ -128,7 +135,9 @@ class IntentAgent:
             labels = tuple(label for label in labels if label in chosen)
             method = "knn+slm"
         name = model or self.skill.binding.logical_name
-        messages = self.messages(input, labels, few_shot=shots_for(name, self.few_shot))
+        shots = shots_for(name, self.few_shot)
+        messages = self.messages(input, labels, few_shot=shots)
+        top = self.messages(input, labels) if shots < self.few_shot else messages
         try:
             label, confidence, completion = await pool.choose(
                 name,
@@ -140,6 +149,7 @@ class IntentAgent:
             return _failed("model_timeout", exc, messages, method, extra)
         except ServingError as exc:
             return _failed("model_error", exc, messages, method, extra)
+        completion = top_tier_priced(completion, messages, examples_chars(messages, top))
         attempt = Attempt(tuple(messages), completion.text, completion)
         result = self._result(Intent(label, confidence, method), (attempt,), extra)
         knn_top = extra.get("knn", {}).get("label")

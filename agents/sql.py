@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from brickwork.agents.base import AgentResult, Signal, SignalKind, repair_loop, shots_for
+from brickwork.agents.base import (
+    AgentResult,
+    Signal,
+    SignalKind,
+    repair_loop,
+    shots_for,
+    with_top_tier_prompt,
+)
 from brickwork.errors import (
     SkillError,
     SQLError,
@@ -228,9 +235,12 @@ class SQLAgent:
                 )
             return value, errors, kind
 
+        shots = shots_for(logical, self.few_shot)
+        prompt = self.messages(question, shown, few_shot=shots)
+        top = self.messages(question, shown) if shots < self.few_shot else prompt
         value, attempts, signals = await repair_loop(
-            self.messages(question, shown, few_shot=shots_for(logical, self.few_shot)),
-            call,
+            prompt,
+            with_top_tier_prompt(call, prompt, top),
             validate,
             max_repairs=self.skill.thresholds.max_repairs,
         )

@@ -48,6 +48,7 @@ from brickwork.agents.base import (
     call_with,
     repair_loop,
     shots_for,
+    with_top_tier_prompt,
 )
 from brickwork.agents.grounding import (
     is_grounded,
@@ -305,9 +306,12 @@ class ToolCallAgent:
             value, _, _ = await validate(json.dumps({"name": tools[0], "parameters": {}}))
             extra["knn"]["decided"] = value is not None
         if value is None:
+            shots = shots_for(logical, self.few_shot)
+            shown = self.messages(input, few_shot=shots)
+            top = self.messages(input) if shots < self.few_shot else shown
             value, attempts, signals = await repair_loop(
-                self.messages(input, few_shot=shots_for(logical, self.few_shot)),
-                call,
+                shown,
+                with_top_tier_prompt(call, shown, top),
                 validate,
                 max_repairs=self.skill.thresholds.max_repairs,
             )

@@ -72,7 +72,9 @@ class RunContext:
             # and flagged `cached` on its event; the tokens it saved are on its CacheLookup.
             cached = completion.extra.get("cache") == "hit"
             if cached:
-                completion = replace(completion, usage=Usage(), latency_s=0.0)
+                completion = replace(
+                    completion, usage=Usage(), latency_s=0.0, top_tier_prompt_tokens=None
+                )
             row = self.ledger.record(
                 self.run_id,
                 for_node or node,

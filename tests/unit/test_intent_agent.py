@@ -118,6 +118,19 @@ async def test_model_override_and_adapter_binding_pick_the_served_model() -> Non
     assert [r["model"] for r in model.requests] == ["fake-frontier", "intents"]
 
 
+async def test_an_adapters_counterfactual_counts_the_examples_the_top_tier_is_shown() -> None:
+    model = ScriptedModel([_choice("pin", -0.1), _choice("pin", -0.1)])
+    async with model.pool() as pool:
+        tuned = await IntentAgent(SKILL.with_binding("slm", "intents")).run("pin", pool=pool)
+        plain = await IntentAgent(SKILL).run("pin", pool=pool)
+    (attempt,) = tuned.attempts
+    assert attempt.completion is not None and plain.attempts[0].completion is not None
+    # The adapter saw no examples; the top tier would see them, so its prompt is longer.
+    assert attempt.completion.top_tier_prompt_tokens is not None
+    assert attempt.completion.top_tier_prompt_tokens > attempt.completion.usage.prompt_tokens
+    assert plain.attempts[0].completion.top_tier_prompt_tokens is None
+
+
 async def test_chat_history_input_is_sent_after_the_examples() -> None:
     history = [
         {"role": "user", "content": "hello"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -512,6 +513,20 @@ def test_local_ladder_prices_the_counterfactual_at_the_top_tier_and_the_api_apar
         FRONTIER_REFERENCE.cost(300, 20) + FRONTIER_REFERENCE.cost(400, 30)
     )
     assert (cost.small_calls, cost.frontier_calls) == (2, 1)
+
+
+def test_a_specialists_counterfactual_prices_the_prompt_the_top_tier_would_be_sent() -> None:
+    # A tuned specialist is prompted without the skill's examples; the top tier gets them, so
+    # "every node on the top tier" prices the longer prompt, and the spend only its own.
+    ledger = Ledger(_ladder_book("large-vllm"), frontier_models=["large", "frontier"])
+    short = completion("local-vllm", 300, 20, model="slm:specialist")
+    row = ledger.record("r", "act", replace(short, top_tier_prompt_tokens=700))
+    assert row.cost_usd == pytest.approx(CPU_SELF_HOSTED.cost(300, 20, 0.5))
+    assert row.frontier_cost_usd == pytest.approx(estimate_cost(LARGE_CPU_SELF_HOSTED, 700, 20))
+    assert row.api_reference_usd == pytest.approx(FRONTIER_REFERENCE.cost(700, 20))
+    # Never fewer than the tokens really sent.
+    odd = ledger.record("r", "act", replace(short, top_tier_prompt_tokens=10))
+    assert odd.frontier_cost_usd == pytest.approx(estimate_cost(LARGE_CPU_SELF_HOSTED, 300, 20))
 
 
 def test_a_middle_tier_fix_counts_once_and_a_superseded_one_not_at_all() -> None:

@@ -107,6 +107,28 @@ async def test_an_adapter_gets_the_zero_shot_prompt_it_was_tuned_on() -> None:
     assert messages == agent.messages("Kitchen lights on", few_shot=0)
 
 
+def _chars(messages: list[Any]) -> int:
+    return sum(len(m["content"]) for m in messages)
+
+
+async def test_an_adapters_counterfactual_counts_the_examples_the_top_tier_is_shown() -> None:
+    agent = ToolCallAgent(smart_home_skill(SmartHomeHub()), few_shot=2)
+    shown = agent.messages("Kitchen lights on", few_shot=0)
+    top = agent.messages("Kitchen lights on")
+    model = ScriptedModel([ModelStep(KITCHEN_ON, prompt_tokens=_chars(shown) // 4)])
+    async with model.pool() as pool:
+        tuned = await agent.run("Kitchen lights on", pool=pool, model="slm:tuned")
+    (attempt,) = tuned.attempts
+    assert attempt.completion is not None
+    prompt = attempt.completion.usage.prompt_tokens
+    # The top tier's prompt at the call's own tokens per character: about 4 characters each.
+    assert attempt.completion.top_tier_prompt_tokens == pytest.approx(_chars(top) / 4, abs=1)
+    assert attempt.completion.top_tier_prompt_tokens > prompt
+    # A model shown the examples itself was sent the top tier's prompt: nothing to add.
+    plain, _ = await _run(agent, [KITCHEN_ON])
+    assert plain.attempts[0].completion.top_tier_prompt_tokens is None
+
+
 async def test_valid_call_is_executed_on_the_hub() -> None:
     hub = SmartHomeHub()
     assert not hub.lights["kitchen"].on

@@ -29,32 +29,14 @@ from typing import Any
 
 import httpx
 
-from brickwork.agents.toolcall import ToolCallAgent
+from brickwork._demo import tool_call_bodies
 from brickwork.cost.prices import CPU_SELF_HOSTED, LARGE_CPU_SELF_HOSTED
-from brickwork.skills.examples import smart_home_skill
-from brickwork.tools.smart_home import SmartHomeHub
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def _bodies(model: str) -> list[dict[str, Any]]:
-    skill = smart_home_skill(SmartHomeHub())
-    agent = ToolCallAgent(skill, execute=False)
-    texts = [example.input for example in skill.examples if isinstance(example.input, str)]
-    schema = agent.registry.call_schema()
-    return [
-        {
-            "model": model,
-            "messages": agent.messages(text, few_shot=0),
-            "max_tokens": 64,
-            "temperature": 0,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "call", "schema": schema},
-            },
-        }
-        for text in texts
-    ]
+    return [{**body, "model": model} for body in tool_call_bodies()]
 
 
 async def _sweep(url: str, model: str, levels: list[int], requests: int) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from brickwork._instances import Instance, Serve, instances_of, registered_serve
 from brickwork._settings import cache_dir, gc_freeze_setting
 from brickwork.admission import Admission, AdmissionLimits, default_limits
 from brickwork.cost import BudgetBook, Ledger, RunCost
-from brickwork.cost.prices import PriceBook
+from brickwork.cost.prices import LocalCapacity, PriceBook
 from brickwork.errors import ConfigError
 from brickwork.escalation import Mode, Policy
 from brickwork.events import Event, RunFinished, RunStarted, RunStatus
@@ -91,6 +91,7 @@ class App:
         store: RunStore | Literal["default"] | None = "default",
         source: str = "app",
         prices: PriceBook | None = None,
+        capacity: LocalCapacity | None = None,
         policy: Policy | None = None,
         budgets: BudgetBook | None = None,
         checkpoints: str | Path | None = "default",
@@ -117,6 +118,9 @@ class App:
             source: Where this App's runs come from, recorded with each run (`cli`, `api`,
                 `app`, `eval`, `playground`; see `brickwork.store.SOURCES`).
             prices: Prices for the ledger (default: from the pool's endpoints).
+            capacity: The local tiers' capacities measured on this machine, for the default
+                prices (`serving.capacity`); an App that starts its own local ladder reads
+                the saved measurement itself.
             policy: The escalation policy (default: the graph's, else `Policy()`).
             budgets: Run and tenant budgets (default: no limits). With a PostgreSQL `store`,
                 tenant limits are kept in that database (`BudgetBook.share`), so every App
@@ -175,6 +179,7 @@ class App:
         if self.budgets.shared is None and self.budgets.limited and shared_url:
             self.budgets.share(shared_url)  # replicas on one PostgreSQL share tenant limits
         self._prices = prices
+        self._capacity = capacity
         self.ledger: Ledger | None = None
         # Durable graph state: a SQLite file in the cache by default, a PostgreSQL URL, a file
         # path, or None for memory only (then runs cannot be resumed).
@@ -244,6 +249,10 @@ class App:
 
                 self._local = await asyncio.to_thread(LocalServing(progress=False).start)
                 self._pool = self._local.pool()
+                if self._capacity is None:
+                    from brickwork.serving.capacity import load_capacity
+
+                    self._capacity = load_capacity()
             if self._default_store and self.store is None:
                 self.store = await asyncio.to_thread(RunStore)
             if self.graph_options.get("knn", True) is not False:
@@ -254,6 +263,7 @@ class App:
             prices = self._prices or PriceBook.default(
                 *(e.config for e in pool.endpoints()),
                 top_tier=pool.tier_endpoints(top)[0] if top in pool.logical_names else None,
+                capacity=self._capacity,
             )
             self.ledger = Ledger(prices, frontier_models=top_names)
             checkpointer = None

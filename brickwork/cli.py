@@ -28,15 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
-from brickwork.errors import BrickworkError, ConfigError
+from brickwork.cost.prices import CPU_SELF_HOSTED
+from brickwork.errors import BrickworkError, ConfigError, ServingError
 from brickwork.serving.profiles import LORA_RANKS
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from brickwork.app import RunResult
+    from brickwork.cost.prices import LocalCapacity
     from brickwork.routing import Routing
+    from brickwork.serving.capacity import Target
     from brickwork.serving.launcher import ServerSpec, VLLMServer
+    from brickwork.serving.pool import ModelPool
 
 __all__ = ["exit_code", "main"]
 
@@ -476,7 +480,15 @@ async def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f'give the request text: brickwork run {ref} "..."')
     routing = _routing_for(graph.name, args.route, say)
     pool, local, where = await asyncio.to_thread(_pool_for, args, say, not args.json)
-    app = App(graph, pool=pool, store=RunStore(args.store), source="cli", routing=routing)
+    capacity = await _local_capacity(pool, say) if local is not None else None
+    app = App(
+        graph,
+        pool=pool,
+        store=RunStore(args.store),
+        source="cli",
+        routing=routing,
+        capacity=capacity,
+    )
     label = counterfactual_label(pool)
     console = Console(stderr=args.json)
     results = []
@@ -506,6 +518,77 @@ async def _run(args: argparse.Namespace) -> int:
         if local is not None:
             await asyncio.to_thread(local.stop)
     return exit_code(results)
+
+
+async def _local_capacity(pool: ModelPool, say: Callable[[str], None]) -> LocalCapacity | None:
+    """The local ladder's capacities on this machine: read, else measured once and saved.
+
+    None (the default capacities) when `BRICKWORK_CAPACITY=off` or the measurement failed.
+    """
+    from brickwork._demo import tool_call_bodies
+    from brickwork.serving.capacity import (
+        capacity_enabled,
+        load_capacity,
+        measure_capacity,
+        save_capacity,
+    )
+
+    if not capacity_enabled():
+        say("prices: the default capacities (BRICKWORK_CAPACITY=off)")
+        return None
+    capacity = await asyncio.to_thread(load_capacity)
+    if capacity is None:
+        small, large = _capacity_targets(pool)
+        say(
+            "prices: measuring what each local tier serves on this machine (once, about a "
+            "minute; BRICKWORK_CAPACITY=off skips it)..."
+        )
+        bodies = tool_call_bodies()
+        try:
+            capacity = await measure_capacity(small, large, bodies)
+        except ServingError as exc:
+            say(f"prices: the default capacities (the measurement failed: {exc})")
+            return None
+        path = await asyncio.to_thread(save_capacity, capacity)
+        say(f"prices: measured, saved in {path}")
+    large_text = (
+        "-"
+        if capacity.large_tokens_per_s is None
+        else f"{capacity.large_tokens_per_s:,.0f} tokens/s"
+    )
+    say(
+        f"prices: this machine's capacities: small tier {capacity.small_tokens_per_s:,.0f} "
+        f"tokens/s, large tier {large_text}, each core at "
+        f"${CPU_SELF_HOSTED.gpu_usd_per_hour:.2f}/h"
+    )
+    return capacity
+
+
+def _saved_capacity() -> LocalCapacity | None:
+    """The local tiers' capacities measured on this machine by `brickwork run`, if any."""
+    from brickwork.serving.capacity import load_capacity
+
+    return load_capacity()
+
+
+def _capacity_targets(pool: ModelPool) -> tuple[Target, Target | None]:
+    """The small tier's busiest instance (a merged specialist, else the base) and the large."""
+    from brickwork.serving.capacity import Target
+
+    small: Target | None = None
+    for name in pool.logical_names:
+        if name.startswith("slm:"):
+            for config in pool.tier_endpoints(name):
+                if config.name.startswith("merged:"):
+                    small = small or Target(config.base_url, config.model)
+    if small is None:
+        base = pool.tier_endpoints("slm")[0]
+        small = Target(base.base_url, base.model)
+    large = None
+    if "large" in pool.logical_names:
+        config = pool.tier_endpoints("large")[0]
+        large = Target(config.base_url, config.model)
+    return small, large
 
 
 def _routing_for(graph: str, margin: float | None, say: Callable[[str], None]) -> Routing | None:
@@ -616,7 +699,8 @@ def _tui(args: argparse.Namespace) -> int:
     graphs = args.graph or available_graphs()
     try:
         _warm(graphs, say)
-        return run_tui(args.store, graphs, pool=pool)
+        capacity = _saved_capacity() if local is not None else None
+        return run_tui(args.store, graphs, pool=pool, capacity=capacity)
     finally:
         if local is not None:
             local.stop()
@@ -650,11 +734,12 @@ def _api(args: argparse.Namespace) -> int:
         raise ConfigError(f"--api-key-env names ${args.api_key_env}, which is not set")
     say = _say()
     pool, local, _ = _pool_for(args, say, True)
+    capacity = _saved_capacity() if local is not None else None
     store = RunStore(args.store)
     try:
         apps = {}
         for ref in args.graph or [DEFAULT_GRAPH]:
-            app = App.from_graph(ref, pool=pool, store=store, source="api")
+            app = App.from_graph(ref, pool=pool, store=store, source="api", capacity=capacity)
             apps[app.graph.name] = app
         _warm(args.graph or [DEFAULT_GRAPH], say)
         serve_api(

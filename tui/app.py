@@ -34,6 +34,7 @@ from brickwork.tui.screens import (
 
 if TYPE_CHECKING:
     from brickwork.app import App
+    from brickwork.cost.prices import LocalCapacity
     from brickwork.serving.pool import ModelPool
     from brickwork.store import RunStore
 
@@ -116,6 +117,7 @@ def run_tui(
     *,
     pool: ModelPool | None = None,
     refresh_s: float = DEFAULT_REFRESH_S,
+    capacity: LocalCapacity | None = None,
 ) -> int:
     """Run the TUI in this terminal until the operator quits; returns an exit code.
 
@@ -126,6 +128,7 @@ def run_tui(
         pool: The model pool to run requests on. Without one, each app starts the embedded
             model on its first playground run, so pass one when loading several graphs.
         refresh_s: Seconds between reloads of the screen on show.
+        capacity: The local tiers' capacities measured on this machine, for the prices.
     """
     from brickwork.app import App
     from brickwork.store import RunStore
@@ -135,7 +138,9 @@ def run_tui(
     run_store = RunStore(store)
     apps: dict[str, App] = {}
     for ref in graphs:
-        app = App.from_graph(ref, pool=pool, store=run_store, source="playground")
+        app = App.from_graph(
+            ref, pool=pool, store=run_store, source="playground", capacity=capacity
+        )
         apps[app.graph.name] = app
 
     async def close() -> None:

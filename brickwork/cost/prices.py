@@ -41,7 +41,7 @@ import json
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -63,6 +63,7 @@ __all__ = [
     "LORA_CPU_SELF_HOSTED",
     "LORA_ENDPOINT_PREFIX",
     "Amortise",
+    "LocalCapacity",
     "Price",
     "PriceBook",
     "SelfHostedPrice",
@@ -300,7 +301,10 @@ class PriceBook:
 
     @classmethod
     def default(
-        cls, *endpoints: str | _EndpointLike, top_tier: str | _EndpointLike | None = None
+        cls,
+        *endpoints: str | _EndpointLike,
+        top_tier: str | _EndpointLike | None = None,
+        capacity: LocalCapacity | None = None,
     ) -> PriceBook:
         """DEFAULT prices for these endpoints, to be overridden with measured ones.
 
@@ -316,6 +320,8 @@ class PriceBook:
             top_tier: The endpoint at the top of the ladder, whose price is the
                 counterfactual "every node on the top tier" (None: the frontier API list
                 price).
+            capacity: The local tiers' capacities measured on this machine, in place of the
+                default capacities (`serving.capacity.load_capacity`).
         """
         items = endpoints or (
             "local-vllm",
@@ -326,8 +332,8 @@ class PriceBook:
         prices: dict[str, Price] = {}
         for item in items:
             name = item if isinstance(item, str) else item.name
-            prices[name] = _default_price(item)
-        top = None if top_tier is None else _default_price(top_tier)
+            prices[name] = _default_price(item, capacity)
+        top = None if top_tier is None else _default_price(top_tier, capacity)
         return cls(endpoints=prices, frontier_reference=FRONTIER_REFERENCE, top_tier=top)
 
     @classmethod
@@ -374,16 +380,66 @@ class PriceBook:
         return cls(endpoints=endpoints, frontier_reference=reference, top_tier=top)
 
 
-def _default_price(item: str | _EndpointLike) -> Price:
+@dataclass(frozen=True)
+class LocalCapacity:
+    """Tokens per second (prompt + completion) the local tiers served on this machine.
+
+    Measured at saturation on the workload of the example graph (`serving.capacity`), and
+    used by `PriceBook.default` in place of the constants measured on another machine. The
+    hardware price stays `CPU_SELF_HOSTED.gpu_usd_per_hour` a core.
+
+    Attributes:
+        small_tokens_per_s: The small tier (the base model and merged specialists).
+        large_tokens_per_s: The local large tier (None: not measured, the default stands).
+        measured_at: Unix time of the measurement.
+    """
+
+    small_tokens_per_s: float
+    large_tokens_per_s: float | None = None
+    measured_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("small_tokens_per_s", "large_tokens_per_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of tokens/s, got {value!r}")
+
+    def small(self) -> SelfHostedPrice:
+        """The small tier's price at this capacity."""
+        return replace(CPU_SELF_HOSTED, tokens_per_s_capacity=self.small_tokens_per_s)
+
+    def lora(self) -> SelfHostedPrice:
+        """A runtime LoRA route's price: the small tier's, at the LoRA path's measured share."""
+        share = _capacity(LORA_CPU_SELF_HOSTED) / _capacity(CPU_SELF_HOSTED)
+        return replace(LORA_CPU_SELF_HOSTED, tokens_per_s_capacity=self.small_tokens_per_s * share)
+
+    def large(self) -> SelfHostedPrice:
+        """The large tier's price at this capacity (the default when it was not measured)."""
+        if self.large_tokens_per_s is None:
+            return LARGE_CPU_SELF_HOSTED
+        return replace(LARGE_CPU_SELF_HOSTED, tokens_per_s_capacity=self.large_tokens_per_s)
+
+
+def _capacity(price: SelfHostedPrice) -> float:
+    assert price.tokens_per_s_capacity is not None  # the defaults all have one
+    return price.tokens_per_s_capacity
+
+
+def _default_price(item: str | _EndpointLike, capacity: LocalCapacity | None = None) -> Price:
     if isinstance(item, str):
         api, name = item in DEFAULT_FRONTIER_ENDPOINTS, item
     else:
         api, name = item.kind == "openai", item.name
     if api:
         return FRONTIER_REFERENCE
+    lora = name.startswith(LORA_ENDPOINT_PREFIX)
+    if capacity is not None:
+        if name in DEFAULT_LARGE_ENDPOINTS:
+            return capacity.large()
+        return capacity.lora() if lora else capacity.small()
     if name in DEFAULT_LARGE_ENDPOINTS:
         return LARGE_CPU_SELF_HOSTED
-    return LORA_CPU_SELF_HOSTED if name.startswith(LORA_ENDPOINT_PREFIX) else CPU_SELF_HOSTED
+    return LORA_CPU_SELF_HOSTED if lora else CPU_SELF_HOSTED
 
 
 _TOKEN_KEYS = frozenset({"input_usd_per_mtok", "output_usd_per_mtok"})

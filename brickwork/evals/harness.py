@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from brickwork.cost.prices import LocalCapacity
     from brickwork.routing import Routing
     from brickwork.serving.pool import ModelPool
     from brickwork.store import RunStore
@@ -170,11 +171,14 @@ async def arun_eval(
         part = f" in the {split.part} part (seed {split.seed})" if split is not None else ""
         raise ConfigError(f"{str(data)!r} holds no rows{part}")
     local = None
+    capacity = None
     if pool is None:
+        from brickwork.serving.capacity import load_capacity
         from brickwork.serving.local import LocalServing
 
         local = await asyncio.to_thread(LocalServing(progress=False).start)
         pool = local.pool()
+        capacity = load_capacity()  # the local tiers' prices as measured on this machine
     if console is None:
         from rich.console import Console
 
@@ -183,7 +187,7 @@ async def arun_eval(
         reports: dict[str, ModeReport] = {}
         for each in runs:
             reports[each.label] = await _run_mode(
-                evaluated, rows, each, concurrency, pool, timeout_s, store, console
+                capacity, evaluated, rows, each, concurrency, pool, timeout_s, store, console
             )
     finally:
         if local is not None:
@@ -238,6 +242,7 @@ def _plan(
 
 
 async def _run_mode(
+    capacity: LocalCapacity | None,
     target: EvalTarget,
     rows: list[EvalRow],
     run: _ModeRun,
@@ -265,6 +270,7 @@ async def _run_mode(
         store=store,
         source="eval",
         routing=run.routing,
+        capacity=capacity,
     )
     gate = asyncio.Semaphore(concurrency)
     started = time.perf_counter()

@@ -37,6 +37,9 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.delenv("BRICKWORK_BINDINGS", raising=False)
         # The local large tier (a 1.5B model) only where a test asks for it.
         patch.setenv("BRICKWORK_LARGE", "off")
+        # `brickwork run` measures a local ladder's capacities on first use (a minute of load);
+        # test_capacity.py measures for real, the other tests price at the defaults.
+        patch.setenv("BRICKWORK_CAPACITY", "off")
         yield root
 
 

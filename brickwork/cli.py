@@ -540,8 +540,8 @@ async def _local_capacity(pool: ModelPool, say: Callable[[str], None]) -> LocalC
     if capacity is None:
         small, large = _capacity_targets(pool)
         say(
-            "prices: measuring what each local tier serves on this machine (once, about a "
-            "minute; BRICKWORK_CAPACITY=off skips it)..."
+            "prices: measuring what each local tier serves on this machine (once per "
+            "processor kind, a minute or two; BRICKWORK_CAPACITY=off skips it)..."
         )
         bodies = tool_call_bodies()
         try:

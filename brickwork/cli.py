@@ -564,26 +564,19 @@ async def _local_capacity(pool: ModelPool, say: Callable[[str], None]) -> LocalC
     return capacity
 
 
-def _saved_capacity() -> LocalCapacity | None:
-    """The local tiers' capacities measured on this machine by `brickwork run`, if any."""
-    from brickwork.serving.capacity import load_capacity
-
-    return load_capacity()
-
-
 def _capacity_targets(pool: ModelPool) -> tuple[Target, Target | None]:
     """The small tier's busiest instance (a merged specialist, else the base) and the large."""
     from brickwork.serving.capacity import Target
 
-    small: Target | None = None
-    for name in pool.logical_names:
-        if name.startswith("slm:"):
-            for config in pool.tier_endpoints(name):
-                if config.name.startswith("merged:"):
-                    small = small or Target(config.base_url, config.model)
-    if small is None:
-        base = pool.tier_endpoints("slm")[0]
-        small = Target(base.base_url, base.model)
+    merged = [
+        config
+        for name in pool.logical_names
+        if name.startswith("slm:")
+        for config in pool.tier_endpoints(name)
+        if config.name.startswith("merged:")
+    ]
+    busiest = merged[0] if merged else pool.tier_endpoints("slm")[0]
+    small = Target(busiest.base_url, busiest.model)
     large = None
     if "large" in pool.logical_names:
         config = pool.tier_endpoints("large")[0]
@@ -690,6 +683,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 def _tui(args: argparse.Namespace) -> int:
     from brickwork.graphs import available_graphs
+    from brickwork.serving.capacity import load_capacity
     from brickwork.tui.app import run_tui
 
     say = _say()
@@ -699,7 +693,7 @@ def _tui(args: argparse.Namespace) -> int:
     graphs = args.graph or available_graphs()
     try:
         _warm(graphs, say)
-        capacity = _saved_capacity() if local is not None else None
+        capacity = load_capacity() if local is not None else None
         return run_tui(args.store, graphs, pool=pool, capacity=capacity)
     finally:
         if local is not None:
@@ -727,6 +721,7 @@ def _api(args: argparse.Namespace) -> int:
     from brickwork.admission import default_limits
     from brickwork.app import App
     from brickwork.http.server import serve_api
+    from brickwork.serving.capacity import load_capacity
     from brickwork.store import RunStore
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
@@ -734,7 +729,7 @@ def _api(args: argparse.Namespace) -> int:
         raise ConfigError(f"--api-key-env names ${args.api_key_env}, which is not set")
     say = _say()
     pool, local, _ = _pool_for(args, say, True)
-    capacity = _saved_capacity() if local is not None else None
+    capacity = load_capacity() if local is not None else None
     store = RunStore(args.store)
     try:
         apps = {}

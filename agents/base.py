@@ -23,6 +23,7 @@ __all__ = [
     "Validator",
     "call_with",
     "examples_chars",
+    "on_bottom_tier",
     "repair_loop",
     "shots_for",
     "top_tier_priced",
@@ -160,6 +161,18 @@ def shots_for(model: str, few_shot: int) -> int:
     in their weights); showing them examples again would be a prompt they were not trained on.
     """
     return 0 if ":" in model else few_shot
+
+
+def on_bottom_tier(pool: ModelPool, logical: str) -> bool:
+    """Whether `logical` runs on the ladder's first rung (or the pool has no ladder).
+
+    The examples' kNN votes only there: it is the cheap step below the small model, and a tier
+    above (an escalation, or a node run on the top tier) chooses freely among every option.
+    """
+    ladder = pool.tiers
+    if not ladder:
+        return logical.partition(":")[0] != "frontier"
+    return pool.tier_of(logical) == ladder[0]
 
 
 def _chars(messages: Sequence[Message]) -> int:

@@ -3,7 +3,9 @@
 The small model answers with a constrained choice (it can only emit one of the label names), and
 the probability it gave the label's tokens is the confidence. With an `EmbeddingKNN` the agent
 first lets the skill's examples vote: a clear vote decides without any model call; an unclear one
-narrows the model's choice to the labels the vote found plausible.
+narrows the model's choice to the labels the vote found plausible. The vote is the step below the
+small model, as for tool calls: on a higher tier (an escalation, or every node on the top tier)
+the model chooses among every label.
 
     agent = IntentAgent(skill, knn=EmbeddingKNN.from_examples(skill.examples))
     result = await agent.run("I lost my card", pool=pool)
@@ -23,6 +25,7 @@ from brickwork.agents.base import (
     Attempt,
     Signal,
     examples_chars,
+    on_bottom_tier,
     shots_for,
     top_tier_priced,
 )
@@ -65,7 +68,8 @@ class IntentAgent:
 
     Args:
         skill: A skill whose contract is a `LabelSet`.
-        knn: An optional kNN classifier over labelled examples (usually the skill's own).
+        knn: An optional kNN classifier over labelled examples (usually the skill's own); it
+            votes on the ladder's bottom tier only.
         knn_threshold: A kNN vote share at or above this decides without the model.
         max_candidates: How many of the kNN's best labels the model may choose from when the
             vote is unclear.
@@ -125,7 +129,8 @@ class IntentAgent:
         labels = self.label_set.names
         method: IntentMethod = "slm"
         extra: dict[str, Any] = {}
-        if self.knn is not None:
+        name = model or self.skill.binding.logical_name
+        if self.knn is not None and on_bottom_tier(pool, name):
             started = time.perf_counter()
             vote = await self.knn.aclassify(query_text(input))
             extra["knn"] = _vote_record(vote, time.perf_counter() - started)
@@ -134,7 +139,6 @@ class IntentAgent:
             chosen = set(vote.candidates(self.max_candidates))
             labels = tuple(label for label in labels if label in chosen)
             method = "knn+slm"
-        name = model or self.skill.binding.logical_name
         shots = shots_for(name, self.few_shot)
         messages = self.messages(input, labels, few_shot=shots)
         top = self.messages(input, labels) if shots < self.few_shot else messages

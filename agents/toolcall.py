@@ -46,6 +46,7 @@ from brickwork.agents.base import (
     Signal,
     SignalKind,
     call_with,
+    on_bottom_tier,
     repair_loop,
     shots_for,
     with_top_tier_prompt,
@@ -338,7 +339,7 @@ class ToolCallAgent:
 
         Tiers above the small one are not narrowed: an escalation chooses freely.
         """
-        if self.knn is None or not _bottom_tier(pool, logical):
+        if self.knn is None or not on_bottom_tier(pool, logical):
             return ()
         if (self.vote_precision or 0.0) < self.min_vote_precision:
             extra["knn"] = {
@@ -498,14 +499,6 @@ def _pinned(
         narrowed = pin_named_choices(parameters, turn, previous)
         branches.append({**branch, "properties": {**branch["properties"], "parameters": narrowed}})
     return ({**schema, "anyOf": branches} if pinned else schema), pinned
-
-
-def _bottom_tier(pool: ModelPool, logical: str) -> bool:
-    """Whether `logical` runs on the ladder's first rung (or the pool has no ladder)."""
-    ladder = pool.tiers
-    if not ladder:
-        return logical.partition(":")[0] != "frontier"
-    return pool.tier_of(logical) == ladder[0]
 
 
 def _vote_record(vote: KNNVote, tools: Sequence[str], latency_s: float) -> dict[str, Any]:

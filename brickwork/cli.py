@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from brickwork import __version__
 from brickwork._settings import DEFAULT_SERVE_PORT
-from brickwork.cost.prices import CPU_SELF_HOSTED
 from brickwork.errors import BrickworkError, ConfigError, ServingError
 from brickwork.serving.profiles import LORA_RANKS
 
@@ -540,27 +540,20 @@ async def _local_capacity(pool: ModelPool, say: Callable[[str], None]) -> LocalC
     if capacity is None:
         small, large = _capacity_targets(pool)
         say(
-            "prices: measuring what each local tier serves on this machine (once per "
-            "processor kind, a minute or two; BRICKWORK_CAPACITY=off skips it)..."
+            "prices: measuring what each local tier serves on this machine, both at once "
+            "(once per processor kind; 2-7 minutes on 2 cores, the large tier being the "
+            "slow one; BRICKWORK_CAPACITY=off skips it)..."
         )
         bodies = tool_call_bodies()
+        started = time.monotonic()
         try:
             capacity = await measure_capacity(small, large, bodies)
         except ServingError as exc:
             say(f"prices: the default capacities (the measurement failed: {exc})")
             return None
         path = await asyncio.to_thread(save_capacity, capacity)
-        say(f"prices: measured, saved in {path}")
-    large_text = (
-        "-"
-        if capacity.large_tokens_per_s is None
-        else f"{capacity.large_tokens_per_s:,.0f} tokens/s"
-    )
-    say(
-        f"prices: this machine's capacities: small tier {capacity.small_tokens_per_s:,.0f} "
-        f"tokens/s, large tier {large_text}, each core at "
-        f"${CPU_SELF_HOSTED.gpu_usd_per_hour:.2f}/h"
-    )
+        say(f"prices: measured in {time.monotonic() - started:.0f} s, saved in {path}")
+    say(f"prices: {capacity.describe()}")
     return capacity
 
 

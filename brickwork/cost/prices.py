@@ -404,6 +404,15 @@ class LocalCapacity:
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number of tokens/s, got {value!r}")
 
+    def describe(self) -> str:
+        """One line saying which capacities price the local tiers."""
+        large = "-" if self.large_tokens_per_s is None else f"{self.large_tokens_per_s:,.0f}"
+        return (
+            f"this machine's capacities: small tier {self.small_tokens_per_s:,.0f} tokens/s, "
+            f"large tier {large} tokens/s, each core at "
+            f"${CPU_SELF_HOSTED.gpu_usd_per_hour:.2f}/h"
+        )
+
     def small(self) -> SelfHostedPrice:
         """The small tier's price at this capacity."""
         return replace(CPU_SELF_HOSTED, tokens_per_s_capacity=self.small_tokens_per_s)

@@ -37,6 +37,7 @@ from brickwork.errors import ConfigError
 from brickwork.escalation import Mode
 from brickwork.evals.data import EvalRow, EvalTarget, Expectation, Split, load_rows, load_target
 from brickwork.evals.report import (
+    DEFAULT_PRICES,
     EvalReport,
     ModeReport,
     NodeOutcome,
@@ -198,7 +199,8 @@ async def arun_eval(
     shown = str(data)
     if split is not None:
         shown += f" ({split.part} part, seed {split.seed}, {len(rows)} rows)"
-    return EvalReport(target, shown, concurrency, reports, counterfactual_label(pool))
+    prices = DEFAULT_PRICES if capacity is None else capacity.describe()
+    return EvalReport(target, shown, concurrency, reports, counterfactual_label(pool), prices)
 
 
 @dataclass(frozen=True)
@@ -574,6 +576,7 @@ async def _eval_main(args: argparse.Namespace) -> int:
         for mode_report in report.modes.values():
             title = f"{report.target} [{mode_report.mode}]"
             console.print(mode_table(mode_report, title, report.counterfactual))
+    console.print(f"prices: {report.prices}", highlight=False)
     for mode_report in report.modes.values():
         for row in mode_report.rows:
             if row.failed:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 __all__ = [
+    "DEFAULT_PRICES",
     "EscalationOutcome",
     "EvalReport",
     "ModeReport",
@@ -173,6 +174,9 @@ class ModeReport:
         return self.routed_to.get(tier, 0) / self.route_decisions
 
 
+DEFAULT_PRICES = "the default capacities (brickwork.cost constants, not measured on this machine)"
+
+
 @dataclass(frozen=True)
 class EvalReport:
     """An eval of one target on one data file, in one or more modes."""
@@ -184,6 +188,8 @@ class EvalReport:
     #: What `frontier_only_per_1m_usd` is called: "top-tier only" when the top of the
     #: ladder is a local model, "frontier-only" when it is a frontier API.
     counterfactual: str = "top-tier only"
+    #: Which capacities priced the local tiers (`LocalCapacity.describe`, or the defaults).
+    prices: str = DEFAULT_PRICES
 
 
 def summarise(

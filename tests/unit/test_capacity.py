@@ -51,6 +51,12 @@ def test_measured_capacities_replace_the_defaults_and_keep_the_hardware_price() 
     assert default.top_tier_price == LARGE_CPU_SELF_HOSTED
     # A large tier that was not measured keeps its default.
     assert LocalCapacity(400.0).large() == LARGE_CPU_SELF_HOSTED
+    # What the run summary and the eval report print about the prices they used.
+    assert capacity.describe() == (
+        "this machine's capacities: small tier 382 tokens/s, large tier 52 tokens/s, "
+        "each core at $0.05/h"
+    )
+    assert "large tier - tokens/s" in LocalCapacity(1470.0).describe()
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])

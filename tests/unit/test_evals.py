@@ -14,7 +14,14 @@ from rich.console import Console
 from brickwork.errors import ConfigError
 from brickwork.evals import add_eval_arguments, arun_eval
 from brickwork.evals.data import EXPECTATIONS, load_rows
-from brickwork.evals.report import NodeOutcome, RowOutcome, compare_table, summarise, wilson
+from brickwork.evals.report import (
+    DEFAULT_PRICES,
+    NodeOutcome,
+    RowOutcome,
+    compare_table,
+    summarise,
+    wilson,
+)
 from brickwork.testing import FunctionModel, ModelStep
 
 WORDS = {"seven": 7, "three": 3, "nine": 9, "five": 5}
@@ -202,6 +209,7 @@ async def test_the_counterfactual_is_one_figure_for_the_same_rows_in_every_mode(
     assert slm.frontier_only_per_1m_usd == pytest.approx(frontier.frontier_only_per_1m_usd)
     assert frontier.cost_per_1m_usd > 10 * slm.cost_per_1m_usd  # the modes did cost apart
     assert report.counterfactual == "top-tier only"  # the fake frontier is flagged stand_in
+    assert report.prices == DEFAULT_PRICES  # a pool it was given: no local measurement read
     store.flush()
     runs = store.runs(limit=100)
     assert {r.source for r in runs} == {"eval"} and len(runs) == 12

@@ -329,3 +329,22 @@ async def test_aclassify_gives_every_waiter_the_encoder_error() -> None:
     # A later query on the same loop starts a fresh batch (the drainer is not stuck).
     with pytest.raises(RuntimeError, match="encoder down"):
         await knn.aclassify("card")
+
+
+async def test_the_knn_votes_on_the_bottom_tier_only_and_a_higher_tier_sees_every_label() -> None:
+    # A clear vote ("card") would decide on the small tier; the large tier is asked instead,
+    # over every label, as a node run on the top tier (or escalated to it) should be.
+    model = ScriptedModel([_choice("pin", -0.1), _choice("card", -0.1)])
+    agent, unsure_agent = IntentAgent(SKILL, knn=_knn()), IntentAgent(SKILL, knn=_knn(k=4))
+    async with model.pool(tiers=("slm", "large")) as pool:
+        small = await agent.run("card lost", pool=pool, model="slm")
+        large = await agent.run("card lost", pool=pool, model="large")
+        unsure = await unsure_agent.run("card transfer", pool=pool, model="large")
+    model.assert_consumed()
+    assert small.method == "knn" and small.attempts == ()
+    assert large.method == "slm" and "knn" not in large.extra
+    assert large.value is not None and large.value.label == "pin"
+    # An unclear vote would narrow the small tier's choice to two labels; not the large tier's.
+    assert unsure.method == "slm" and unsure.value is not None and unsure.value.label == "card"
+    assert len(model.requests) == 2
+    assert all(r["messages"][0] == _system("card", "transfer", "pin") for r in model.requests)

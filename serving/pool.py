@@ -300,6 +300,9 @@ class ModelPool:
             except ModelCallError:
                 client.breaker.record_success()  # the endpoint is well; the request is not
                 raise
+            except asyncio.CancelledError:
+                client.breaker.record_abandoned()  # the caller gave up, not the endpoint
+                raise
             except BaseException:
                 client.breaker.record_failure()
                 raise

@@ -92,6 +92,16 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial_in_flight = False
 
+    def record_abandoned(self) -> None:
+        """The caller gave up (its run timed out or was cancelled): the endpoint said nothing.
+
+        Neither a failure nor a success; a half-open trial slot is freed for the next call.
+        Counting these as failures opened a busy but healthy endpoint's circuit: an eval at 8
+        in flight on a slow large tier timed out five runs in a row, and every later row then
+        failed at once with "every replica's circuit is open".
+        """
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         """A call failed for an endpoint reason: count it, open (or re-open) the circuit."""
         self.failures += 1

@@ -247,6 +247,42 @@ async def test_open_circuit_fails_fast_and_half_opens_after_reset() -> None:
     await pool.aclose()
 
 
+async def test_callers_that_give_up_do_not_open_a_busy_endpoints_circuit() -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def slow(request: httpx2.Request) -> httpx2.Response:
+        started.set()
+        await asyncio.sleep(30)
+        return _ok()
+
+    pool = ModelPool(
+        PoolConfig.parse(
+            {
+                "models": {"slm": [_endpoint("a")]},
+                "retry": {"max_retries": 0},
+                "circuit": {"failure_threshold": 2, "reset_after_s": 60},
+            }
+        ),
+        http_client_factory=lambda ep: httpx2.AsyncClient(transport=httpx2.MockTransport(slow)),
+    )
+    breaker = pool.endpoints()[0].breaker
+    for _ in range(3):  # three runs time out while the endpoint is still working on them
+        started.clear()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pool.complete("slm", MESSAGES)
+        assert started.is_set()
+    assert breaker.state == "closed" and breaker.failures == 0
+    # A half-open trial abandoned by its caller frees the slot for the next call.
+    breaker.opened_at, breaker.failures = breaker.clock() - 61, 2
+    assert breaker.allow() and not breaker.allow()
+    breaker.record_abandoned()
+    assert breaker.allow()
+    await pool.aclose()
+
+
 def test_retry_delays_grow_and_stay_capped() -> None:
     policy = RetryPolicy(base_delay_s=1.0, max_delay_s=4.0, jitter=0.0)
     assert [policy.delay(n) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 4.0, 4.0]

@@ -49,7 +49,6 @@ __all__ = [
     "MAX_BATCH",
     "EmbeddingKNN",
     "Encoder",
-    "ExampleIndex",
     "KNNVote",
     "encoder_ready",
     "minilm_encoder",
@@ -254,71 +253,6 @@ class EmbeddingKNN:
             ranking=ranking,
             neighbours=tuple(zip((int(i) for i in order), nearest, strict=True)),
         )
-
-
-class ExampleIndex:
-    """A skill's examples, found by similarity: the `k` nearest to a text, for a prompt.
-
-    Agents that show examples (SQL) show the ones most like the question instead of the first
-    ones: a question about counting employees gets the counting questions.
-
-    Args:
-        examples: The examples.
-        vectors: An embedding of each example's text (see `from_examples`).
-        encoder: Embeds query texts; must be the encoder that made `vectors`.
-
-    Raises:
-        ConfigError: No examples, or `vectors` does not match them.
-    """
-
-    def __init__(
-        self, examples: Sequence[Example], vectors: NDArray[Any], *, encoder: Encoder
-    ) -> None:
-        if not examples:
-            raise ConfigError("an ExampleIndex needs at least one example")
-        self.examples = tuple(examples)
-        self._vectors = _normalised(vectors, len(self.examples))
-        self._encoder = encoder
-
-    @classmethod
-    def from_examples(
-        cls,
-        examples: Sequence[Example],
-        *,
-        text: Callable[[Example], str] | None = None,
-        encoder: Encoder | None = None,
-    ) -> ExampleIndex:
-        """Embed each example's `text` (its input's user text by default) once.
-
-        Raises:
-            ConfigError: No examples.
-            SkillError: An example's input has no text.
-            MissingDependencyError: The default encoder is needed but not installed.
-        """
-        if not examples:
-            raise ConfigError("an ExampleIndex needs at least one example; add some")
-        texts = [(text or _example_text)(example) for example in examples]
-        encoder = encoder or minilm_encoder()
-        return cls(examples, encoder(texts), encoder=encoder)
-
-    def nearest(self, text: str, k: int) -> tuple[Example, ...]:
-        """The `k` examples most similar to `text`, the most similar last (nearest the query)."""
-        import numpy as np
-
-        if k <= 0:
-            return ()
-        query = _normalised(self._encoder([text]), 1)[0]
-        order = np.argsort(-(self._vectors @ query), kind="stable")[:k]
-        return tuple(self.examples[int(i)] for i in reversed(order))
-
-    async def anearest(self, text: str, k: int) -> tuple[Example, ...]:
-        """`nearest` off the event loop, on the encoder's own thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_encode_executor, self.nearest, text, k)
-
-
-def _example_text(example: Example) -> str:
-    return query_text(example.input)
 
 
 class _Batcher:

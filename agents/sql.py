@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from brickwork.agents.base import (
     AgentResult,
@@ -45,15 +45,11 @@ from brickwork.tools.sql import Database, Dialect, SchemaInfo
 from brickwork.tools.sql_exec import aexecute_readonly
 from brickwork.tools.sql_safety import check_sql
 
-if TYPE_CHECKING:
-    from brickwork.agents.embeddings import ExampleIndex
-
 __all__ = [
     "DEFAULT_FEW_SHOT",
     "SQL_SCHEMA",
     "SQLAgent",
     "SQLAnswer",
-    "example_question",
     "parse_sql_output",
     "split_schema_question",
 ]
@@ -108,8 +104,6 @@ class SQLAgent:
         max_prompt_tables: Schemas with more tables show only the question's relevant ones.
         few_shot: How many of the skill's examples to show as prior turns.
         max_tokens: Upper bound on the generated answer.
-        examples: Show the `few_shot` examples most similar to the question (on every tier)
-            instead of the skill's first ones.
 
     Raises:
         SkillError: The skill is not a SQL skill, it names a dialect brickwork cannot run,
@@ -126,7 +120,6 @@ class SQLAgent:
         max_prompt_tables: int = 8,
         few_shot: int = DEFAULT_FEW_SHOT,
         max_tokens: int = 256,
-        examples: ExampleIndex | None = None,
     ) -> None:
         if not isinstance(skill.contract, SQLContract):
             raise SkillError(
@@ -149,7 +142,6 @@ class SQLAgent:
         self.max_prompt_tables = max_prompt_tables
         self.few_shot = few_shot
         self.max_tokens = max_tokens
-        self.examples = examples
         self._schema: SchemaInfo | None = None
 
     async def schema(self) -> SchemaInfo:
@@ -170,26 +162,18 @@ class SQLAgent:
         return schema.relevant(question, max_tables=self.max_prompt_tables)
 
     def messages(
-        self,
-        question: str,
-        schema: SchemaInfo,
-        *,
-        few_shot: int | None = None,
-        examples: Sequence[Example] | None = None,
+        self, question: str, schema: SchemaInfo, *, few_shot: int | None = None
     ) -> list[Message]:
         """The prompt: instructions, dialect and answer format; examples; schema and question.
 
         The schema goes in the last user turn, next to the question, in the layout of
         text-to-SQL data (`Schema:` DDL, then `Question:`), which examples that carry their
-        own schema share. `examples` (the ones chosen for this question) replaces the skill's
-        first ones; `few_shot` caps either.
+        own schema share.
         """
         dialect = _DIALECT_NAMES[self.dialect]
         system = f"{self.skill.instructions}\n\n{_ANSWER.format(dialect=dialect)}"
         messages: list[Message] = [{"role": "system", "content": system}]
-        shown = self.few_shot if few_shot is None else few_shot
-        chosen = self.skill.few_shot(shown) if examples is None else examples[-shown:]
-        for example in chosen if shown > 0 else ():
+        for example in self.skill.few_shot(self.few_shot if few_shot is None else few_shot):
             messages += _example_turns(example)
         content = f"Schema:\n{schema.to_ddl()}\n\nQuestion: {question.strip()}"
         messages.append({"role": "user", "content": content})
@@ -252,12 +236,8 @@ class SQLAgent:
             return value, errors, kind
 
         shots = shots_for(logical, self.few_shot)
-        near = None
-        if self.examples is not None and self.few_shot > 0:
-            near = await self.examples.anearest(question, self.few_shot)
-            extra["examples"] = [example_question(example) for example in near]
-        prompt = self.messages(question, shown, few_shot=shots, examples=near)
-        top = self.messages(question, shown, examples=near) if shots < self.few_shot else prompt
+        prompt = self.messages(question, shown, few_shot=shots)
+        top = self.messages(question, shown) if shots < self.few_shot else prompt
         value, attempts, signals = await repair_loop(
             prompt,
             with_top_tier_prompt(call, prompt, top),
@@ -356,12 +336,6 @@ def _clean(sql: str) -> str:
     if fenced:
         sql = fenced.group(1).strip()
     return sql.rstrip("; \t\r\n")
-
-
-def example_question(example: Example) -> str:
-    """An SQL example's question (without the schema its input may carry)."""
-    text = example.input if isinstance(example.input, str) else str(example.input)
-    return split_schema_question(text)[1]
 
 
 def _example_turns(example: Example) -> list[Message]:

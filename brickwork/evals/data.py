@@ -300,8 +300,7 @@ def load_target(ref: str, *, knn: bool = False) -> EvalTarget:
 
     `knn` lets a skill folder's examples vote first (a MiniLM kNN; the row itself left out):
     on an intent, the small model decides only when the vote is unsure (as the example graphs'
-    intent nodes do); on a tool call, the vote narrows the tools the small tier may call; on
-    SQL, the examples shown are the ones whose questions are nearest the row's.
+    intent nodes do); on a tool call, the vote narrows the tools the small tier may call.
 
     Raises:
         ConfigError: Unknown target, or a graph that has no expectation mapping.
@@ -371,27 +370,13 @@ class _RowAgents:
         elif kind == "extract":
             agent = ExtractAgent(skill)
         else:
-            index = self._index(kept) if self.knn and kept else None
-            agent = SQLAgent(skill, database=self.database(key), examples=index)
+            agent = SQLAgent(skill, database=self.database(key))
         self._agents[key] = agent
         return agent
 
     def _knn(self, examples: Sequence[Example]) -> Any:
         """A kNN over `examples`, each text embedded once for all rows."""
-        from brickwork.agents.embeddings import EmbeddingKNN
-
-        return EmbeddingKNN.from_examples(examples, encoder=self._encoder())
-
-    def _index(self, examples: Sequence[Example]) -> Any:
-        """The SQL examples found by their questions' similarity, embedded once for all rows."""
-        from brickwork.agents.embeddings import ExampleIndex
-        from brickwork.agents.sql import example_question
-
-        return ExampleIndex.from_examples(examples, text=example_question, encoder=self._encoder())
-
-    def _encoder(self) -> Any:
-        """MiniLM, remembering every text it embedded for the other rows' agents."""
-        from brickwork.agents.embeddings import minilm_encoder
+        from brickwork.agents.embeddings import EmbeddingKNN, minilm_encoder
 
         encoder = minilm_encoder()
 
@@ -404,7 +389,7 @@ class _RowAgents:
                     self._vectors.update(zip(new, encoder(new), strict=True))
                 return np.stack([self._vectors[t] for t in texts])
 
-        return cached
+        return EmbeddingKNN.from_examples(examples, encoder=cached)
 
     async def run(self, input: Any, *, pool: Any, model: str | None = None) -> Any:
         key = input if isinstance(input, str) else _example_key(list(input))

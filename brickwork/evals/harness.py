@@ -143,8 +143,7 @@ async def arun_eval(
         console: Where the progress bar goes (None: a rich console on stderr).
         knn: An intent or tool-call skill folder's examples vote first (MiniLM kNN, the row
             left out): on the intent, as in the example graphs' intent nodes; on the tool,
-            narrowing what the small tier may call (see `agents.toolcall`). On an SQL
-            folder, every tier is shown the examples whose questions are nearest the row's.
+            narrowing what the small tier may call (see `agents.toolcall`).
         margins: The knob values of the routed mode, one routed run of the rows each
             (default: `brickwork.routing.DEFAULT_MARGIN`).
         split: Evaluate only this part of the rows (`Split("train")` / `Split("test")`).
@@ -488,8 +487,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "row left out). Intent: the small model decides only when unsure, as the example "
         "graphs' intent nodes do. Tool calls: the vote narrows the tools the small tier may "
         "call (to one when clear; a tool without parameters is then called with no model "
-        "call); tiers above choose freely. SQL: every tier is shown the examples whose "
-        "questions are most like the row's",
+        "call); tiers above choose freely",
     )
     parser.add_argument(
         "--margin",

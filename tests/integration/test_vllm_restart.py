@@ -21,11 +21,23 @@ def _group_gone(pgid: int) -> bool:
     return group_members(pgid) == []
 
 
-async def test_kill_9_restarts_and_clients_recover(embedded_model: Path) -> None:
-    spec = ServerSpec(model=embedded_model, served_name="victim")
+async def test_kill_9_restarts_and_clients_recover_then_a_dead_engine_is_restarted(
+    embedded_model: Path,
+) -> None:
+    """kill -9 of the server under load, then of its engine core alone: restarted each time.
+
+    One server for both (a start costs half a minute): three processes (API, engine core,
+    worker), so the engine can die alone behind a live API process.
+    """
+    spec = ServerSpec(
+        model=embedded_model, served_name="victim", cores=(0,), worker_in_engine=False
+    )
     server = await asyncio.to_thread(
         VLLMServer(
-            spec, progress=False, ready_timeout_s=900, restart=RestartPolicy(backoff_s=0.5)
+            spec,
+            progress=False,
+            ready_timeout_s=900,
+            restart=RestartPolicy(backoff_s=0.5, unhealthy_after_s=10),
         ).start
     )
     first_pid = server.pid
@@ -62,30 +74,10 @@ async def test_kill_9_restarts_and_clients_recover(embedded_model: Path) -> None
             await asyncio.sleep(pool.config.circuit.reset_after_s)
             after = await pool.complete("slm", messages, max_tokens=8)
             assert after.text and after.endpoint == "local-vllm"
-    finally:
-        second_pid = server.pid
-        await asyncio.to_thread(server.stop)
-    assert server.status == "stopped"
-    assert second_pid is not None and _group_gone(second_pid)
 
-
-async def test_a_dead_engine_behind_a_live_api_process_is_restarted(embedded_model: Path) -> None:
-    """kill -9 of the engine core only: the server is restarted and serves again."""
-    # Three processes (API, engine core, worker): the engine can die alone.
-    spec = ServerSpec(
-        model=embedded_model, served_name="victim-engine", cores=(0,), worker_in_engine=False
-    )
-    server = await asyncio.to_thread(
-        VLLMServer(
-            spec,
-            progress=False,
-            ready_timeout_s=900,
-            restart=RestartPolicy(backoff_s=0.5, unhealthy_after_s=10),
-        ).start
-    )
-    leader = server.pid
-    assert leader is not None
-    try:
+        # Now the engine core alone: the API process lives on, unhealthy, and is restarted.
+        leader = server.pid
+        assert leader is not None
         engine = [
             pid
             for pid in group_members(leader)
@@ -97,9 +89,12 @@ async def test_a_dead_engine_behind_a_live_api_process_is_restarted(embedded_mod
         while server.pid == leader and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.5)
         assert await asyncio.to_thread(server.wait_ready, 900)
-        assert server.restarts == 1 and _group_gone(leader)
-        async with ModelPool(pool_config_for(server.base_url, "victim-engine")) as pool:
+        assert server.restarts == 2 and _group_gone(leader)
+        async with ModelPool(pool_config_for(server.base_url, "victim")) as pool:
             messages = [{"role": "user", "content": "Say hi."}]
             assert (await pool.complete("slm", messages, max_tokens=4)).text
     finally:
+        last_pid = server.pid
         await asyncio.to_thread(server.stop)
+    assert server.status == "stopped"
+    assert last_pid is not None and _group_gone(last_pid)

@@ -46,6 +46,10 @@ QUESTIONS = (
 SQL_FAILURES = {"invalid_output", "unsafe_sql", "sql_error", "sql_timeout"}
 #: Requests in flight at once: enough to batch on vLLM, few enough for a shared CPU server.
 CONCURRENCY = 4
+#: What these tests check is structural (rows or a signal, nothing written), not accuracy: a
+#: lower limit than the agent's 256 keeps the 135M model's rambling answers (cut off, then
+#: repaired) from setting each test's time (the same outcomes at 128 and 256, 2026-12-06).
+MAX_TOKENS = 128
 
 
 def _digest(path: Path) -> str:
@@ -103,7 +107,7 @@ async def test_analytics_questions_end_in_rows_or_signals(
 ) -> None:
     path = create_sample_db(tmp_path / "shop.db")
     before = _digest(path)
-    agent = SQLAgent(analytics_skill(Database.sqlite(path)))
+    agent = SQLAgent(analytics_skill(Database.sqlite(path)), max_tokens=MAX_TOKENS)
     schema = await agent.schema()
     limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -151,7 +155,9 @@ async def test_text2sql_rows_execute_or_signal(slm_pool: ModelPool, tmp_path: Pa
         assert ddl is not None
         path = database_from_ddl(ddl, tmp_path / f"row{index}.db")
         before = _digest(path)
-        agent = SQLAgent(_bound(skill, Database.sqlite(path), row["question"]))
+        agent = SQLAgent(
+            _bound(skill, Database.sqlite(path), row["question"]), max_tokens=MAX_TOKENS
+        )
         schema = await agent.schema()
         assert schema.to_ddl() == ddl  # the model sees the row's own schema
         async with limit:

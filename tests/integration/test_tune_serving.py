@@ -32,14 +32,19 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path) -> Iterator[Path]:
     """A private cache holding the real embedded model (linked) and an empty registry."""
-    root = tmp_path_factory.mktemp("cache")
-    (root / "models").mkdir()
-    (root / "models" / embedded_model.name).symlink_to(embedded_model)
+    root = _cache_root(tmp_path_factory.mktemp("cache"), embedded_model)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BRICKWORK_CACHE_DIR", str(root))
         patch.delenv("BRICKWORK_BINDINGS", raising=False)
         patch.delenv("BRICKWORK_STATE_DIR", raising=False)
         yield root
+
+
+def _cache_root(root: Path, embedded_model: Path) -> Path:
+    """`root` made a cache folder holding the real embedded model (linked), nothing else."""
+    (root / "models").mkdir(parents=True)
+    (root / "models" / embedded_model.name).symlink_to(embedded_model)
+    return root
 
 
 def _manifest(name: str, folder: Path, base: tuple[str, str]) -> None:
@@ -61,6 +66,11 @@ def _manifest(name: str, folder: Path, base: tuple[str, str]) -> None:
 @pytest.fixture(scope="module")
 def registered_identity(cache: Path, identity_adapter: Path, embedded_model: Path) -> str:
     """The session's zero-effect adapter, registered with a manifest for the embedded base."""
+    return _register_identity(identity_adapter, embedded_model)
+
+
+def _register_identity(identity_adapter: Path, embedded_model: Path) -> str:
+    """Register the identity adapter (linked) in the current cache; returns its name."""
     folder = adapters.adapter_path("identity")
     folder.parent.mkdir(parents=True, exist_ok=True)
     folder.symlink_to(identity_adapter, target_is_directory=True)
@@ -254,10 +264,8 @@ def test_a_private_small_tier_serves_the_shipped_specialist_merged_then_a_new_ad
     from brickwork.cost import CPU_SELF_HOSTED, PriceBook
     from brickwork.serving.local import LocalServing
 
-    root = tmp_path / "cache"  # an empty registry (this module's cache has adapters)
-    (root / "models").mkdir(parents=True)
-    (root / "models" / embedded_model.name).symlink_to(embedded_model)
-    monkeypatch.setenv("BRICKWORK_CACHE_DIR", str(root))
+    # An empty registry (this module's cache has adapters).
+    monkeypatch.setenv("BRICKWORK_CACHE_DIR", str(_cache_root(tmp_path / "cache", embedded_model)))
 
     name = "smart_home-specialist"
     with LocalServing(reuse=False, progress=False, large=False) as local:
@@ -285,11 +293,7 @@ def test_a_private_small_tier_serves_the_shipped_specialist_merged_then_a_new_ad
         assert response.json()["model"] == name
 
         # An adapter registered now: the private base, started without LoRA, is restarted.
-        folder = adapters.adapter_path("identity")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        folder.symlink_to(identity_adapter, target_is_directory=True)
-        _manifest("identity", folder, base_identity(embedded_model))
-        path = adapters.get_adapter("identity").path
+        path = adapters.get_adapter(_register_identity(identity_adapter, embedded_model)).path
         assert local.ensure_adapter("identity", path) == "restarted"
         assert "identity" in served_models(local.base_url)
         assert "slm:identity" in local.pool_config().models

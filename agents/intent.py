@@ -24,6 +24,9 @@ from brickwork.agents.base import (
     AgentResult,
     Attempt,
     Signal,
+    SkippedCall,
+    estimate_prompt_tokens,
+    estimate_tokens,
     examples_chars,
     on_bottom_tier,
     shots_for,
@@ -135,7 +138,8 @@ class IntentAgent:
             vote = await self.knn.aclassify(query_text(input))
             extra["knn"] = _vote_record(vote, time.perf_counter() - started)
             if vote.share >= self.knn_threshold:
-                return self._result(Intent(vote.label, vote.share, "knn"), (), extra)
+                result = self._result(Intent(vote.label, vote.share, "knn"), (), extra)
+                return replace(result, skipped=self._skipped(input, vote.label))
             chosen = set(vote.candidates(self.max_candidates))
             labels = tuple(label for label in labels if label in chosen)
             method = "knn+slm"
@@ -165,6 +169,15 @@ class IntentAgent:
             )
             result = replace(result, signals=(Signal("low_confidence", detail),))
         return result
+
+    def _skipped(self, input: str | Sequence[Message], label: str) -> SkippedCall:
+        """The call the kNN spared, as the top tier would have made it.
+
+        Its prompt offers every label with every example; its answer is the label and the end
+        of the turn.
+        """
+        prompt = estimate_prompt_tokens(self.messages(input))
+        return SkippedCall("knn", prompt, estimate_tokens(label) + 1)
 
     def messages(
         self,

@@ -16,6 +16,7 @@ __all__ = [
     "Escalation",
     "Event",
     "ModelCallEvent",
+    "ModelSkipped",
     "NodeFinished",
     "NodeStarted",
     "RouteDecision",
@@ -111,6 +112,26 @@ class ModelCallEvent(_Base):
     escalated: bool
     cached: bool = False  # answered from the response cache: no model ran, $0 in the ledger
     kind: Literal["model_call"] = "model_call"
+    at: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class ModelSkipped(_Base):
+    """A step decided without a model call, priced as the top tier would have made it.
+
+    The intent kNN decides confident inputs on the small tier without calling a model; with
+    every node on the top tier that step would have been a model call (the top tier does not
+    use the kNN). The tokens are estimated from the prompt the top tier would have been sent
+    (`agents.base.SkippedCall`); the cost is 0, the counterfactual is not.
+    """
+
+    node: str
+    method: str
+    prompt_tokens: int
+    completion_tokens: int
+    frontier_cost_usd: float
+    api_reference_usd: float
+    kind: Literal["model_skipped"] = "model_skipped"
     at: float = field(default_factory=_now)
 
 
@@ -216,6 +237,7 @@ Event = (
     RunStarted
     | NodeStarted
     | ModelCallEvent
+    | ModelSkipped
     | Escalation
     | RouteDecision
     | CacheLookup

@@ -3,21 +3,26 @@
 It carries the pool, the ledger and budgets, the escalation policy and mode, and the event sink;
 nodes use it to account for model calls and to reserve budget before an escalation. A model
 call answered from the response cache (`brickwork.caching`) is accounted at $0, flagged
-`cached` on its `ModelCallEvent`.
+`cached` on its `ModelCallEvent`. A step an agent decided without a model (the intent kNN) is
+accounted as a `ModelSkipped` event: $0, not a call, but in the counterfactual "every node on the
+top tier", which would have made that call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brickwork.cost import Budget, BudgetBook, BudgetExceeded, Ledger, LedgerRow, Reservation
 from brickwork.cost.prices import estimate_cost
 from brickwork.escalation import Mode, Policy
-from brickwork.events import Event, ModelCallEvent
+from brickwork.events import Event, ModelCallEvent, ModelSkipped
 from brickwork.serving.pool import ModelPool
 from brickwork.serving.types import Completion, Usage
+
+if TYPE_CHECKING:
+    from brickwork.agents.base import SkippedCall
 
 __all__ = ["ESCALATION_PROMPT_TOKENS", "RunContext"]
 
@@ -59,14 +64,19 @@ class RunContext:
         escalated: bool,
         for_node: str | None = None,
         superseded: bool | None = None,
+        skipped: SkippedCall | None = None,
     ) -> float:
         """Ledger rows and events for a node's model calls; charges the budgets. Returns cost.
 
         `superseded` is passed to `Ledger.record` (False for a middle tier's answer, which
         stays in the counterfactual unless a higher tier replaces it: `supersede_last`).
+        `skipped` is the call the agent spared (`AgentResult.skipped`): a $0 ledger row that
+        only the counterfactuals count, and a `ModelSkipped` event.
         """
         total = 0.0
         self._last_rows = []
+        if skipped is not None:
+            self._account_skipped(for_node or node, skipped)
         for completion in completions:
             # A response-cache hit ran no model: it is priced at $0 (no tokens, no busy time)
             # and flagged `cached` on its event; the tokens it saved are on its CacheLookup.
@@ -114,6 +124,25 @@ class RunContext:
                     self._escalation_spend.get(for_node or node, 0.0) + row.cost_usd
                 )
         return total
+
+    def _account_skipped(self, node: str, skipped: SkippedCall) -> None:
+        row = self.ledger.record_skipped(
+            self.run_id, node, skipped.prompt_tokens, skipped.completion_tokens, tenant=self.tenant
+        )
+        self._last_rows.append(row)
+        # If the node escalates after all, the top tier's call replaces this one.
+        self._small_rows.setdefault(node, []).append(row)
+        self.emit(
+            ModelSkipped(
+                self.run_id,
+                node,
+                skipped.method,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.frontier_cost_usd,
+                row.api_reference_usd,
+            )
+        )
 
     @property
     def _escalation_spend(self) -> dict[str, float]:

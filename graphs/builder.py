@@ -311,7 +311,7 @@ def _specialist_node(
                 tier = model = route.tier
         pool = await _node_pool(ctx, spec.name, spec.agent)
         result = await spec.agent.run(spec.read(state), pool=pool, model=model)
-        ctx.account(spec.name, result.completions, escalated=False)
+        ctx.account(spec.name, result.completions, escalated=False, skipped=result.skipped)
         if _needs_confirmation(result):
             return _ask(spec.name, spec.name, result, started, ctx, tier, then="node")
         signals = tuple((s.kind, s.detail) for s in result.signals)
@@ -511,7 +511,7 @@ async def run_step(name: str, agent: _Agent, input: Any, ctx: RunContext) -> tup
     if ctx.mode != "frontier":
         model = await bound_model(agent, ctx.pool)
         result = await agent.run(input, pool=await _node_pool(ctx, name, agent), model=model)
-        ctx.account(name, result.completions, escalated=False)
+        ctx.account(name, result.completions, escalated=False, skipped=result.skipped)
     signals = tuple((s.kind, s.detail) for s in (result.signals if result else ()))
     decision = decide(
         EscalationInput(

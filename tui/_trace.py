@@ -131,6 +131,13 @@ def event_line(event: EventDict) -> Text:
             f"{seconds(event.get('latency_s'))}, {money(float(event.get('cost_usd') or 0))}",
             style="dim",
         )
+    if kind == "model_skipped":
+        return Text(
+            f"    no call ({event.get('method')} decided); the top tier would have taken "
+            f"~{event.get('prompt_tokens')}+{event.get('completion_tokens')} tok, "
+            f"{money(float(event.get('frontier_cost_usd') or 0))}",
+            style="dim",
+        )
     if kind == "route_decision":
         style = "yellow" if event.get("reason") in CASCADE_REASONS else "cyan"
         return Text(f"    route {clip(route_text(event), 100)}", style=style)

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from brickwork.cost.prices import PriceBook
+from brickwork.cost.prices import PriceBook, estimate_cost
 
 if TYPE_CHECKING:
     from brickwork.serving.types import Completion
@@ -65,6 +65,9 @@ class LedgerRow:
             but not part of any counterfactual.
         cached: The response cache answered (`brickwork.caching`): no model ran, priced at $0
             by the run context; what it saved is on the run's `CacheLookup` event.
+        skipped: Not a call: a step decided without a model (the intent kNN), priced $0, whose
+            estimated tokens are what the top tier would have been sent (`record_skipped`).
+            It counts in the counterfactuals, not in `calls`.
     """
 
     run_id: str
@@ -85,6 +88,7 @@ class LedgerRow:
     api_reference_usd: float = 0.0
     superseded: bool = False
     cached: bool = False
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,8 @@ class RunCost:
         cost_usd          = sum of cost_usd of every row: small calls, repair turns, failed
                             attempts of escalated nodes and top-tier calls are all real spend
         frontier_only_usd = sum of frontier_cost_usd of lower-tier rows that no higher tier
-                            superseded + sum of cost_usd of top-tier rows
+                            superseded (skipped steps included: the top tier would have
+                            made the call the kNN spared) + sum of cost_usd of top-tier rows
                             (the counterfactual "every node on the top tier", one definition
                             used by the CLI, eval, TUI and HTTP front)
         saving_usd        = frontier_only_usd - cost_usd   (negative: hybrid cost more)
@@ -112,7 +117,7 @@ class RunCost:
         frontier_only_usd: What they would have cost with every node on the top tier.
         saving_usd: frontier_only_usd - cost_usd.
         saving_ratio: Share of the top-tier-only cost saved.
-        calls: Number of calls.
+        calls: Number of calls (skipped steps are not calls).
         small_calls: Calls below the top tier.
         frontier_calls: Calls on the top tier.
         api_reference_usd: Every node on a frontier API at its list price.
@@ -214,14 +219,56 @@ class Ledger:
             superseded=(escalated and not top) if superseded is None else superseded,
             cached=completion.extra.get("cache") == "hit",
         )
+        self._append(row)
+        return row
+
+    def record_skipped(
+        self,
+        run_id: str,
+        node: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        tenant: str = "default",
+        at: float | None = None,
+    ) -> LedgerRow:
+        """Add a step decided without a model call, priced as the top tier would have made it.
+
+        The row costs $0 and is not a call; its `frontier_cost_usd` and `api_reference_usd`
+        price the given (estimated) tokens at the top tier and at the frontier API list price,
+        so "every node on the top tier" includes the call the top tier could not have spared.
+        """
+        row = LedgerRow(
+            run_id=run_id,
+            node=node,
+            endpoint="",
+            model="",
+            served_model="",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_s=0.0,
+            cost_usd=0.0,
+            frontier_cost_usd=estimate_cost(
+                self.prices.top_tier_price, prompt_tokens, completion_tokens
+            ),
+            api_reference_usd=self.prices.frontier_reference.cost(prompt_tokens, completion_tokens),
+            stand_in=False,
+            escalated=False,
+            tenant=tenant,
+            at=time.time() if at is None else at,
+            skipped=True,
+        )
+        self._append(row)
+        return row
+
+    def _append(self, row: LedgerRow) -> None:
         with self._lock:
-            rows = self._runs.get(run_id)
+            rows = self._runs.get(row.run_id)
             if rows is None:
-                rows = self._runs[run_id] = []
+                rows = self._runs[row.run_id] = []
                 if len(self._runs) > self.max_runs:
                     self._drop_oldest()
             rows.append(row)
-        return row
 
     def _drop_oldest(self) -> None:
         """Under the lock: forget the oldest run's rows, keeping its sums per tenant."""
@@ -287,7 +334,11 @@ class _Sums:
 
     def add(self, row: LedgerRow) -> None:
         self.cost += row.cost_usd
-        if row.frontier:
+        if row.skipped:
+            if not row.superseded:
+                self.frontier_only += row.frontier_cost_usd
+                self.api += row.api_reference_usd
+        elif row.frontier:
             self.frontier += 1
             self.frontier_only += row.cost_usd
             self.api += row.api_reference_usd

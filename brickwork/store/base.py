@@ -139,7 +139,8 @@ class NodeStats:
         prompt_tokens: Prompt tokens of those calls.
         completion_tokens: Completion tokens of those calls.
         cost_usd: What those calls cost.
-        frontier_only_usd: What the node would have cost on the frontier model.
+        frontier_only_usd: What the node would have cost on the frontier model (steps the
+            kNN decided without a call included: the top tier would have made that call).
     """
 
     graph: str
@@ -833,7 +834,8 @@ SELECT r.graph, e.run_id, e.kind, e.node,
     {field("prompt_tokens", "number")}, {field("completion_tokens", "number")},
     {field("cost_usd", "number")}, {field("frontier_cost_usd", "number")}
 FROM events e JOIN runs r ON r.run_id = e.run_id
-WHERE e.kind IN ('node_finished', 'model_call', 'escalation') AND e.node IS NOT NULL"""
+WHERE e.kind IN ('node_finished', 'model_call', 'model_skipped', 'escalation')
+    AND e.node IS NOT NULL"""
 
     def escalations(
         self,
@@ -924,6 +926,9 @@ def _aggregate_nodes(rows: Sequence[Sequence[Any]]) -> list[NodeStats]:
             total["validation_failures"] += bool(invalid)
         elif kind == "escalation":
             total["escalations"] += action == "escalate"
+        elif kind == "model_skipped":  # no call, but the top tier would have made one
+            if (run_id, node) not in escalated_nodes:
+                total["frontier_only_usd"] += float(call[-1] or 0.0)
         else:
             stand_in, escalated, prompt, completion, cost, frontier_cost = call
             total["model_calls"] += 1

@@ -264,6 +264,28 @@ def test_node_stats(store: RunStore) -> None:
     assert store.node_stats(graph="nope") == []
 
 
+def test_node_stats_count_a_step_decided_without_a_call_in_the_counterfactual_only(
+    store: RunStore,
+) -> None:
+    # Run a: the kNN decided "n" (no call; the top tier would have made one). Run b: it did
+    # too, but "n" escalated after all: the supervisor's call stands for it.
+    skipped = {"kind": "model_skipped", "node": "n", "at": 1.0, "method": "knn",
+               "prompt_tokens": 300, "completion_tokens": 3, "frontier_cost_usd": 0.004,
+               "api_reference_usd": 0.0005}  # fmt: skip
+    store.save(
+        _summary("a", frontier_only_usd=0.004),
+        [{**skipped, "run_id": "a"}, _finished("a", "n", 0.01, True, [])],
+    )
+    store.save(
+        _summary("b", escalations=1),
+        [{**skipped, "run_id": "b"}, _decision("b", "n", "escalate", "low_confidence"),
+         _finished("b", "n", 0.01, False, [])],
+    )  # fmt: skip
+    [n] = store.node_stats()
+    assert (n.calls, n.model_calls, n.prompt_tokens, n.cost_usd) == (2, 0, 0, 0.0)
+    assert n.frontier_only_usd == pytest.approx(0.004)
+
+
 def test_node_stats_without_spans_are_nan(store: RunStore) -> None:
     store.save(_summary("a"), [_call("a", "n", "slm", 0.001, 0.01)])
     [only] = store.node_stats()

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
+from brickwork.agents.base import SkippedCall, estimate_prompt_tokens, estimate_tokens
 from brickwork.agents.embeddings import EmbeddingKNN
 from brickwork.agents.intent import Intent, IntentAgent
+from brickwork.app import App
 from brickwork.errors import ConfigError, SkillError, UnknownModelError
+from brickwork.events import ModelCallEvent, ModelSkipped
+from brickwork.graphs import GraphModule
+from brickwork.graphs.builder import Specialist, build_graph
 from brickwork.skills.examples import banking_transfer_extraction_skill
 from brickwork.skills.skill import Example, LabelSet, Skill, Thresholds
+from brickwork.store import RunStore
 from brickwork.testing import ModelStep, ScriptedModel
 
 LABELS = {
@@ -189,6 +197,12 @@ async def test_confident_knn_decides_without_any_model_call() -> None:
     assert result.value == Intent("card", pytest.approx(1.0), "knn")
     assert result.extra["knn"]["label"] == "card"
     assert result.extra["knn"]["latency_s"] >= 0
+    # The call it spared, as the top tier would have made it: every label, every example.
+    agent = IntentAgent(SKILL, knn=_knn())
+    assert result.skipped == SkippedCall(
+        "knn", estimate_prompt_tokens(agent.messages("card lost")), estimate_tokens("card") + 1
+    )
+    assert result.skipped.prompt_tokens > estimate_prompt_tokens(agent.messages("card lost", []))
 
 
 async def test_unsure_knn_narrows_the_model_choice_to_its_candidates() -> None:
@@ -208,6 +222,7 @@ async def test_unsure_knn_narrows_the_model_choice_to_its_candidates() -> None:
     ]
     assert result.value == Intent("transfer", pytest.approx(math.exp(-0.2)), "knn+slm")
     assert result.method == "knn+slm"
+    assert result.skipped is None  # a model was called: nothing spared
     # The model disagrees with the (tied) nearest neighbours: flagged for the escalation policy.
     assert [s.kind for s in result.signals] == ["low_confidence"]
     assert "nearest neighbours say 'card'" in result.signals[0].detail
@@ -348,3 +363,37 @@ async def test_the_knn_votes_on_the_bottom_tier_only_and_a_higher_tier_sees_ever
     assert unsure.method == "slm" and unsure.value is not None and unsure.value.label == "card"
     assert len(model.requests) == 2
     assert all(r["messages"][0] == _system("card", "transfer", "pin") for r in model.requests)
+
+
+async def test_in_a_graph_the_spared_call_counts_in_the_counterfactual_run_and_node_sums(
+    tmp_path: Path,
+) -> None:
+    # "Every node on the top tier" would have called a model where the kNN decided: the run's
+    # counterfactual, and the store's per-node sums, include that call; the spend does not.
+    module = ModuleType("brickwork_test_knn_intent")
+    agent = IntentAgent(SKILL, knn=_knn())
+
+    def build(*, checkpointer: Any = None) -> Any:
+        node = Specialist("intent", agent, lambda s: s["text"])
+        return build_graph([node], checkpointer=checkpointer)
+
+    module.build = build  # type: ignore[attr-defined]
+    store = RunStore(str(tmp_path / "runs.db"))
+    model = ScriptedModel([])  # any model call fails the test
+    async with model.pool() as pool:
+        app = App(GraphModule("knn_intent", module), pool=pool, checkpoints=None, store=store)
+        result = await app.ainvoke("card lost")
+        await app.aclose()
+    assert result.ok and model.requests == []
+    [spared] = [e for e in result.events if isinstance(e, ModelSkipped)]
+    assert not any(isinstance(e, ModelCallEvent) for e in result.events)
+    assert (spared.node, spared.method) == ("intent", "knn")
+    assert spared.prompt_tokens == estimate_prompt_tokens(agent.messages("card lost"))
+    assert result.cost.cost_usd == 0 and result.cost.calls == 0
+    assert result.cost.frontier_only_usd == pytest.approx(spared.frontier_cost_usd)
+    assert spared.frontier_cost_usd > 0 and result.cost.api_reference_usd > 0
+    [stats] = store.node_stats()
+    assert stats.model_calls == 0 and stats.cost_usd == 0
+    assert stats.frontier_only_usd == pytest.approx(result.cost.frontier_only_usd)
+    assert store.totals().frontier_only_usd == pytest.approx(result.cost.frontier_only_usd)
+    store.close()

@@ -639,3 +639,27 @@ def test_a_long_running_ledger_keeps_the_last_runs_rows_and_every_tenants_totals
     assert ledger.mark_escalated(old) == ()
     with pytest.raises(ValueError, match="max_runs must be >= 1"):
         Ledger(BOOK, max_runs=0)
+
+
+def test_a_step_the_knn_decided_is_not_a_call_but_the_top_tier_would_have_made_one() -> None:
+    ledger = Ledger(_ladder_book("large-vllm"), frontier_models=["large", "frontier"])
+    spared = ledger.record_skipped("r", "intent", 600, 3)
+    assert spared.skipped and spared.cost_usd == 0.0
+    assert spared.frontier_cost_usd == pytest.approx(estimate_cost(LARGE_CPU_SELF_HOSTED, 600, 3))
+    assert spared.api_reference_usd == pytest.approx(FRONTIER_REFERENCE.cost(600, 3))
+    act = ledger.record("r", "act", completion("local-vllm", 300, 20, model="slm"))
+    cost = ledger.run_cost("r")
+    assert cost.cost_usd == pytest.approx(act.cost_usd)
+    assert cost.frontier_only_usd == pytest.approx(spared.frontier_cost_usd + act.frontier_cost_usd)
+    assert cost.api_reference_usd == pytest.approx(
+        FRONTIER_REFERENCE.cost(600, 3) + FRONTIER_REFERENCE.cost(300, 20)
+    )
+    assert (cost.calls, cost.small_calls, cost.frontier_calls) == (1, 1, 0)
+    # Escalated after all: the top tier's own call stands for the node, counted once.
+    (gone,) = ledger.mark_escalated([spared])
+    fixed = ledger.record("r", "intent", completion("large-vllm", 600, 3, model="large"),
+                          escalated=True)  # fmt: skip
+    again = ledger.run_cost("r")
+    assert gone.superseded
+    assert again.frontier_only_usd == pytest.approx(fixed.cost_usd + act.frontier_cost_usd)
+    assert ledger.tenant_cost("default").frontier_only_usd == pytest.approx(again.frontier_only_usd)

@@ -621,3 +621,7 @@ def test_the_live_trace_names_the_counterfactual_as_the_run_summary_does(
                 "cost_usd": 0.000002, "frontier_only_usd": 0.000008}  # fmt: skip
     line = event_line(finished).plain
     assert "top-tier only $0.000008" in line and "frontier-only" not in line
+    spared = {"kind": "model_skipped", "node": "intent", "method": "knn", "prompt_tokens": 612,
+              "completion_tokens": 3, "frontier_cost_usd": 0.000004}  # fmt: skip
+    line = event_line(spared).plain
+    assert "no call (knn decided)" in line and "~612+3 tok" in line and "$0.000004" in line

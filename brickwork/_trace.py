@@ -136,16 +136,23 @@ def route_text(event: Mapping[str, Any], *, verbose: bool = False) -> str:
 
 
 def _node_rows(result: RunResult) -> list[tuple[NodeFinished, list[ModelCallEvent], Any]]:
+    """Each finished node span with its own calls and escalation decision.
+
+    A node can run more than once in a run (the supervisor once per escalated node, a node
+    again after a confirmation): each span takes the calls and the decision recorded for its
+    node since that node's previous span finished.
+    """
     calls: dict[str, list[ModelCallEvent]] = {}
+    decisions: dict[str, Any] = {}
+    rows = []
     for event in result.events:
         if isinstance(event, ModelCallEvent):
             calls.setdefault(event.node, []).append(event)
-    decisions = {e.node: e for e in result.events if e.kind == "escalation"}
-    return [
-        (event, calls.get(event.node, []), decisions.get(event.node))
-        for event in result.events
-        if isinstance(event, NodeFinished)
-    ]
+        elif event.kind == "escalation":
+            decisions[event.node] = event
+        elif isinstance(event, NodeFinished):
+            rows.append((event, calls.pop(event.node, []), decisions.pop(event.node, None)))
+    return rows
 
 
 def _outcome(event: NodeFinished, decision: Any, *, verbose: bool) -> Text:

@@ -18,6 +18,7 @@ from brickwork._trace import (
 )
 from brickwork.app import App, RunResult
 from brickwork.cli import DEFAULT_GRAPH, _split_run_words
+from brickwork.events import ModelCallEvent
 from brickwork.testing import FunctionModel
 
 GRAPH = str(Path(__file__).resolve().parents[1] / "fixtures" / "two_step_graph.py")
@@ -129,3 +130,30 @@ def test_serve_large_refuses_options_of_the_small_model(capsys: pytest.CaptureFi
     ):  # fmt: skip
         assert main(["serve", "--large", "--port", "18999", *extra]) == 2
         assert "--large serves the bundled large model alone" in capsys.readouterr().err
+
+
+async def test_each_supervisor_line_shows_its_own_calls_not_the_runs() -> None:
+    # With every node on the top tier the supervisor runs once per node: each of its lines
+    # takes the calls made since its previous line, so the lines add up to the run.
+    from tests.fixtures.graph_fakes import Agents, call
+
+    agents = Agents(
+        intent=lambda text, model: "device_command",
+        call=lambda text, model: call("toggle_lights", room="kitchen", state="on"),
+    )
+    async with agents.model().pool() as pool:
+        app = App.from_graph(
+            "smart_home", pool=pool, store=None, checkpoints=None, graph_options={"knn": False}
+        )
+        try:
+            result = await app.ainvoke("Turn on the kitchen lights", mode="frontier")
+        finally:
+            await app.aclose()
+    assert result.ok
+    calls = [e for e in result.events if isinstance(e, ModelCallEvent)]
+    assert [c.node for c in calls] == ["supervisor", "supervisor"]
+    console = Console(width=80, record=True, color_system=None)
+    print_trace(result, console)
+    lines = [line for line in console.export_text().splitlines() if line.startswith("supervisor")]
+    shown = [int(line.split(" tok")[0].split()[-1]) for line in lines]
+    assert shown == [c.prompt_tokens + c.completion_tokens for c in calls]

@@ -66,6 +66,7 @@ def build(
     out_dir: Path,
     *,
     max_steps: int | None = None,
+    max_val_examples: int | None = None,
     threads: int | None = None,
     progress: bool = True,
     command: str = "",
@@ -95,6 +96,7 @@ def build(
             alpha=2 * recipe.rank,
             seed=recipe.seed,
             max_steps=max_steps,
+            max_val_examples=max_val_examples,
             target_modules=recipe.target_modules,
         )
         trained = Path(tmp) / recipe.adapter

@@ -99,6 +99,8 @@ def test_an_existing_folder_and_an_empty_dataset_are_refused(
         train_adapter(skill, trained.dataset, tmp_path / "y", name="a:b", progress=False)
     with pytest.raises(TuneError, match="rank"):
         TrainConfig(rank=0)
+    with pytest.raises(TuneError, match="max_val_examples"):
+        TrainConfig(max_val_examples=0)
 
 
 def test_training_is_deterministic_for_a_seed(trained: Trained, tmp_path: Path) -> None:

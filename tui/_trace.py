@@ -23,12 +23,16 @@ EventDict = Mapping[str, Any]
 
 @dataclass
 class Step:
-    """One node span of a run: its route, model calls, escalation decision and how it ended."""
+    """One node span of a run: its route, calls, escalation decision and how it ended.
+
+    `skipped` is the `model_skipped` event of a span decided without a model (the kNN).
+    """
 
     node: str
     started_at: float | None = None
     route: EventDict | None = None
     calls: list[EventDict] = field(default_factory=list)
+    skipped: EventDict | None = None
     decision: EventDict | None = None
     finished: EventDict | None = None
 
@@ -90,6 +94,8 @@ def steps(events: Sequence[EventDict]) -> list[Step]:
             current(node).route = event
         elif kind == "model_call":
             current(node).calls.append(event)
+        elif kind == "model_skipped":
+            current(node).skipped = event
         elif kind == "escalation":
             current(node).decision = event
         elif kind == "node_finished":
@@ -113,6 +119,15 @@ def _json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def _spared(event: EventDict) -> str:
+    """A `model_skipped` event: what decided instead, and the top tier's call it spared."""
+    return (
+        f"no call ({event.get('method')} decided); top tier "
+        f"~{event.get('prompt_tokens')}+{event.get('completion_tokens')} tok, "
+        f"{money(float(event.get('frontier_cost_usd') or 0))}"
+    )
+
+
 def event_line(event: EventDict) -> Text:
     """One event as one line of a live trace."""
     kind = event.get("kind")
@@ -132,12 +147,7 @@ def event_line(event: EventDict) -> Text:
             style="dim",
         )
     if kind == "model_skipped":
-        return Text(
-            f"    no call ({event.get('method')} decided); the top tier would have taken "
-            f"~{event.get('prompt_tokens')}+{event.get('completion_tokens')} tok, "
-            f"{money(float(event.get('frontier_cost_usd') or 0))}",
-            style="dim",
-        )
+        return Text(f"    {_spared(event)}", style="dim")
     if kind == "route_decision":
         style = "yellow" if event.get("reason") in CASCADE_REASONS else "cyan"
         return Text(f"    route {clip(route_text(event), 100)}", style=style)
@@ -188,6 +198,8 @@ def step_detail(step: Step) -> Text:
             f"{money(float(call.get('cost_usd') or 0))}\n",
             style="dim",
         )
+    if step.skipped is not None:
+        text.append(_spared(step.skipped) + "\n", style="dim")
     if step.decision is not None:
         decision = step.decision
         reason = f" ({decision['reason']})" if decision.get("reason") else ""

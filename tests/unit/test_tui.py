@@ -624,4 +624,11 @@ def test_the_live_trace_names_the_counterfactual_as_the_run_summary_does(
     spared = {"kind": "model_skipped", "node": "intent", "method": "knn", "prompt_tokens": 612,
               "completion_tokens": 3, "frontier_cost_usd": 0.000004}  # fmt: skip
     line = event_line(spared).plain
-    assert "no call (knn decided)" in line and "~612+3 tok" in line and "$0.000004" in line
+    assert "no call (knn decided); top tier ~612+3 tok, $0.000004" in line
+    # The stored run's step detail says the same under the kNN's step.
+    from brickwork.tui._trace import step_detail
+
+    finished = {"kind": "node_finished", "node": "intent", "ok": True, "method": "knn"}
+    [step] = steps([{"kind": "node_started", "node": "intent"}, spared, finished])
+    assert step.models == "knn" and step.cost_usd == 0
+    assert "no call (knn decided); top tier ~612+3 tok, $0.000004" in step_detail(step).plain

@@ -74,15 +74,17 @@ class RunDetailScreen(TUIScreen):
         summary, events = run
         self.query_one(SummaryBar).show(
             [
+                # What matters most first: at 80 columns the bar's third line is the
+                # most it may take, and the counterfactual used to be cut off its end.
                 ("run", summary.run_id),
+                ("status", summary.status),
+                ("cost", money(summary.cost_usd)),
+                (_counterfactual_label(), money(summary.frontier_only_usd)),
                 ("graph", summary.graph),
                 ("mode", summary.mode),
-                ("status", summary.status),
                 ("at", clock(summary.started_at)),
                 ("took", seconds(summary.latency_s)),
                 ("from", summary.source),
-                ("cost", money(summary.cost_usd)),
-                (_counterfactual_label(), money(summary.frontier_only_usd)),
             ],
             note=" ".join(summary.flags),
         )

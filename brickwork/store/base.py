@@ -918,6 +918,7 @@ def _aggregate_nodes(rows: Sequence[Sequence[Any]]) -> list[NodeStats]:
     latencies: dict[tuple[str, str], list[float]] = {}
     counts: dict[tuple[str, str], dict[str, float]] = {}
     for graph, run_id, kind, node, latency, ok, invalid, action, model, *call in rows:
+        stand_in, escalated, prompt, completion, cost, frontier_cost = call
         key = (graph, node)
         total = counts.setdefault(key, dict.fromkeys(_COUNTERS, 0.0))
         if kind == "node_finished":
@@ -928,9 +929,8 @@ def _aggregate_nodes(rows: Sequence[Sequence[Any]]) -> list[NodeStats]:
             total["escalations"] += action == "escalate"
         elif kind == "model_skipped":  # no call, but the top tier would have made one
             if (run_id, node) not in escalated_nodes:
-                total["frontier_only_usd"] += float(call[-1] or 0.0)
+                total["frontier_only_usd"] += float(frontier_cost or 0.0)
         else:
-            stand_in, escalated, prompt, completion, cost, frontier_cost = call
             total["model_calls"] += 1
             total["prompt_tokens"] += float(prompt or 0)
             total["completion_tokens"] += float(completion or 0)
